@@ -1,0 +1,155 @@
+"""Level 0, step 3: a data scientist trains the churn model by hand and exports a file.
+
+Everything here is a person's choice, made once: which batches to use, when to train,
+what to log. The MLflow calls are explicit `mlflow.log_*` calls, as a person writes them
+in a notebook; nothing is registered, deployed or scheduled. The output is a model file
+in `export_dir` that someone must hand over to the service (step 4).
+"""
+
+from __future__ import annotations
+
+import getpass
+import sys
+from functools import cache
+from pathlib import Path
+
+import httpx
+import mlflow
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from shared import model_file
+from shared.data import day_of, labelled_feature_files, load_labelled, read_batch
+from shared.evaluate import Evaluation, beats_baseline, evaluate
+from shared.features import SKOPS_TRUSTED_TYPES, feature_frame
+from shared.lineage import Lineage
+from shared.train import TrainingConfig, split_holdout, train, train_baseline
+from shared.validation import validate
+
+
+class TrainSettings(BaseSettings):
+    """Settings of the level-0 training script, from L0_* environment variables."""
+
+    model_config = SettingsConfigDict(env_prefix="L0_", frozen=True)
+
+    landing: Path = Path("var/landing")
+    export_dir: Path = Path("var/level0/exported")
+    mlflow_tracking_uri: str = Field(
+        "http://127.0.0.1:5000", validation_alias="MLFLOW_TRACKING_URI"
+    )
+    experiment: str = "level0-manual"
+    model_name: str = "churn"
+    n_iter: int = 10
+    seed: int = 42
+    min_auc_lift: float = 0.05  # the model must beat the dummy's ROC AUC by this much
+
+
+@cache
+def get_settings() -> TrainSettings:
+    return TrainSettings()
+
+
+class TrainingRefused(RuntimeError):
+    """Training stopped before exporting anything; the message says why."""
+
+
+def _check_tracking_server(uri: str) -> None:
+    # MLflow's client retries an unreachable server for minutes; say it at once instead.
+    if uri.startswith("http") and not _answers(f"{uri}/health"):
+        raise TrainingRefused(
+            f"the MLflow tracking server at {uri} is not reachable: start it with "
+            "'make mlflow' in another terminal, or set MLFLOW_TRACKING_URI"
+        )
+
+
+def _answers(url: str) -> bool:
+    try:
+        return httpx.get(url, timeout=3).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+def _print_metrics(model: Evaluation, baseline: Evaluation) -> None:
+    print(f"  {'metric':<10} {'model':>8} {'baseline':>9}")
+    for name, value in model.overall.items():
+        print(f"  {name:<10} {value:>8.3f} {baseline.overall[name]:>9.3f}")
+
+
+def run(settings: TrainSettings) -> dict:
+    """Train, evaluate, log to MLflow by hand and export; returns the exported model card."""
+    _check_tracking_server(settings.mlflow_tracking_uri)
+    files = labelled_feature_files(settings.landing)
+    if len(files) < 2:
+        raise TrainingRefused(
+            f"{len(files)} labelled batches in {settings.landing}: need 2 or more (make data)"
+        )
+    print(f"[1/5] data: {len(files)} labelled daily batches, {day_of(files[0])} .. {day_of(files[-1])}")
+
+    # The person checks the batches against the contract before trusting them.
+    reports = {path.name: validate(read_batch(path)) for path in files}
+    bad = {name: r for name, r in reports.items() if not r.ok}
+    if bad:
+        lines = "\n".join(f"  {name}: {r.summary()}" for name, r in bad.items())
+        raise TrainingRefused(f"batches break the data contract, fix or remove them:\n{lines}")
+    print("[2/5] validation: every batch meets the data contract")
+
+    frame = load_labelled(files)
+    train_frame, holdout = split_holdout(frame, TrainingConfig.holdout_fraction)
+    config = TrainingConfig(n_iter=settings.n_iter, seed=settings.seed)
+    print(f"[3/5] training on {len(train_frame)} rows, {config.n_iter} candidates x {config.cv_folds} folds ...")
+    result = train(train_frame, config)
+    evaluation = evaluate(result.pipeline, holdout)
+    baseline = evaluate(train_baseline(train_frame), holdout)
+    print(f"      best cv ROC AUC {result.cv_score:.3f} in {result.seconds:.0f} s; hold-out ({len(holdout)} rows, newest days):")
+    _print_metrics(evaluation, baseline)
+    if not beats_baseline(evaluation, baseline, settings.min_auc_lift):
+        raise TrainingRefused(
+            f"hold-out ROC AUC {evaluation.overall['roc_auc']:.3f} does not beat the baseline's "
+            f"{baseline.overall['roc_auc']:.3f} by {settings.min_auc_lift}: not exported"
+        )
+
+    lineage = Lineage.of(files, result.params, evaluation.overall)
+    mlflow.set_tracking_uri(settings.mlflow_tracking_uri)
+    mlflow.set_experiment(settings.experiment)
+    with mlflow.start_run(run_name=f"manual-{lineage.trained_at}") as run:
+        mlflow.set_tags({**lineage.tags(), "level": "0", "trained_by": getpass.getuser()})
+        mlflow.log_params(result.params)
+        mlflow.log_params(
+            {"train_rows": len(train_frame), "holdout_rows": len(holdout), "n_iter": config.n_iter,
+             "cv_folds": config.cv_folds, "seed": config.seed}
+        )  # fmt: skip
+        mlflow.log_metrics(evaluation.flat())
+        mlflow.log_metrics(baseline.flat("baseline/"))
+        mlflow.log_metric("cv_roc_auc", result.cv_score)
+        mlflow.log_dict({n: r.to_dict() for n, r in reports.items()}, "data_validation.json")
+        mlflow.log_dict(lineage.to_dict(), "lineage.json")
+        mlflow.sklearn.log_model(
+            result.pipeline,
+            name="model",
+            input_example=feature_frame(holdout.head(3)),
+            skops_trusted_types=SKOPS_TRUSTED_TYPES,
+        )
+    print(f"[4/5] logged to MLflow: {settings.mlflow_tracking_uri} experiment '{settings.experiment}', run {run.info.run_id}")
+
+    card = {
+        "name": settings.model_name,
+        "version": run.info.run_id[:8],
+        "mlflow_run_id": run.info.run_id,
+        "mlflow_tracking_uri": settings.mlflow_tracking_uri,
+        **lineage.to_dict(),
+    }
+    path = model_file.save(result.pipeline, card, settings.export_dir)
+    print(f"[5/5] exported {path} (+ {model_file.CARD_FILE})")
+    print("      next, by hand: make level0-handoff, then restart the service")
+    return card
+
+
+def main() -> None:
+    try:
+        run(get_settings())
+    except TrainingRefused as refused:
+        sys.exit(f"training refused: {refused}")
+
+
+if __name__ == "__main__":
+    main()

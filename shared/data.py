@@ -1,0 +1,69 @@
+"""Where landed batches live and how to read them: one Parquet file per day, features and
+labels in separate folders because labels arrive days after the features they describe.
+
+    <landing>/features/2026-01-05.parquet   customers seen on 5 January
+    <landing>/labels/2026-01-05.parquet     their churn labels, landed a few days later
+"""
+
+from __future__ import annotations
+
+from datetime import date
+from pathlib import Path
+
+import pandas as pd
+
+from shared.schema import DATE, ID, LABEL
+
+
+def features_dir(landing: Path) -> Path:
+    return Path(landing) / "features"
+
+
+def labels_dir(landing: Path) -> Path:
+    return Path(landing) / "labels"
+
+
+def batch_path(folder: Path, day: date) -> Path:
+    return Path(folder) / f"{day.isoformat()}.parquet"
+
+
+def day_of(path: Path) -> date:
+    """The day a landed file belongs to, from its name."""
+    return date.fromisoformat(Path(path).stem)
+
+
+def feature_files(landing: Path) -> list[Path]:
+    """Every landed feature batch, oldest first."""
+    return sorted(features_dir(landing).glob("*.parquet"))
+
+
+def labelled_feature_files(landing: Path) -> list[Path]:
+    """Feature batches whose labels have landed too, oldest first: what training can use."""
+    labelled = {p.name for p in labels_dir(landing).glob("*.parquet")}
+    return [p for p in feature_files(landing) if p.name in labelled]
+
+
+def read_batch(path: Path) -> pd.DataFrame:
+    return pd.read_parquet(path)
+
+
+def label_file_for(feature_file: Path) -> Path:
+    """The label file that belongs to a feature batch (it may not have landed yet)."""
+    feature_file = Path(feature_file)
+    return labels_dir(feature_file.parent.parent) / feature_file.name
+
+
+def load_labelled(feature_files: list[Path]) -> pd.DataFrame:
+    """Feature batches joined with their labels, one row per customer and day.
+
+    Every file must have its label file; batches should have passed `validate` first.
+    """
+    if not feature_files:
+        raise ValueError("no labelled batches to load: generate data first (make data)")
+    frames = []
+    for path in feature_files:
+        labels = pd.read_parquet(label_file_for(path), columns=[ID, DATE, LABEL])
+        frames.append(read_batch(path).merge(labels, on=[ID, DATE], how="inner", validate="1:1"))
+    frame = pd.concat(frames, ignore_index=True)
+    frame[LABEL] = frame[LABEL].astype(int)
+    return frame

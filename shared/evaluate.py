@@ -1,0 +1,100 @@
+"""Judge a fitted model on held-out data: overall metrics, per-slice metrics and the baseline.
+
+One average hides the customers a model fails: the slices (age band, platform, city tier)
+show whether quality holds for each group, which is what a drifting user base breaks first.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+from sklearn.metrics import f1_score, log_loss, precision_score, recall_score, roc_auc_score
+
+from shared.features import feature_frame
+from shared.schema import LABEL
+
+THRESHOLD = 0.5  # probability at or above which a customer is predicted to churn
+MIN_SLICE_ROWS = 30  # smaller slices are reported by size only: their metrics are noise
+
+AGE_BANDS = ((0, 18, "under_18"), (18, 25, "18-24"), (25, 35, "25-34"), (35, 50, "35-49"))
+
+
+def age_band(age: pd.Series) -> pd.Series:
+    """Age bands for slicing: under_18, 18-24, 25-34, 35-49, 50_plus."""
+    bands = pd.Series("50_plus", index=age.index)
+    for low, high, name in AGE_BANDS:
+        bands[(age >= low) & (age < high)] = name
+    return bands
+
+
+SLICES = {
+    "age_band": lambda f: age_band(f["age"]),
+    "platform": lambda f: f["platform"],
+    "city_tier": lambda f: f["city_tier"],
+}
+
+
+def classification_metrics(y_true: np.ndarray, proba: np.ndarray) -> dict[str, float]:
+    """ROC AUC, F1, precision, recall, log loss, accuracy; AUC is NaN if only one class."""
+    y_true = np.asarray(y_true).astype(int)
+    predicted = (proba >= THRESHOLD).astype(int)
+    both_classes = len(np.unique(y_true)) == 2
+    return {
+        "roc_auc": float(roc_auc_score(y_true, proba)) if both_classes else math.nan,
+        "f1": float(f1_score(y_true, predicted, zero_division=0)),
+        "precision": float(precision_score(y_true, predicted, zero_division=0)),
+        "recall": float(recall_score(y_true, predicted, zero_division=0)),
+        "log_loss": float(log_loss(y_true, np.clip(proba, 1e-6, 1 - 1e-6), labels=[0, 1])),
+        "accuracy": float((predicted == y_true).mean()),
+    }
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    """Metrics of one model on one data set: overall and per slice value."""
+
+    rows: int
+    positive_rate: float
+    overall: dict[str, float]
+    slices: dict[str, dict[str, dict[str, float]]] = field(default_factory=dict)
+
+    def flat(self, prefix: str = "") -> dict[str, float]:
+        """Finite metrics as flat names for MLflow, e.g. 'slice/platform/web/roc_auc'."""
+        out = {f"{prefix}{k}": v for k, v in self.overall.items()}
+        for name, values in self.slices.items():
+            for value, metrics in values.items():
+                for k, v in metrics.items():
+                    out[f"{prefix}slice/{name}/{value}/{k}"] = v
+        return {k: v for k, v in out.items() if not math.isnan(v)}
+
+
+def evaluate(model, frame: pd.DataFrame) -> Evaluation:
+    """Score `model` (anything with predict_proba) on a labelled frame."""
+    if frame.empty:
+        raise ValueError("cannot evaluate on an empty data set")
+    y = frame[LABEL].to_numpy().astype(int)
+    proba = model.predict_proba(feature_frame(frame))[:, 1]
+    slices: dict[str, dict[str, dict[str, float]]] = {}
+    for name, slicer in SLICES.items():
+        keys = slicer(frame).to_numpy()
+        slices[name] = {}
+        for value in sorted(set(keys)):
+            mask = keys == value
+            metrics = {"rows": float(mask.sum())}
+            if mask.sum() >= MIN_SLICE_ROWS:
+                metrics |= classification_metrics(y[mask], proba[mask])
+            slices[name][str(value)] = metrics
+    return Evaluation(
+        rows=len(frame),
+        positive_rate=float(y.mean()),
+        overall=classification_metrics(y, proba),
+        slices=slices,
+    )
+
+
+def beats_baseline(model: Evaluation, baseline: Evaluation, min_auc_lift: float) -> bool:
+    """True when the model's ROC AUC exceeds the baseline's by at least `min_auc_lift`."""
+    return model.overall["roc_auc"] >= baseline.overall["roc_auc"] + min_auc_lift
