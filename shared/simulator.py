@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 from dataclasses import asdict, dataclass, field
 from datetime import date, timedelta
 from pathlib import Path
@@ -203,6 +204,9 @@ def main(argv: list[str] | None = None) -> None:
         rows_per_day=args.rows_per_day,
         label_delay_days=args.label_delay,
     )
+    # The command line simulates a new world: replace what an earlier run landed.
+    for folder in (features_dir(args.landing), labels_dir(args.landing)):
+        shutil.rmtree(folder, ignore_errors=True)
     written = simulate(args.landing, config)
     n_labels = sum(1 for p in written if p.parent.name == "labels")
     print(

@@ -1,0 +1,49 @@
+"""Fixtures shared by every test kind: a small simulated landing folder and a model trained
+on it once per session (training is the slow part)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from shared.data import labelled_feature_files, load_labelled
+from shared.simulator import SimulationConfig, simulate
+from shared.train import TrainingConfig, TrainingResult, split_holdout, train
+
+KINDS = ("unit", "integration", "e2e", "docker")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark each test with its kind from its folder: tests/unit -> unit, and so on."""
+    for item in items:
+        kind = Path(item.path).parent.name
+        if kind in KINDS:
+            item.add_marker(getattr(pytest.mark, kind))
+
+
+SMALL = SimulationConfig(scenario="stable", days=10, seed=7, rows_per_day=400, label_delay_days=2)
+FAST = TrainingConfig(n_iter=3, cv_folds=3, seed=7)
+
+
+@pytest.fixture(scope="session")
+def landing(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    folder = tmp_path_factory.mktemp("landing")
+    simulate(folder, SMALL)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def labelled(landing: Path) -> pd.DataFrame:
+    return load_labelled(labelled_feature_files(landing))
+
+
+@pytest.fixture(scope="session")
+def split(labelled: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    return split_holdout(labelled, 0.2)
+
+
+@pytest.fixture(scope="session")
+def trained(split: tuple[pd.DataFrame, pd.DataFrame]) -> TrainingResult:
+    return train(split[0], FAST)

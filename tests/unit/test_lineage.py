@@ -1,0 +1,68 @@
+"""Lineage: the data version follows the content of the training files, the code version
+follows git."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+from shared.lineage import Lineage, code_version, data_version
+
+
+def write(folder: Path, files: dict[str, bytes]) -> list[Path]:
+    paths = []
+    for name, content in files.items():
+        (folder / name).write_bytes(content)
+        paths.append(folder / name)
+    return paths
+
+
+def test_same_files_same_version_in_any_order(tmp_path: Path):
+    files = write(tmp_path, {"a.parquet": b"1", "b.parquet": b"2"})
+    assert data_version(files) == data_version(list(reversed(files)))
+    assert data_version(files).startswith("sha256:")
+
+
+def test_changing_one_byte_changes_the_version(tmp_path: Path):
+    files = write(tmp_path, {"a.parquet": b"1", "b.parquet": b"2"})
+    before = data_version(files)
+    files[1].write_bytes(b"3")
+    assert data_version(files) != before
+
+
+def test_adding_a_file_changes_the_version(tmp_path: Path):
+    files = write(tmp_path, {"a.parquet": b"1", "b.parquet": b"2"})
+    more = files + write(tmp_path, {"c.parquet": b"3"})
+    assert data_version(more) != data_version(files)
+
+
+def test_code_version_is_the_git_commit_and_marks_uncommitted_changes(tmp_path: Path):
+    def git(*args: str) -> str:
+        return subprocess.run(
+            ["git", "-c", "user.name=t", "-c", "user.email=t@t", *args],
+            cwd=tmp_path, capture_output=True, text=True, check=True,
+        ).stdout.strip()  # fmt: skip
+
+    git("init", "-q")
+    (tmp_path / "f.py").write_text("x = 1\n")
+    git("add", ".")
+    git("commit", "-qm", "c")
+    sha = git("rev-parse", "HEAD")
+    assert code_version(tmp_path) == sha
+    (tmp_path / "f.py").write_text("x = 2\n")
+    assert code_version(tmp_path) == sha + "-dirty"
+
+
+def test_code_version_outside_git_is_unknown(tmp_path: Path):
+    assert code_version(tmp_path) == "unknown"
+
+
+def test_lineage_records_data_code_params_and_metrics(tmp_path: Path):
+    files = write(tmp_path, {"2026-01-02.parquet": b"2", "2026-01-01.parquet": b"1"})
+    lineage = Lineage.of(files, {"learning_rate": 0.1}, {"roc_auc": 0.8})
+    tags = lineage.tags()
+    assert tags["data_version"] == data_version(files)
+    assert tags["data_files"] == "2026-01-01.parquet..2026-01-02.parquet (2)"
+    assert tags["code_version"] == lineage.code_version != ""
+    assert lineage.to_dict()["params"] == {"learning_rate": 0.1}
+    assert lineage.to_dict()["metrics"] == {"roc_auc": 0.8}

@@ -1,0 +1,172 @@
+"""The level-0 prediction service: valid requests get predictions from the handed-over model;
+malformed ones get a 4xx that names the field, never a 500."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from fastapi.testclient import TestClient
+
+from level0_manual.service import ServiceSettings, create_app
+from shared import model_file
+from shared.schema import FEATURES, example_record
+
+
+@pytest.fixture(scope="module")
+def model_dir(trained, tmp_path_factory) -> Path:
+    folder = tmp_path_factory.mktemp("serving")
+    model_file.save(trained.pipeline, {"name": "churn", "version": "v-test", "data_version": "d1"}, folder)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def client(model_dir: Path):
+    with TestClient(create_app(ServiceSettings(model_dir=model_dir, max_records=50))) as c:
+        yield c
+
+
+def post_raw(client: TestClient, body: str):
+    return client.post("/predict", content=body.encode(), headers={"content-type": "application/json"})
+
+
+def assert_422_names(response, *loc) -> None:
+    assert response.status_code == 422, response.text
+    locs = [tuple(e["loc"]) for e in response.json()["detail"]]
+    assert any(tuple(loc) == found[-len(loc):] for found in locs), locs
+
+
+def test_one_record_gets_one_prediction_from_the_loaded_model(client, trained):
+    response = client.post("/predict", json={**example_record(), "customer_id": "c-1"})
+    assert response.status_code == 200
+    body = response.json()
+    assert body["model_version"] == "v-test" and body["model_name"] == "churn"
+    [prediction] = body["predictions"]
+    expected = trained.pipeline.predict_proba(pd.DataFrame([example_record()]))[0, 1]
+    assert prediction["churn_probability"] == pytest.approx(expected, abs=1e-6)
+    assert prediction["customer_id"] == "c-1"
+    assert prediction["churn"] == (expected >= 0.5)
+
+
+def test_a_list_gets_one_prediction_per_record_in_order(client, trained):
+    records = [example_record(), {**example_record(), "complaints_90d": 9, "late_deliveries_30d": 6}]
+    response = client.post("/predict", json=records)
+    assert response.status_code == 200
+    got = [p["churn_probability"] for p in response.json()["predictions"]]
+    expected = trained.pipeline.predict_proba(pd.DataFrame(records))[:, 1]
+    np.testing.assert_allclose(got, expected, atol=1e-6)
+
+
+def test_health_reports_the_model_version(client):
+    assert client.get("/health").json() == {"status": "ok", "model_version": "v-test"}
+
+
+def test_model_endpoint_says_which_file_and_which_data(client, model_dir):
+    info = client.get("/model").json()
+    assert info["file"] == str(model_dir / "model.skops")
+    assert info["version"] == "v-test" and info["data_version"] == "d1"
+    assert info["loaded_at"].endswith("Z")
+
+
+def test_a_missing_field_is_named(client):
+    record = {k: v for k, v in example_record().items() if k != "orders_30d"}
+    assert_422_names(client.post("/predict", json=record), "record", "orders_30d")
+
+
+def test_a_wrong_type_is_named(client):
+    assert_422_names(client.post("/predict", json={**example_record(), "age": "old"}), "age")
+
+
+def test_an_unknown_category_is_named(client):
+    response = client.post("/predict", json={**example_record(), "platform": "smart_tv"})
+    assert_422_names(response, "platform")
+    assert "'ios', 'android' or 'web'" in response.text
+
+
+@pytest.mark.parametrize("column", [c.name for c in FEATURES if c.kind == "float"])
+@pytest.mark.parametrize("value", ["NaN", "Infinity", "-Infinity"])
+def test_nan_and_infinity_are_refused_not_a_500(client, column, value):
+    body = json.dumps({**example_record(), column: 1.5}).replace("1.5", value)
+    assert_422_names(post_raw(client, body), column)
+
+
+def test_nan_in_an_integer_field_is_refused_not_a_500(client):
+    body = json.dumps({**example_record(), "age": 1234567}).replace("1234567", "NaN")
+    assert_422_names(post_raw(client, body), "age")
+
+
+def test_out_of_range_values_are_refused(client):
+    assert_422_names(client.post("/predict", json={**example_record(), "age": 999}), "age")
+    response = client.post("/predict", json={**example_record(), "discount_share": 1.5})
+    assert_422_names(response, "discount_share")
+
+
+def test_a_renamed_field_is_refused_as_extra(client):
+    record = example_record()
+    record["orders_last_30d"] = record.pop("orders_30d")
+    assert_422_names(client.post("/predict", json=record), "orders_last_30d")
+
+
+def test_the_cross_column_rule_is_enforced(client):
+    response = client.post("/predict", json={**example_record(), "late_deliveries_30d": 99})
+    assert response.status_code == 422
+    assert "late_deliveries_30d cannot exceed orders_30d" in response.text
+
+
+def test_an_error_in_the_third_record_of_a_list_points_at_it(client):
+    records = [example_record(), example_record(), {**example_record(), "city_tier": "moon"}]
+    assert_422_names(client.post("/predict", json=records), "records", 2, "city_tier")
+
+
+def test_an_empty_list_is_refused(client):
+    response = client.post("/predict", json=[])
+    assert response.status_code == 422
+    assert "at least 1 item" in response.text
+
+
+def test_a_list_over_the_limit_is_refused_without_echoing_it(client):
+    response = client.post("/predict", json=[example_record()] * 51)
+    assert response.status_code == 422
+    assert "at most 50 items" in response.text
+    assert len(response.content) < 1000
+
+
+def test_a_body_over_the_size_limit_gets_413():
+    app = create_app(ServiceSettings(model_dir=Path("nowhere"), max_body_bytes=1000))
+    with TestClient(app) as c:
+        response = c.post("/predict", json=[example_record()] * 20)
+    assert response.status_code == 413
+    assert "limit is 1000" in response.json()["detail"]
+
+
+@pytest.mark.parametrize("body", ["{not json", "", "null", "42", '"text"', "[1, 2]"])
+def test_bodies_that_are_not_records_get_422(client, body):
+    assert post_raw(client, body).status_code == 422
+
+
+def test_without_a_handed_over_model_health_and_predict_say_503_and_why(tmp_path: Path):
+    with TestClient(create_app(ServiceSettings(model_dir=tmp_path))) as c:
+        health = c.get("/health")
+        assert health.status_code == 503
+        assert "model.skops" in health.json()["detail"]
+        assert c.post("/predict", json=example_record()).status_code == 503
+
+
+def test_docs_load_their_assets_from_the_service_not_a_cdn(client):
+    page = client.get("/docs")
+    assert page.status_code == 200
+    assert "cdn" not in page.text.lower()
+    assert "/static/swagger/swagger-ui-bundle.js" in page.text
+    assert client.get("/static/swagger/swagger-ui-bundle.js").status_code == 200
+    assert client.get("/static/swagger/swagger-ui.css").status_code == 200
+
+
+def test_the_openapi_schema_documents_the_request_from_the_contract(client):
+    schema = client.get("/openapi.json").json()
+    record = schema["components"]["schemas"]["CustomerFeatures"]
+    assert set(record["required"]) == {c.name for c in FEATURES}
+    assert record["properties"]["age"]["maximum"] == 100
+    assert record["properties"]["platform"]["enum"] == ["ios", "android", "web"]
