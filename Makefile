@@ -52,6 +52,10 @@ demo: venv
 test: venv
 	$(PY) -m pytest
 
+## Print serving latency and throughput figures of the level-0 service (bench/)
+bench: venv
+	$(PY) -m bench.serving_latency
+
 ## Lint and format-check the code with ruff
 lint: venv
 	$(PY) -m ruff check .
@@ -91,5 +95,5 @@ level0-serve: venv
 level0-predict: venv
 	$(PY) -m level0_manual.predict --landing $(LANDING)
 
-.PHONY: help venv lock demo test lint data mlflow clean \
+.PHONY: help venv lock demo test bench lint data mlflow clean \
 	level0-notebook level0-train level0-handoff level0-serve level0-predict

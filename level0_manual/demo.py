@@ -63,7 +63,9 @@ def demo(settings: DemoSettings) -> None:
     shutil.rmtree(landing, ignore_errors=True)  # a new simulated world each run
     config = SimulationConfig(scenario=settings.scenario, days=settings.days, seed=settings.seed)
     written = simulate(landing, config)
-    print(f"landed {len(written)} files in {landing} (labels arrive {config.label_delay_days} days late)")
+    print(
+        f"landed {len(written)} files in {landing} (labels arrive {config.label_delay_days} days late)"
+    )
 
     server = MlflowServer(root=settings.var / "mlflow", port=settings.mlflow_port)
     with _mlflow(server):

@@ -42,7 +42,9 @@ def request_predictions(base_url: str, records: list[dict[str, Any]]) -> dict[st
 
 def print_predictions(records: list[dict[str, Any]], answer: dict[str, Any]) -> None:
     print(f"model {answer['model_name']} version {answer['model_version']}:")
-    print(f"  {'customer':<16} {'age':>4} {'orders':>6} {'late':>5} {'compl.':>6}  {'P(churn)':>8}  churn?")
+    print(
+        f"  {'customer':<16} {'age':>4} {'orders':>6} {'late':>5} {'compl.':>6}  {'P(churn)':>8}  churn?"
+    )
     for record, p in zip(records, answer["predictions"], strict=True):
         print(
             f"  {record[ID]:<16} {record['age']:>4} {record['orders_30d']:>6} "

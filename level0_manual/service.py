@@ -92,7 +92,8 @@ def create_app(settings: ServiceSettings) -> FastAPI:
 
     app = FastAPI(
         title="Churn prediction service (level 0)",
-        description="Serves the model file that was handed over by hand. " + __doc__.split("\n\n")[0],
+        description="Serves the model file that was handed over by hand. "
+        + __doc__.split("\n\n")[0],
         lifespan=lifespan,
         docs_url=None,
         redoc_url=None,
@@ -105,7 +106,9 @@ def create_app(settings: ServiceSettings) -> FastAPI:
         if length and length.isdigit() and int(length) > settings.max_body_bytes:
             return JSONResponse(
                 status_code=413,
-                content={"detail": f"body is {length} bytes; the limit is {settings.max_body_bytes}"},
+                content={
+                    "detail": f"body is {length} bytes; the limit is {settings.max_body_bytes}"
+                },
             )
         return await call_next(request)
 
@@ -124,7 +127,9 @@ def create_app(settings: ServiceSettings) -> FastAPI:
 
     OneOrMany = Annotated[
         Annotated[Record, Tag("record")]
-        | Annotated[list[Record], Field(min_length=1, max_length=settings.max_records), Tag("records")],
+        | Annotated[
+            list[Record], Field(min_length=1, max_length=settings.max_records), Tag("records")
+        ],
         Discriminator(_one_or_many),
     ]
 

@@ -84,7 +84,9 @@ def run(settings: TrainSettings) -> dict:
         raise TrainingRefused(
             f"{len(files)} labelled batches in {settings.landing}: need 2 or more (make data)"
         )
-    print(f"[1/5] data: {len(files)} labelled daily batches, {day_of(files[0])} .. {day_of(files[-1])}")
+    print(
+        f"[1/5] data: {len(files)} labelled daily batches, {day_of(files[0])} .. {day_of(files[-1])}"
+    )
 
     # The person checks the batches against the contract before trusting them.
     reports = {path.name: validate(read_batch(path)) for path in files}
@@ -97,11 +99,15 @@ def run(settings: TrainSettings) -> dict:
     frame = load_labelled(files)
     train_frame, holdout = split_holdout(frame, TrainingConfig.holdout_fraction)
     config = TrainingConfig(n_iter=settings.n_iter, seed=settings.seed)
-    print(f"[3/5] training on {len(train_frame)} rows, {config.n_iter} candidates x {config.cv_folds} folds ...")
+    print(
+        f"[3/5] training on {len(train_frame)} rows, {config.n_iter} candidates x {config.cv_folds} folds ..."
+    )
     result = train(train_frame, config)
     evaluation = evaluate(result.pipeline, holdout)
     baseline = evaluate(train_baseline(train_frame), holdout)
-    print(f"      best cv ROC AUC {result.cv_score:.3f} in {result.seconds:.0f} s; hold-out ({len(holdout)} rows, newest days):")
+    print(
+        f"      best cv ROC AUC {result.cv_score:.3f} in {result.seconds:.0f} s; hold-out ({len(holdout)} rows, newest days):"
+    )
     _print_metrics(evaluation, baseline)
     if not beats_baseline(evaluation, baseline, settings.min_auc_lift):
         raise TrainingRefused(
@@ -133,7 +139,9 @@ def run(settings: TrainSettings) -> dict:
             input_example=feature_frame(holdout.head(3)),
             skops_trusted_types=SKOPS_TRUSTED_TYPES,
         )
-    print(f"[4/5] logged to MLflow: {settings.mlflow_tracking_uri} experiment '{settings.experiment}', run {run.info.run_id}")
+    print(
+        f"[4/5] logged to MLflow: {settings.mlflow_tracking_uri} experiment '{settings.experiment}', run {run.info.run_id}"
+    )
 
     card = {
         "name": settings.model_name,

@@ -107,9 +107,13 @@ def running(
         deadline = time.monotonic() + timeout
         while not is_healthy(health_url):
             if process.poll() is not None:
-                raise ServerError(f"{command[2:5]} exited with {process.returncode}; log: {log_path}")
+                raise ServerError(
+                    f"{command[2:5]} exited with {process.returncode}; log: {log_path}"
+                )
             if time.monotonic() > deadline:
-                raise ServerError(f"{health_url} not healthy after {timeout:.0f} s; log: {log_path}")
+                raise ServerError(
+                    f"{health_url} not healthy after {timeout:.0f} s; log: {log_path}"
+                )
             time.sleep(0.5)
         yield process
     finally:

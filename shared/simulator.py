@@ -150,9 +150,7 @@ def generate_day(config: SimulationConfig, day: int) -> tuple[pd.DataFrame, pd.D
     churned = rng.random(len(customers)) < churn_probability(customers, conditions)
     when = pd.Timestamp(config.day_date(day))
     ids = [f"{when:%Y%m%d}-{i:05d}" for i in range(len(customers))]
-    features = pd.concat(
-        [pd.DataFrame({ID: ids, DATE: when}), customers], axis=1
-    )
+    features = pd.concat([pd.DataFrame({ID: ids, DATE: when}), customers], axis=1)
     labels = pd.DataFrame({ID: ids, DATE: when, LABEL: churned})
     if conditions.incident:
         features = _corrupt(features, conditions.incident, rng)

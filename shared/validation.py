@@ -41,7 +41,11 @@ class ValidationResult:
         return "; ".join(f"{v.column}: {v.rule}: {v.message}" for v in self.violations)
 
     def to_dict(self) -> dict:
-        return {"ok": self.ok, "rows": self.rows, "violations": [asdict(v) for v in self.violations]}
+        return {
+            "ok": self.ok,
+            "rows": self.rows,
+            "violations": [asdict(v) for v in self.violations],
+        }
 
 
 def _dtype_ok(series: pd.Series, column: Column) -> bool:
@@ -73,7 +77,9 @@ def _check_column(series: pd.Series, column: Column) -> list[Violation]:
         found.append(Violation(column.name, "not_null", f"{nulls} null values", nulls))
     if not _dtype_ok(series, column):
         found.append(
-            Violation(column.name, "dtype", f"expected {column.kind}, got {series.dtype}", len(series))
+            Violation(
+                column.name, "dtype", f"expected {column.kind}, got {series.dtype}", len(series)
+            )
         )
         return found  # range and category checks are meaningless on the wrong type
     values = series.dropna()
@@ -134,9 +140,13 @@ def validate(
     if id_columns and id_columns[0] in batch.columns:
         duplicates = int(batch[id_columns[0]].duplicated().sum())
         if duplicates:
-            found.append(Violation(id_columns[0], "unique", f"{duplicates} duplicate ids", duplicates))
+            found.append(
+                Violation(id_columns[0], "unique", f"{duplicates} duplicate ids", duplicates)
+            )
     broken_columns = {v.column for v in found}
     for rule in row_rules:
-        if not broken_columns.intersection(rule.columns) and set(rule.columns) <= set(batch.columns):
+        if not broken_columns.intersection(rule.columns) and set(rule.columns) <= set(
+            batch.columns
+        ):
             found.extend(_check_row_rule(batch, rule))
     return ValidationResult(rows=len(batch), violations=tuple(found))

@@ -14,6 +14,7 @@ import nbformat
 import pytest
 from nbclient import NotebookClient
 
+from shared import model_file
 from tests.helpers import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -44,7 +45,9 @@ def test_demo_serves_real_predictions_from_the_handed_off_model(demo):
     healthy = re.search(r"healthy: \{'status': 'ok', 'model_version': '(\w+)'\}", out)
     assert healthy, out
     assert f"model churn version {healthy.group(1)}:" in out
-    rows = re.findall(r"^\s+\d{8}-\d{5}\s+\d+\s+\d+\s+\d+\s+\d+\s+(0\.\d{3})\s+(yes|no)$", out, re.M)
+    rows = re.findall(
+        r"^\s+\d{8}-\d{5}\s+\d+\s+\d+\s+\d+\s+\d+\s+(0\.\d{3})\s+(yes|no)$", out, re.M
+    )
     assert len(rows) == 5
     assert (var / "level0" / "serving" / "model.skops").is_file()
 
@@ -75,19 +78,23 @@ def test_demo_stops_the_servers_it_started(demo):
             socket.create_connection(("127.0.0.1", port), timeout=1).close()
 
 
-def test_the_exploration_notebook_runs_top_to_bottom(landing):
+def test_the_exploration_notebook_runs_top_to_bottom(landing, trained, tmp_path: Path):
+    model_file.save(
+        trained.pipeline, {"name": "churn", "version": "nb", "data_files": ["x"]}, tmp_path
+    )
     notebook = nbformat.read(ROOT / "level0_manual" / "explore.ipynb", as_version=4)
-    os.environ["L0_LANDING"] = str(landing)
+    os.environ["L0_LANDING"], os.environ["L0_EXPORT_DIR"] = str(landing), str(tmp_path)
     try:
         NotebookClient(
             notebook, timeout=300, kernel_name="python3",
             resources={"metadata": {"path": str(ROOT / "level0_manual")}},
         ).execute()  # fmt: skip
     finally:
-        del os.environ["L0_LANDING"]
+        del os.environ["L0_LANDING"], os.environ["L0_EXPORT_DIR"]
     outputs = "".join(
         o.get("text", "") + o.get("data", {}).get("text/plain", "")
         for cell in notebook.cells if cell.cell_type == "code" for o in cell.outputs
     )  # fmt: skip
     assert "feature batches in" in outputs
     assert "roc_auc" in outputs and "baseline" in outputs
+    assert "exported model nb" in outputs  # section 5 scored the exported model by day

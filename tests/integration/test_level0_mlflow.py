@@ -47,19 +47,23 @@ def test_the_run_is_logged_with_params_metrics_and_lineage(trained_run, landing)
     assert metrics["roc_auc"] > metrics["baseline/roc_auc"] + settings.min_auc_lift
     assert any(k.startswith("slice/platform/") for k in metrics)
     assert tags["level"] == "0"
-    assert tags["data_version"] == data_version(labelled_feature_files(landing)) == card["data_version"]
+    assert (
+        tags["data_version"]
+        == data_version(labelled_feature_files(landing))
+        == card["data_version"]
+    )
     assert tags["code_version"] == card["code_version"]
 
 
-def test_the_run_holds_a_loadable_model_that_matches_the_exported_file(trained_run, labelled, server):
+def test_the_run_holds_a_loadable_model_that_matches_the_exported_file(
+    trained_run, labelled, server
+):
     settings, card, logged = trained_run
     mlflow.set_tracking_uri(server.url)
     from_mlflow = mlflow.sklearn.load_model(f"runs:/{logged.info.run_id}/model")
     exported = model_file.load(settings.export_dir)
     X = feature_frame(labelled)
-    np.testing.assert_array_equal(
-        from_mlflow.predict_proba(X), exported.pipeline.predict_proba(X)
-    )
+    np.testing.assert_array_equal(from_mlflow.predict_proba(X), exported.pipeline.predict_proba(X))
     assert exported.card["mlflow_run_id"] == logged.info.run_id
 
 
@@ -70,7 +74,9 @@ def test_the_run_keeps_the_validation_report_and_lineage_as_artifacts(trained_ru
 
 
 def test_a_bad_batch_stops_training_before_anything_is_logged_or_exported(server, tmp_path: Path):
-    simulate(tmp_path / "landing", SimulationConfig(scenario="data-quality", days=8, rows_per_day=200))
+    simulate(
+        tmp_path / "landing", SimulationConfig(scenario="data-quality", days=8, rows_per_day=200)
+    )
     settings = TrainSettings(
         landing=tmp_path / "landing", export_dir=tmp_path / "out",
         mlflow_tracking_uri=server.url, experiment="level0-bad-data",

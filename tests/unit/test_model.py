@@ -97,7 +97,9 @@ def test_skops_trusted_types_are_exactly_what_a_saved_model_needs(trained):
     assert sorted(untrusted) == sorted(SKOPS_TRUSTED_TYPES)
 
 
-def test_the_same_input_gives_the_same_prediction_after_save_and_load(trained, split, tmp_path: Path):
+def test_the_same_input_gives_the_same_prediction_after_save_and_load(
+    trained, split, tmp_path: Path
+):
     card = {"name": "churn", "version": "test"}
     model_file.save(trained.pipeline, card, tmp_path)
     loaded = model_file.load(tmp_path)

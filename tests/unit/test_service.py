@@ -19,7 +19,9 @@ from shared.schema import FEATURES, example_record
 @pytest.fixture(scope="module")
 def model_dir(trained, tmp_path_factory) -> Path:
     folder = tmp_path_factory.mktemp("serving")
-    model_file.save(trained.pipeline, {"name": "churn", "version": "v-test", "data_version": "d1"}, folder)
+    model_file.save(
+        trained.pipeline, {"name": "churn", "version": "v-test", "data_version": "d1"}, folder
+    )
     return folder
 
 
@@ -30,13 +32,15 @@ def client(model_dir: Path):
 
 
 def post_raw(client: TestClient, body: str):
-    return client.post("/predict", content=body.encode(), headers={"content-type": "application/json"})
+    return client.post(
+        "/predict", content=body.encode(), headers={"content-type": "application/json"}
+    )
 
 
 def assert_422_names(response, *loc) -> None:
     assert response.status_code == 422, response.text
     locs = [tuple(e["loc"]) for e in response.json()["detail"]]
-    assert any(tuple(loc) == found[-len(loc):] for found in locs), locs
+    assert any(tuple(loc) == found[-len(loc) :] for found in locs), locs
 
 
 def test_one_record_gets_one_prediction_from_the_loaded_model(client, trained):
@@ -52,7 +56,10 @@ def test_one_record_gets_one_prediction_from_the_loaded_model(client, trained):
 
 
 def test_a_list_gets_one_prediction_per_record_in_order(client, trained):
-    records = [example_record(), {**example_record(), "complaints_90d": 9, "late_deliveries_30d": 6}]
+    records = [
+        example_record(),
+        {**example_record(), "complaints_90d": 9, "late_deliveries_30d": 6},
+    ]
     response = client.post("/predict", json=records)
     assert response.status_code == 200
     got = [p["churn_probability"] for p in response.json()["predictions"]]

@@ -1,0 +1,98 @@
+"""Benchmark: how fast does the level-0 service answer one record at a time?
+
+Prints figures, asserts nothing (targets live here, not in timed tests). It trains a model
+on simulated data, serves it with the real service under uvicorn on a free port, then
+measures:
+  - in-process Pipeline.predict_proba on a one-row frame (the floor),
+  - sequential single-record POST /predict over real HTTP (latency p50/p95/p99),
+  - concurrent single-record requests from a thread pool (throughput).
+
+    make bench
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import statistics
+import sys
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import httpx
+import pandas as pd
+
+from shared import model_file
+from shared.data import labelled_feature_files, load_labelled
+from shared.schema import example_record
+from shared.servers import running
+from shared.simulator import SimulationConfig, simulate
+from shared.train import TrainingConfig, train
+
+
+def percentiles(ms: list[float]) -> str:
+    q = statistics.quantiles(ms, n=100)
+    return f"p50 {q[49]:.2f} ms  p95 {q[94]:.2f} ms  p99 {q[98]:.2f} ms"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def main(requests: int = 2000, concurrency: int = 8) -> None:
+    work = Path(tempfile.mkdtemp(prefix="bench-"))
+    simulate(work / "landing", SimulationConfig(days=10))
+    result = train(
+        load_labelled(labelled_feature_files(work / "landing")), TrainingConfig(n_iter=4)
+    )
+    model_file.save(result.pipeline, {"name": "churn", "version": "bench"}, work / "model")
+    print(f"model: {result.params}")
+
+    row = pd.DataFrame([example_record()])
+    result.pipeline.predict_proba(row)
+    times = []
+    for _ in range(1000):
+        started = time.perf_counter()
+        result.pipeline.predict_proba(row)
+        times.append((time.perf_counter() - started) * 1000)
+    print(f"in-process predict_proba, 1 row:   {percentiles(times)}")
+
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    env = {**os.environ, "L0_SERVE_MODEL_DIR": str(work / "model"), "L0_SERVE_PORT": str(port)}
+    command = [sys.executable, "-m", "level0_manual.service"]
+    with running(command, f"{url}/health", work / "service.log", env=env):
+        with httpx.Client(base_url=url) as client:
+            for _ in range(50):  # warm up
+                client.post("/predict", json=example_record())
+            times = []
+            for _ in range(requests):
+                started = time.perf_counter()
+                client.post("/predict", json=example_record()).raise_for_status()
+                times.append((time.perf_counter() - started) * 1000)
+        print(f"HTTP POST /predict, 1 record, sequential ({requests}): {percentiles(times)}")
+
+        def one(client: httpx.Client) -> float:
+            started = time.perf_counter()
+            client.post("/predict", json=example_record()).raise_for_status()
+            return (time.perf_counter() - started) * 1000
+
+        clients = [httpx.Client(base_url=url) for _ in range(concurrency)]
+        started = time.perf_counter()
+        with ThreadPoolExecutor(concurrency) as pool:
+            times = list(pool.map(lambda i: one(clients[i % concurrency]), range(requests)))
+        elapsed = time.perf_counter() - started
+        for client in clients:
+            client.close()
+        print(
+            f"HTTP POST /predict, {concurrency} concurrent clients: {requests / elapsed:.0f} req/s, "
+            f"{percentiles(times)}  (1 uvicorn worker; client and server share the machine)"
+        )
+
+
+if __name__ == "__main__":
+    main()
