@@ -13,7 +13,6 @@ measures:
 from __future__ import annotations
 
 import os
-import socket
 import statistics
 import sys
 import tempfile
@@ -27,7 +26,7 @@ import pandas as pd
 from shared import model_file
 from shared.data import labelled_feature_files, load_labelled
 from shared.schema import example_record
-from shared.servers import running
+from shared.servers import free_port, running
 from shared.simulator import SimulationConfig, simulate
 from shared.train import TrainingConfig, train
 
@@ -35,12 +34,6 @@ from shared.train import TrainingConfig, train
 def percentiles(ms: list[float]) -> str:
     q = statistics.quantiles(ms, n=100)
     return f"p50 {q[49]:.2f} ms  p95 {q[94]:.2f} ms  p99 {q[98]:.2f} ms"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def main(requests: int = 2000, concurrency: int = 8) -> None:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import shutil
 import sys
 import time
 from pathlib import Path
@@ -60,9 +59,8 @@ def demo(settings: DemoSettings) -> None:
     started = time.monotonic()
 
     step(f"1. Data: simulate {settings.days} days of scenario '{settings.scenario}'")
-    shutil.rmtree(landing, ignore_errors=True)  # a new simulated world each run
     config = SimulationConfig(scenario=settings.scenario, days=settings.days, seed=settings.seed)
-    written = simulate(landing, config)
+    written = simulate(landing, config, replace=True)
     print(
         f"landed {len(written)} files in {landing} (labels arrive {config.label_delay_days} days late)"
     )

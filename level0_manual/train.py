@@ -14,7 +14,6 @@ import warnings
 from functools import cache
 from pathlib import Path
 
-import httpx
 import mlflow
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -24,6 +23,7 @@ from shared.data import day_of, labelled_feature_files, load_labelled, read_batc
 from shared.evaluate import Evaluation, beats_baseline, evaluate
 from shared.features import SKOPS_TRUSTED_TYPES, feature_frame
 from shared.lineage import Lineage
+from shared.servers import is_healthy
 from shared.train import TrainingConfig, split_holdout, train, train_baseline
 from shared.validation import validate
 
@@ -56,18 +56,11 @@ class TrainingRefused(RuntimeError):
 
 def _check_tracking_server(uri: str) -> None:
     # MLflow's client retries an unreachable server for minutes; say it at once instead.
-    if uri.startswith("http") and not _answers(f"{uri}/health"):
+    if uri.startswith("http") and not is_healthy(f"{uri}/health", timeout=3):
         raise TrainingRefused(
             f"the MLflow tracking server at {uri} is not reachable: start it with "
             "'make mlflow' in another terminal, or set MLFLOW_TRACKING_URI"
         )
-
-
-def _answers(url: str) -> bool:
-    try:
-        return httpx.get(url, timeout=3).status_code == 200
-    except httpx.HTTPError:
-        return False
 
 
 def _print_metrics(model: Evaluation, baseline: Evaluation) -> None:

@@ -175,9 +175,15 @@ def land_day(landing: Path, config: SimulationConfig, day: int) -> list[Path]:
     return written
 
 
-def simulate(landing: Path, config: SimulationConfig) -> list[Path]:
-    """Land days 0 .. days−1 into `landing` and record the config in `simulation.json`."""
+def simulate(landing: Path, config: SimulationConfig, replace: bool = False) -> list[Path]:
+    """Land days 0 .. days−1 into `landing` and record the config in `simulation.json`.
+
+    `replace=True` first removes the batches an earlier simulation landed: a new world.
+    """
     landing = Path(landing)
+    if replace:
+        for folder in (features_dir(landing), labels_dir(landing)):
+            shutil.rmtree(folder, ignore_errors=True)
     landing.mkdir(parents=True, exist_ok=True)
     written = [p for day in range(config.days) for p in land_day(landing, config, day)]
     manifest = {**asdict(config), "start_date": config.start_date.isoformat()}
@@ -202,10 +208,7 @@ def main(argv: list[str] | None = None) -> None:
         rows_per_day=args.rows_per_day,
         label_delay_days=args.label_delay,
     )
-    # The command line simulates a new world: replace what an earlier run landed.
-    for folder in (features_dir(args.landing), labels_dir(args.landing)):
-        shutil.rmtree(folder, ignore_errors=True)
-    written = simulate(args.landing, config)
+    written = simulate(args.landing, config, replace=True)
     n_labels = sum(1 for p in written if p.parent.name == "labels")
     print(
         f"landed {config.days} days of scenario '{config.scenario}' (seed {config.seed}) in "

@@ -15,7 +15,7 @@ import pytest
 from nbclient import NotebookClient
 
 from shared import model_file
-from tests.helpers import free_port
+from shared.servers import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 

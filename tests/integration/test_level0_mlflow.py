@@ -16,9 +16,8 @@ from shared import model_file
 from shared.data import labelled_feature_files
 from shared.features import feature_frame
 from shared.lineage import data_version
-from shared.servers import MlflowServer, mlflow_server
+from shared.servers import MlflowServer, free_port, mlflow_server
 from shared.simulator import SimulationConfig, simulate
-from tests.helpers import free_port
 
 
 @pytest.fixture(scope="module")
@@ -65,6 +64,15 @@ def test_the_run_holds_a_loadable_model_that_matches_the_exported_file(
     X = feature_frame(labelled)
     np.testing.assert_array_equal(from_mlflow.predict_proba(X), exported.pipeline.predict_proba(X))
     assert exported.card["mlflow_run_id"] == logged.info.run_id
+
+
+def test_the_model_is_logged_as_a_model_of_the_run_with_a_signature(trained_run, server):
+    _, _, logged = trained_run
+    client = MlflowClient(server.url)
+    [model] = client.search_logged_models(experiment_ids=[logged.info.experiment_id])
+    assert model.source_run_id == logged.info.run_id and model.name == "model"
+    signature = mlflow.models.get_model_info(model.model_uri).signature
+    assert "age" in signature.inputs.input_names()
 
 
 def test_the_run_keeps_the_validation_report_and_lineage_as_artifacts(trained_run, server):
