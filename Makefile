@@ -17,6 +17,26 @@ LANDING ?= var/landing
 # The embedded MLflow tracking server (SQLite + local artifacts): see shared/servers.py
 MLFLOW_PORT ?= 5000
 
+# Container stacks: `make up LEVEL=0`. STACK=docker runs a level's steps in its containers
+# (e.g. `make level0-train STACK=docker`) instead of in the local venv.
+LEVEL ?= 0
+STACK ?= local
+LEVEL_DIR_0 := level0_manual
+LEVEL_DIR_1 := level1_ct
+LEVEL_DIR_2 := level2_cicd
+LEVEL_DIR := $(or $(LEVEL_DIR_$(LEVEL)),$(error LEVEL must be 0, 1 or 2))
+COMPOSE = docker compose -f $(LEVEL_DIR)/compose.yaml
+L0_COMPOSE = docker compose -f level0_manual/compose.yaml
+ifeq ($(STACK),docker)
+L0_PY = $(L0_COMPOSE) run --rm -T workbench python
+LANDING = /data/landing
+else ifeq ($(STACK),local)
+L0_PY = $(PY)
+export L0_LANDING := $(LANDING)
+else
+$(error STACK must be local or docker)
+endif
+
 # ---- COMMANDS ----------------------------------------------------------------------------
 
 ## Show this help
@@ -63,37 +83,86 @@ lint: venv
 
 ## Land simulated daily batches in LANDING (SCENARIO=stable|covariate-shift|concept-drift|data-quality)
 data: venv
-	$(PY) -m shared.simulator --landing $(LANDING) --scenario $(SCENARIO) --days $(DAYS) --seed $(SEED)
+	$(L0_PY) -m shared.simulator --landing $(LANDING) --scenario $(SCENARIO) --days $(DAYS) --seed $(SEED)
 
 ## Start the MLflow tracking server and UI on SQLite at http://127.0.0.1:$(MLFLOW_PORT) (Ctrl-C stops)
 mlflow: venv
 	$(PY) -m shared.servers mlflow --port $(MLFLOW_PORT)
 
-## Remove the embedded mode's state: landed data, MLflow runs, exported models (var/)
+## Remove local state (var/) and the LEVEL stack with its volumes: runs, models, data are gone
 clean:
 	rm -rf var
+	if docker info >/dev/null 2>&1; then $(COMPOSE) down -v --remove-orphans; fi
+
+# ---- CONTAINER STACKS (see infra/README.md) ---------------------------------------------------
+
+.env:
+	@infra/scripts/make-env.sh
+
+## Build every image the stacks need, with or without Docker Hub (OFFLINE=auto|0|1)
+images: venv
+	infra/scripts/build-images.sh
+
+## Install a Docker engine and Compose v2 where there is none (Debian, as root) and start it
+engine:
+	infra/scripts/docker-engine.sh install
+	infra/scripts/docker-engine.sh start
+
+## Start the LEVEL stack (LEVEL=0|1|2) and wait until every service is healthy
+up: .env
+	@docker image inspect mlops-levels/python:latest mlops-levels/serving:latest mlops-levels/postgres:15 >/dev/null 2>&1 \
+		|| { echo "images missing: run make images first"; exit 1; }
+	$(COMPOSE) up -d --wait
+	@echo "level $(LEVEL) is up: MLflow http://127.0.0.1:$(MLFLOW_PORT)$(if $(filter 0,$(LEVEL)),  service http://127.0.0.1:$${L0_SERVE_PORT:-8000}/docs)"
+
+## Stop the LEVEL stack; its volumes (MLflow runs, models, data) stay for the next `up`
+down:
+	$(COMPOSE) down
+
+## Follow the logs of the LEVEL stack
+logs:
+	$(COMPOSE) logs -f --tail=200
+
+## List the running stacks and the services of the LEVEL stack
+ps:
+	docker compose ls
+	$(COMPOSE) ps
 
 # ---- LEVEL 0: the manual process (see level0_manual/README.md) ----------------------------
 
 ## Level 0, step 2: open the exploration notebook in JupyterLab
 level0-notebook: venv
+ifeq ($(STACK),docker)
+	$(L0_COMPOSE) --profile notebook up -d --wait notebook
+	@echo "JupyterLab: http://127.0.0.1:$${L0_NOTEBOOK_PORT:-8888}/lab (token: JUPYTER_TOKEN in .env)"
+else
 	$(VENV)/bin/jupyter lab --ip 127.0.0.1 --no-browser level0_manual/explore.ipynb
+endif
 
 ## Level 0, step 3: train, evaluate, log to MLflow by hand and export the model file
 level0-train: venv
-	$(PY) -m level0_manual.train --landing $(LANDING)
+	$(L0_PY) -m level0_manual.train
 
 ## Level 0, step 4 (the manual hand-off): copy the exported model into the service's folder
 level0-handoff: venv
-	$(PY) -m level0_manual.handoff
+	$(L0_PY) -m level0_manual.handoff
+ifeq ($(STACK),docker)
+	@echo "ops restarts the service so it loads the new file:"
+	$(L0_COMPOSE) restart serving
+	$(L0_COMPOSE) up -d --wait serving
+endif
 
 ## Level 0, step 5: serve the handed-off model at http://127.0.0.1:8000 (Ctrl-C stops)
 level0-serve: venv
+ifeq ($(STACK),docker)
+	$(L0_COMPOSE) up -d --wait serving
+else
 	$(PY) -m level0_manual.service
+endif
 
 ## Level 0, step 6: send sample requests from the newest batch to the running service
 level0-predict: venv
-	$(PY) -m level0_manual.predict --landing $(LANDING)
+	$(L0_PY) -m level0_manual.predict --landing $(LANDING)
 
-.PHONY: help venv lock demo test bench lint data mlflow clean \
+.PHONY: help venv lock demo test bench lint data mlflow clean images engine up down logs ps \
 	level0-notebook level0-train level0-handoff level0-serve level0-predict

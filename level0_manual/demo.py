@@ -85,7 +85,10 @@ def demo(settings: DemoSettings) -> None:
     log = settings.var / "level0" / "service.log"
     command = [sys.executable, "-m", "level0_manual.service"]
     with running(command, f"{service_url}/health", log, env=env, timeout=60):
-        print(f"healthy: {httpx.get(f'{service_url}/health').json()}")
+        health = httpx.get(f"{service_url}/health").json()
+        if health["status"] != "ok":
+            raise RuntimeError(f"the service did not load the handed-off model: {health}")
+        print(f"healthy: {health}")
 
         step("5. Real HTTP predictions for customers of the newest batch")
         records = sample_records(landing, 5)

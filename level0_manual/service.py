@@ -2,7 +2,8 @@
 start, and serves it until someone restarts it with another file.
 
     POST /predict   one customer record, or a list of them -> churn probabilities
-    GET  /health    200 with the model version, 503 while no model has been handed over
+    GET  /health    200 while the process is up: status "ok" with the model version, or
+                    "no_model" (and why) until a model has been handed over
     GET  /model     which file, which version, trained when, on which data
     GET  /docs      the API docs, served from local files so they work offline
 """
@@ -153,11 +154,12 @@ def create_app(settings: ServiceSettings) -> FastAPI:
             predictions=predict_records(model.pipeline, records),
         )
 
-    @app.get("/health", responses={503: {"description": "No model loaded"}})
+    @app.get("/health")
     def health() -> dict[str, str]:
-        """200 when a model is loaded, 503 (with the reason) while none has been handed over."""
-        model = loaded()
-        return {"status": "ok", "model_version": model.card["version"]}
+        """Liveness, and whether there is a model to serve: status "ok" or "no_model"."""
+        if app.state.model is None:
+            return {"status": "no_model", "detail": app.state.problem}
+        return {"status": "ok", "model_version": app.state.model.card["version"]}
 
     @app.get("/model", responses={503: {"description": "No model loaded"}})
     def model_info() -> dict[str, Any]:

@@ -154,12 +154,16 @@ def test_bodies_that_are_not_records_get_422(client, body):
     assert post_raw(client, body).status_code == 422
 
 
-def test_without_a_handed_over_model_health_and_predict_say_503_and_why(tmp_path: Path):
+def test_without_a_handed_over_model_health_says_why_and_predict_answers_503(tmp_path: Path):
     with TestClient(create_app(ServiceSettings(model_dir=tmp_path))) as c:
         health = c.get("/health")
-        assert health.status_code == 503
+        assert health.status_code == 200  # alive: the stack waits on this
+        assert health.json()["status"] == "no_model"
         assert "model.skops" in health.json()["detail"]
-        assert c.post("/predict", json=example_record()).status_code == 503
+        predict = c.post("/predict", json=example_record())
+        assert predict.status_code == 503
+        assert "has the model been handed over" in predict.json()["detail"]
+        assert c.get("/model").status_code == 503
 
 
 def test_docs_load_their_assets_from_the_service_not_a_cdn(client):

@@ -1,0 +1,66 @@
+#!/usr/bin/env bash
+# Build every image the stacks need: `make images`. Works with Docker Hub (a laptop) and
+# without it (CI, a workshop room behind a firewall):
+#
+#   OFFLINE=auto (default)  use Docker Hub if `docker pull` works, else the offline path
+#   OFFLINE=0               official base images: python:3.11-slim-bookworm, postgres:15-bookworm;
+#                           Python packages from PyPI inside the build
+#   OFFLINE=1               a Debian bookworm base made with debootstrap, Postgres from Debian's
+#                           package, Python packages from a wheelhouse built on this host from
+#                           requirements.lock (so no build step needs PyPI or a proxy's CA)
+#
+# Either way the stacks use the same names: mlops-levels/{python,serving}:latest and
+# mlops-levels/postgres:15. Needs: a Docker engine; offline also debootstrap (Debian) and
+# Python 3.11 on the host (PYTHON, default .venv/bin/python).
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+# shellcheck source=lib.sh
+. infra/scripts/lib.sh
+
+OFFLINE="${OFFLINE:-auto}"
+PYTHON="${PYTHON:-.venv/bin/python}"
+PREFIX=mlops-levels
+OFFICIAL_PYTHON=python:3.11-slim-bookworm
+OFFICIAL_POSTGRES=postgres:15-bookworm
+LOCAL_BASE="$PREFIX/debian:bookworm"
+
+say() { echo "images: $*"; }
+
+if [ "$OFFLINE" = auto ]; then
+    if timeout 60 docker pull -q "$OFFICIAL_PYTHON" >/dev/null 2>&1; then OFFLINE=0; else OFFLINE=1; fi
+    say "Docker Hub $([ "$OFFLINE" = 0 ] && echo reachable || echo 'not reachable: offline path')"
+fi
+
+if [ "$OFFLINE" = 1 ]; then
+    if ! docker image inspect "$LOCAL_BASE" >/dev/null 2>&1; then
+        command -v debootstrap >/dev/null || { say "debootstrap is needed (apt-get install debootstrap)"; exit 1; }
+        rootfs=$(mktemp -d)
+        say "building $LOCAL_BASE with debootstrap from $(debian_mirror) (~30 s)"
+        debootstrap --variant=minbase bookworm "$rootfs" "$(debian_mirror)" >/dev/null
+        tar -C "$rootfs" -c . | docker import - "$LOCAL_BASE" >/dev/null
+        rm -rf "$rootfs"
+    fi
+    base="$LOCAL_BASE"
+    lock_hash=$(sha256sum requirements.lock | cut -c1-16)
+    if [ "$(cat infra/wheelhouse/.lock-hash 2>/dev/null)" != "$lock_hash" ]; then
+        say "building the wheelhouse from requirements.lock on the host (first time: a few minutes)"
+        find infra/wheelhouse -name '*.whl' -delete
+        "$PYTHON" -m pip wheel --quiet --disable-pip-version-check -r requirements.lock -w infra/wheelhouse
+        echo "$lock_hash" >infra/wheelhouse/.lock-hash
+    fi
+    say "building $PREFIX/postgres:15 from Debian's postgresql-15"
+    docker build -q -t "$PREFIX/postgres:15" --build-arg BASE_IMAGE="$LOCAL_BASE" infra/docker/postgres >/dev/null
+else
+    base="$OFFICIAL_PYTHON"
+    docker pull -q "$OFFICIAL_POSTGRES" >/dev/null
+    docker tag "$OFFICIAL_POSTGRES" "$PREFIX/postgres:15"
+fi
+
+code_version=$(git rev-parse HEAD 2>/dev/null || echo unknown)
+for target in serving python; do
+    say "building $PREFIX/$target:latest on $base"
+    docker build -q -f infra/docker/Dockerfile --target "$target" \
+        --build-arg BASE_IMAGE="$base" --build-arg CODE_VERSION="$code_version" \
+        -t "$PREFIX/$target:latest" . >/dev/null
+done
+docker image ls --format '  {{.Repository}}:{{.Tag}}  {{.Size}}' | grep "^  $PREFIX/" || true

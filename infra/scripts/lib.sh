@@ -1,0 +1,9 @@
+# Shared by the infra scripts.
+
+# The machine's own Debian mirror, from an uncommented URIs: line (deb822) or a deb line.
+debian_mirror() {
+    local uri
+    uri=$(grep -hE '^URIs:.*/debian/?$' /etc/apt/sources.list.d/*.sources 2>/dev/null | head -n1 | awk '{print $2}')
+    [ -n "$uri" ] || uri=$(grep -hE '^deb .*/debian/? ' /etc/apt/sources.list /etc/apt/sources.list.d/*.list 2>/dev/null | head -n1 | awk '{print $2}')
+    echo "${uri:-http://deb.debian.org/debian}"
+}
