@@ -35,8 +35,8 @@ def handoff(exported: Path, serving: Path) -> list[Path]:
         print(f"  cp {source} {target}")
         shutil.copy2(source, target)
         copies.append(target)
-    print("Nothing checked this file. The running service still serves the old model:")
-    print("restart it (Ctrl-C, then make level0-serve) to load the new one.")
+    print("Nothing checked this file. The running service still serves the old model until")
+    print("it is restarted (locally: Ctrl-C, then make level0-serve).")
     print(BANNER)
     return copies
 

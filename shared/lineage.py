@@ -5,6 +5,7 @@ its parameters and metrics. Every trained model carries this record.
 from __future__ import annotations
 
 import hashlib
+import os
 import subprocess
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
@@ -27,8 +28,13 @@ def data_version(files: list[Path]) -> str:
 
 
 def code_version(repo: Path | None = None) -> str:
-    """The git commit of the code, with '-dirty' if it has uncommitted changes;
-    'unknown' outside a git checkout (e.g. in an image built without .git)."""
+    """The git commit of the code, with '-dirty' if it has uncommitted changes.
+
+    Inside an image there is no .git: the image's CODE_VERSION (set at build time from the
+    commit it was built from) is used instead. 'unknown' when neither is there.
+    """
+    if os.environ.get("CODE_VERSION", "unknown") != "unknown":
+        return os.environ["CODE_VERSION"]
     cwd = repo or Path(__file__).resolve().parent
     try:
         sha = subprocess.run(

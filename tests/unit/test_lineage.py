@@ -36,7 +36,9 @@ def test_adding_a_file_changes_the_version(tmp_path: Path):
     assert data_version(more) != data_version(files)
 
 
-def test_code_version_is_the_git_commit_and_marks_uncommitted_changes(tmp_path: Path):
+def test_code_version_is_the_git_commit_and_marks_uncommitted_changes(tmp_path: Path, monkeypatch):
+    monkeypatch.delenv("CODE_VERSION", raising=False)
+
     def git(*args: str) -> str:
         return subprocess.run(
             ["git", "-c", "user.name=t", "-c", "user.email=t@t", *args],
@@ -53,8 +55,14 @@ def test_code_version_is_the_git_commit_and_marks_uncommitted_changes(tmp_path: 
     assert code_version(tmp_path) == sha + "-dirty"
 
 
-def test_code_version_outside_git_is_unknown(tmp_path: Path):
+def test_code_version_outside_git_is_unknown(tmp_path: Path, monkeypatch):
+    monkeypatch.delenv("CODE_VERSION", raising=False)
     assert code_version(tmp_path) == "unknown"
+
+
+def test_code_version_in_an_image_is_the_commit_it_was_built_from(tmp_path: Path, monkeypatch):
+    monkeypatch.setenv("CODE_VERSION", "abc123")
+    assert code_version(tmp_path) == "abc123"
 
 
 def test_lineage_records_data_code_params_and_metrics(tmp_path: Path):

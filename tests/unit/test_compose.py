@@ -1,0 +1,62 @@
+"""Every level's compose file is valid Compose v2, publishes ports on 127.0.0.1 only and
+keeps secrets out of the file."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+COMPOSE_FILES = sorted(ROOT.glob("level*/compose.yaml"))
+
+
+@pytest.fixture(scope="module")
+def compose_cli() -> None:
+    if subprocess.run(["docker", "compose", "version"], capture_output=True).returncode != 0:
+        message = "the Docker Compose v2 CLI is needed: make engine"
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+    subprocess.run([ROOT / "infra/scripts/make-env.sh"], check=True, capture_output=True)
+
+
+def config(path: Path) -> dict:
+    result = subprocess.run(
+        ["docker", "compose", "-f", str(path), "--profile", "*", "config", "--format", "json"],
+        capture_output=True, text=True,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout)
+
+
+def test_there_is_a_compose_file_for_level_0():
+    assert ROOT / "level0_manual/compose.yaml" in COMPOSE_FILES
+
+
+@pytest.mark.parametrize("path", COMPOSE_FILES, ids=lambda p: p.parent.name)
+def test_the_compose_file_is_valid_and_publishes_on_loopback_only(compose_cli, path: Path):
+    services = config(path)["services"]
+    assert {"postgres", "mlflow"} <= set(services)
+    for name, service in services.items():
+        for port in service.get("ports", []):
+            assert port["host_ip"] == "127.0.0.1", f"{name} publishes {port} beyond loopback"
+
+
+@pytest.mark.parametrize("path", COMPOSE_FILES, ids=lambda p: p.parent.name)
+def test_every_long_running_service_has_a_healthcheck(compose_cli, path: Path):
+    services = config(path)["services"]
+    images = {"mlops-levels/serving:latest"}  # its healthcheck is in the image
+    for name, service in services.items():
+        if service.get("profiles") == ["manual"]:
+            continue  # one-off commands
+        assert "healthcheck" in service or service["image"] in images, name
+
+
+def test_no_secret_is_written_in_a_compose_file():
+    for path in [*COMPOSE_FILES, *ROOT.glob("infra/compose/*.yaml")]:
+        text = path.read_text().lower()
+        assert "password:" not in text and "password=" not in text, path
