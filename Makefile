@@ -68,13 +68,17 @@ lock:
 demo: venv
 	$(PY) -m level0_manual.demo
 
-## Run every test kind: unit, integration, e2e (and container tests once they exist)
+## Run every test kind: unit, integration, e2e, container (docker; builds the images once)
 test: venv
 	$(PY) -m pytest
 
 ## Print serving latency and throughput figures of the level-0 service (bench/)
 bench: venv
 	$(PY) -m bench.serving_latency
+
+## Print a stack's time from up to healthy and its idle memory (LEVEL=0|1|2; needs make images)
+bench-stack: venv
+	$(PY) -m bench.stack_footprint --level $(LEVEL)
 
 ## Lint and format-check the code with ruff
 lint: venv
@@ -164,5 +168,5 @@ endif
 level0-predict: venv
 	$(L0_PY) -m level0_manual.predict --landing $(LANDING)
 
-.PHONY: help venv lock demo test bench lint data mlflow clean images engine up down logs ps \
+.PHONY: help venv lock demo test bench bench-stack lint data mlflow clean images engine up down logs ps \
 	level0-notebook level0-train level0-handoff level0-serve level0-predict
