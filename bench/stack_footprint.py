@@ -66,7 +66,9 @@ def main() -> None:
             print(f"  {row['Name'].removeprefix(project + '-'):<16} {used / 2**20:>8.0f} MiB")
         target = MEMORY_TARGET_GB[level]
         print(f"  {'total':<16} {total / 2**20:>8.0f} MiB   (target <= {target} GB)")
-        print(f"up -> all healthy: {up_seconds:.1f} s   (target <= {UP_TARGET_SECONDS} s, images built)")
+        print(
+            f"up -> all healthy: {up_seconds:.1f} s   (target <= {UP_TARGET_SECONDS} s, images built)"
+        )
     finally:
         subprocess.run([*compose, "down", "-v"], env=env, capture_output=True)
 
