@@ -29,10 +29,15 @@ COMPOSE = docker compose -f $(LEVEL_DIR)/compose.yaml
 L0_COMPOSE = docker compose -f level0_manual/compose.yaml
 ifeq ($(STACK),docker)
 L0_PY = $(L0_COMPOSE) run --rm -T workbench python
+# The steps run in the stack's image: no local venv needed.
+L0_NEEDS = env
 LANDING = /data/landing
 else ifeq ($(STACK),local)
 L0_PY = $(PY)
+L0_NEEDS = venv
 export L0_LANDING := $(LANDING)
+export MLFLOW_TRACKING_URI ?= http://127.0.0.1:$(MLFLOW_PORT)
+export DEMO_MLFLOW_PORT ?= $(MLFLOW_PORT)
 else
 $(error STACK must be local or docker)
 endif
@@ -77,7 +82,7 @@ bench: venv
 	$(PY) -m bench.serving_latency
 
 ## Print a stack's time from up to healthy and its idle memory (LEVEL=0|1|2; needs make images)
-bench-stack: venv
+bench-stack: venv env
 	$(PY) -m bench.stack_footprint --level $(LEVEL)
 
 ## Lint and format-check the code with ruff
@@ -86,7 +91,7 @@ lint: venv
 	$(PY) -m ruff format --check .
 
 ## Land simulated daily batches in LANDING (SCENARIO=stable|covariate-shift|concept-drift|data-quality)
-data: venv
+data: $(L0_NEEDS)
 	$(L0_PY) -m shared.simulator --landing $(LANDING) --scenario $(SCENARIO) --days $(DAYS) --seed $(SEED)
 
 ## Start the MLflow tracking server and UI on SQLite at http://127.0.0.1:$(MLFLOW_PORT) (Ctrl-C stops)
@@ -96,11 +101,12 @@ mlflow: venv
 ## Remove local state (var/) and the LEVEL stack with its volumes: runs, models, data are gone
 clean:
 	rm -rf var
-	if docker info >/dev/null 2>&1; then $(COMPOSE) down -v --remove-orphans; fi
+	if docker info >/dev/null 2>&1; then $(COMPOSE) --profile '*' down -v --remove-orphans; fi
 
 # ---- CONTAINER STACKS (see infra/README.md) ---------------------------------------------------
 
-.env:
+## Create .env from .env.example with random passwords (once) and link it into the level folders
+env:
 	@infra/scripts/make-env.sh
 
 ## Build every image the stacks need, with or without Docker Hub (OFFLINE=auto|0|1)
@@ -113,7 +119,7 @@ engine:
 	infra/scripts/docker-engine.sh start
 
 ## Start the LEVEL stack (LEVEL=0|1|2) and wait until every service is healthy
-up: .env
+up: env
 	@docker image inspect mlops-levels/python:latest mlops-levels/serving:latest mlops-levels/postgres:15 >/dev/null 2>&1 \
 		|| { echo "images missing: run make images first"; exit 1; }
 	$(COMPOSE) up -d --wait
@@ -121,7 +127,7 @@ up: .env
 
 ## Stop the LEVEL stack; its volumes (MLflow runs, models, data) stay for the next `up`
 down:
-	$(COMPOSE) down
+	$(COMPOSE) --profile '*' down
 
 ## Follow the logs of the LEVEL stack
 logs:
@@ -135,7 +141,7 @@ ps:
 # ---- LEVEL 0: the manual process (see level0_manual/README.md) ----------------------------
 
 ## Level 0, step 2: open the exploration notebook in JupyterLab
-level0-notebook: venv
+level0-notebook: $(L0_NEEDS)
 ifeq ($(STACK),docker)
 	$(L0_COMPOSE) --profile notebook up -d --wait notebook
 	@echo "JupyterLab: http://127.0.0.1:$${L0_NOTEBOOK_PORT:-8888}/lab (token: JUPYTER_TOKEN in .env)"
@@ -144,11 +150,11 @@ else
 endif
 
 ## Level 0, step 3: train, evaluate, log to MLflow by hand and export the model file
-level0-train: venv
+level0-train: $(L0_NEEDS)
 	$(L0_PY) -m level0_manual.train
 
 ## Level 0, step 4 (the manual hand-off): copy the exported model into the service's folder
-level0-handoff: venv
+level0-handoff: $(L0_NEEDS)
 	$(L0_PY) -m level0_manual.handoff
 ifeq ($(STACK),docker)
 	@echo "ops restarts the service so it loads the new file:"
@@ -157,7 +163,7 @@ ifeq ($(STACK),docker)
 endif
 
 ## Level 0, step 5: serve the handed-off model at http://127.0.0.1:8000 (Ctrl-C stops)
-level0-serve: venv
+level0-serve: $(L0_NEEDS)
 ifeq ($(STACK),docker)
 	$(L0_COMPOSE) up -d --wait serving
 else
@@ -165,8 +171,8 @@ else
 endif
 
 ## Level 0, step 6: send sample requests from the newest batch to the running service
-level0-predict: venv
+level0-predict: $(L0_NEEDS)
 	$(L0_PY) -m level0_manual.predict --landing $(LANDING)
 
-.PHONY: help venv lock demo test bench bench-stack lint data mlflow clean images engine up down logs ps \
+.PHONY: help venv env lock demo test bench bench-stack lint data mlflow clean images engine up down logs ps \
 	level0-notebook level0-train level0-handoff level0-serve level0-predict

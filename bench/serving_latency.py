@@ -13,6 +13,7 @@ measures:
 from __future__ import annotations
 
 import os
+import shutil
 import statistics
 import sys
 import tempfile
@@ -38,6 +39,13 @@ def percentiles(ms: list[float]) -> str:
 
 def main(requests: int = 2000, concurrency: int = 8) -> None:
     work = Path(tempfile.mkdtemp(prefix="bench-"))
+    try:
+        measure(work, requests, concurrency)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def measure(work: Path, requests: int, concurrency: int) -> None:
     simulate(work / "landing", SimulationConfig(days=10))
     result = train(
         load_labelled(labelled_feature_files(work / "landing")), TrainingConfig(n_iter=4)

@@ -46,10 +46,17 @@ def main() -> None:
         "MLFLOW_PORT": str(free_port()),
         "L0_SERVE_PORT": str(free_port()),
     }
-    compose = ["docker", "compose", "-f", str(ROOT / LEVEL_DIRS[level] / "compose.yaml")]
+    compose_file = ROOT / LEVEL_DIRS[level] / "compose.yaml"
+    if not compose_file.is_file():
+        raise SystemExit(f"level {level} has no stack yet ({compose_file} is missing)")
+    compose = ["docker", "compose", "-f", str(compose_file)]
     try:
         started = time.monotonic()
-        subprocess.run([*compose, "up", "-d", "--wait"], env=env, check=True, capture_output=True)
+        up = subprocess.run(
+            [*compose, "up", "-d", "--wait"], env=env, capture_output=True, text=True
+        )
+        if up.returncode != 0:
+            raise SystemExit(f"the stack did not come up (make images?):\n{up.stderr[-3000:]}")
         up_seconds = time.monotonic() - started
         time.sleep(args.idle)
         stats = subprocess.run(

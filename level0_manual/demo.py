@@ -7,7 +7,6 @@ file over, start the prediction service, send it real HTTP requests, stop everyt
 
 from __future__ import annotations
 
-import contextlib
 import os
 import sys
 import time
@@ -20,7 +19,7 @@ from level0_manual.handoff import handoff
 from level0_manual.predict import print_predictions, request_predictions, sample_records
 from level0_manual.train import TrainingRefused, TrainSettings, run
 from shared.schema import example_record
-from shared.servers import MlflowServer, ServerError, is_healthy, mlflow_server, running
+from shared.servers import MlflowServer, ServerError, mlflow_server, port_in_use, running
 from shared.simulator import SimulationConfig, simulate
 
 
@@ -42,21 +41,19 @@ def step(title: str) -> None:
     print(f"\n==> {title}", flush=True)
 
 
-def _mlflow(server: MlflowServer) -> contextlib.AbstractContextManager:
-    # A learner may already run `make mlflow` on the same store: use it rather than fail.
-    if is_healthy(server.health_url):
-        print(f"MLflow already answers at {server.url}: using it")
-        return contextlib.nullcontext(server)
-    print(f"starting MLflow on SQLite at {server.url} (store {server.root}, ~15 s) ...", flush=True)
-    return mlflow_server(server)
-
-
 def demo(settings: DemoSettings) -> None:
     landing = settings.var / "landing"
     exported = settings.var / "level0" / "exported"
     serving = settings.var / "level0" / "serving"
     service_url = f"http://127.0.0.1:{settings.service_port}"
     started = time.monotonic()
+    # Check before working for a minute: `make mlflow` or the level-0 stack may hold them.
+    for port, what in ((settings.mlflow_port, "MLflow"), (settings.service_port, "the service")):
+        if port_in_use(port):
+            raise ServerError(
+                f"port {port}, which the demo wants for {what}, is in use (make mlflow? "
+                f"the container stack: make down LEVEL=0?); stop it or set DEMO_*_PORT"
+            )
 
     step(f"1. Data: simulate {settings.days} days of scenario '{settings.scenario}'")
     config = SimulationConfig(scenario=settings.scenario, days=settings.days, seed=settings.seed)
@@ -66,7 +63,8 @@ def demo(settings: DemoSettings) -> None:
     )
 
     server = MlflowServer(root=settings.var / "mlflow", port=settings.mlflow_port)
-    with _mlflow(server):
+    print(f"starting MLflow on SQLite at {server.url} (store {server.root}, ~15 s) ...", flush=True)
+    with mlflow_server(server):
         step("2. Train by hand, log to MLflow by hand, export a model file")
         run(TrainSettings(
             landing=landing, export_dir=exported, mlflow_tracking_uri=server.url,

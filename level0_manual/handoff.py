@@ -8,6 +8,7 @@ level 0 looks like, and what levels 1 and 2 replace.
 
 from __future__ import annotations
 
+import os
 import shutil
 import sys
 from pathlib import Path
@@ -30,10 +31,14 @@ def handoff(exported: Path, serving: Path) -> list[Path]:
     print(BANNER)
     print("MANUAL HAND-OFF (level 0): a person copies the model file to the service")
     copies = []
-    for source in sources:
+    for source in sources:  # the model first, its card last
         target = serving / source.name
         print(f"  cp {source} {target}")
-        shutil.copy2(source, target)
+        # Copy beside the target, then rename over it: a service (re)starting mid-copy
+        # sees the old file or the new one, never half a file.
+        partial = target.with_name(f".{target.name}.partial")
+        shutil.copy2(source, partial)
+        os.replace(partial, target)
         copies.append(target)
     print("Nothing checked this file. The running service still serves the old model until")
     print("it is restarted (locally: Ctrl-C, then make level0-serve).")

@@ -83,12 +83,17 @@ def create_app(settings: ServiceSettings) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI):
         # Load once, at start: per request would cost far more than the prediction itself.
+        # A missing, truncated or untrusted file must not crash the service into a restart
+        # loop: it stays up, says why in /health, and answers 503 until the next hand-off.
         try:
             app.state.model = model_file.load(settings.model_dir)
             app.state.loaded_at = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
             app.state.problem = None
         except FileNotFoundError as missing:
             app.state.model, app.state.problem = None, str(missing)
+        except Exception as broken:  # any unreadable file means "no model"
+            app.state.model = None
+            app.state.problem = f"cannot load the model in {settings.model_dir}: {broken!r}"
         yield
 
     app = FastAPI(
@@ -104,7 +109,12 @@ def create_app(settings: ServiceSettings) -> FastAPI:
     @app.middleware("http")
     async def limit_body_size(request: Request, call_next):
         length = request.headers.get("content-length")
-        if length and length.isdigit() and int(length) > settings.max_body_bytes:
+        if request.method in ("POST", "PUT", "PATCH") and not (length and length.isdigit()):
+            # A chunked body has no length to check before it is read: ask for one.
+            return JSONResponse(
+                status_code=411, content={"detail": "a Content-Length header is required"}
+            )
+        if length and int(length) > settings.max_body_bytes:
             return JSONResponse(
                 status_code=413,
                 content={
@@ -137,7 +147,11 @@ def create_app(settings: ServiceSettings) -> FastAPI:
     @app.post(
         "/predict",
         response_model=PredictResponse,
-        responses={413: {"description": "Body too large"}, 503: {"description": "No model loaded"}},
+        responses={
+            411: {"description": "No Content-Length"},
+            413: {"description": "Body too large"},
+            503: {"description": "No model loaded"},
+        },
     )
     def predict(
         body: Annotated[OneOrMany, Body(openapi_examples={

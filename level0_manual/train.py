@@ -15,14 +15,16 @@ from functools import cache
 from pathlib import Path
 
 import mlflow
+from mlflow.exceptions import MlflowException
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from shared import model_file
-from shared.data import day_of, labelled_feature_files, load_labelled, read_batch
+from shared.data import day_of, label_file_for, labelled_feature_files, load_labelled, read_batch
 from shared.evaluate import Evaluation, beats_baseline, evaluate
 from shared.features import SKOPS_TRUSTED_TYPES, feature_frame
 from shared.lineage import Lineage
+from shared.schema import LABEL_COLUMNS
 from shared.servers import is_healthy
 from shared.train import TrainingConfig, split_holdout, train, train_baseline
 from shared.validation import validate
@@ -81,17 +83,25 @@ def run(settings: TrainSettings) -> dict:
         f"[1/5] data: {len(files)} labelled daily batches, {day_of(files[0])} .. {day_of(files[-1])}"
     )
 
-    # The person checks the batches against the contract before trusting them.
+    # The person checks the batches and their labels against the contract before trusting them.
+    labels = [label_file_for(path) for path in files]
     reports = {path.name: validate(read_batch(path)) for path in files}
+    reports |= {
+        f"labels/{path.name}": validate(read_batch(path), columns=LABEL_COLUMNS, row_rules=())
+        for path in labels
+    }
     bad = {name: r for name, r in reports.items() if not r.ok}
     if bad:
         lines = "\n".join(f"  {name}: {r.summary()}" for name, r in bad.items())
         raise TrainingRefused(f"batches break the data contract, fix or remove them:\n{lines}")
-    print("[2/5] validation: every batch meets the data contract")
+    print("[2/5] validation: every batch and label file meets the data contract")
 
-    frame = load_labelled(files)
-    train_frame, holdout = split_holdout(frame, TrainingConfig.holdout_fraction)
+    try:
+        frame = load_labelled(files)
+    except ValueError as mismatch:
+        raise TrainingRefused(str(mismatch)) from None
     config = TrainingConfig(n_iter=settings.n_iter, seed=settings.seed)
+    train_frame, holdout = split_holdout(frame, config.holdout_fraction)
     print(
         f"[3/5] training on {len(train_frame)} rows, {config.n_iter} candidates x {config.cv_folds} folds ..."
     )
@@ -108,7 +118,8 @@ def run(settings: TrainSettings) -> dict:
             f"{baseline.overall['roc_auc']:.3f} by {settings.min_auc_lift}: not exported"
         )
 
-    lineage = Lineage.of(files, result.params, evaluation.overall)
+    # The data version covers what the model learned from: the features and their labels.
+    lineage = Lineage.of(files + labels, result.params, evaluation.overall)
     mlflow.set_tracking_uri(settings.mlflow_tracking_uri)
     mlflow.set_experiment(settings.experiment)
     with mlflow.start_run(run_name=f"manual-{lineage.trained_at}") as run:
@@ -154,6 +165,8 @@ def main() -> None:
         run(get_settings())
     except TrainingRefused as refused:
         sys.exit(f"training refused: {refused}")
+    except MlflowException as failed:
+        sys.exit(f"training failed while logging to MLflow: {failed.message}")
 
 
 if __name__ == "__main__":

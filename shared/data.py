@@ -62,8 +62,13 @@ def load_labelled(feature_files: list[Path]) -> pd.DataFrame:
         raise ValueError("no labelled batches to load: generate data first (make data)")
     frames = []
     for path in feature_files:
+        features = read_batch(path)
         labels = pd.read_parquet(label_file_for(path), columns=[ID, DATE, LABEL])
-        frames.append(read_batch(path).merge(labels, on=[ID, DATE], how="inner", validate="1:1"))
+        joined = features.merge(labels, on=[ID, DATE], how="inner", validate="1:1")
+        if len(joined) != len(features):
+            # A silent inner join would train on whoever happens to have a label.
+            raise ValueError(f"{path.name}: labels for {len(joined)} of {len(features)} customers")
+        frames.append(joined)
     frame = pd.concat(frames, ignore_index=True)
     frame[LABEL] = frame[LABEL].astype(int)
     return frame

@@ -19,6 +19,7 @@ from shared.features import SKOPS_TRUSTED_TYPES
 
 MODEL_FILE = "model.skops"
 CARD_FILE = "model.json"
+REQUIRED_CARD_KEYS = ("name", "version")
 
 
 @dataclass(frozen=True)
@@ -30,9 +31,16 @@ class LoadedModel:
     path: Path
 
 
+def _check_card(card: dict[str, Any], where: Path) -> None:
+    missing = [key for key in REQUIRED_CARD_KEYS if key not in card]
+    if missing:
+        raise ValueError(f"{where / CARD_FILE} lacks {missing}")
+
+
 def save(pipeline: Pipeline, card: dict[str, Any], folder: Path) -> Path:
     """Write `model.skops` and `model.json` into `folder`; returns the model file's path."""
     folder = Path(folder)
+    _check_card(card, folder)
     folder.mkdir(parents=True, exist_ok=True)
     sio.dump(pipeline, folder / MODEL_FILE)
     (folder / CARD_FILE).write_text(json.dumps(card, indent=2, default=str) + "\n")
@@ -45,6 +53,7 @@ def load(folder: Path) -> LoadedModel:
     for name in (MODEL_FILE, CARD_FILE):
         if not (folder / name).is_file():
             raise FileNotFoundError(f"no {name} in {folder}: has the model been handed over?")
-    pipeline = sio.load(folder / MODEL_FILE, trusted=SKOPS_TRUSTED_TYPES)
     card = json.loads((folder / CARD_FILE).read_text())
+    _check_card(card, folder)
+    pipeline = sio.load(folder / MODEL_FILE, trusted=SKOPS_TRUSTED_TYPES)
     return LoadedModel(pipeline=pipeline, card=card, path=folder / MODEL_FILE)

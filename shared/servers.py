@@ -78,17 +78,31 @@ class MlflowServer:
 
 
 def _stop(process: subprocess.Popen) -> None:
-    """Stop the process group of `process`: TERM, then KILL after 10 s."""
-    if process.poll() is not None:
-        return
+    """Stop the whole process group of `process`: TERM, then KILL after 10 s.
+
+    The group, not just the leader: the leader may have exited while a child it spawned
+    (MLflow's uvicorn worker) still holds the port.
+    """
     try:
         os.killpg(process.pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return  # the group is gone already
+    try:
         process.wait(timeout=10)
+        time.sleep(0.2)  # let children act on the TERM too
+        os.killpg(process.pid, signal.SIGKILL)  # whatever is still there
     except subprocess.TimeoutExpired:
         os.killpg(process.pid, signal.SIGKILL)
         process.wait()
     except ProcessLookupError:
         pass
+
+
+def port_in_use(port: int, host: str = "127.0.0.1") -> bool:
+    """True when something accepts connections on host:port."""
+    with socket.socket() as s:
+        s.settimeout(1)
+        return s.connect_ex((host, port)) == 0
 
 
 @contextmanager

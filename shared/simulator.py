@@ -37,10 +37,11 @@ import pandas as pd
 
 from shared.data import batch_path, features_dir, labels_dir
 from shared.scenarios import DayConditions, get_scenario
-from shared.schema import DATE, ID, LABEL
+from shared.schema import DATE, FEATURES, ID, LABEL
 
-PLATFORMS = ("ios", "android", "web")
-CITY_TIERS = ("metro", "urban", "rural")
+_CATEGORIES = {c.name: c.categories for c in FEATURES if c.kind == "category"}
+PLATFORMS = _CATEGORIES["platform"]  # ios, android, web: the probabilities below follow this order
+CITY_TIERS = _CATEGORIES["city_tier"]  # metro, urban, rural
 DELIVERY_MINUTES = {"metro": 28.0, "urban": 34.0, "rural": 44.0}
 
 

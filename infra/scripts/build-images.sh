@@ -24,10 +24,24 @@ OFFICIAL_PYTHON=python:3.11-slim-bookworm
 OFFICIAL_POSTGRES=postgres:15-bookworm
 LOCAL_BASE="$PREFIX/debian:bookworm"
 
+LOG=var/images-build.log
+mkdir -p var && : >"$LOG"
+
 say() { echo "images: $*"; }
 
+# Run a build step with its output in $LOG; on failure show the end of it.
+build() {
+    if ! "$@" >>"$LOG" 2>&1; then
+        tail -n 40 "$LOG" >&2
+        say "failed: $* (full log: $LOG)"
+        exit 1
+    fi
+}
+
 if [ "$OFFLINE" = auto ]; then
-    if timeout 60 docker pull -q "$OFFICIAL_PYTHON" >/dev/null 2>&1; then OFFLINE=0; else OFFLINE=1; fi
+    # Ask the registry for the manifest only: a timed full pull could exceed the timeout on
+    # slow Wi-Fi and wrongly pick the offline path.
+    if timeout 30 docker manifest inspect "$OFFICIAL_PYTHON" >/dev/null 2>&1; then OFFLINE=0; else OFFLINE=1; fi
     say "Docker Hub $([ "$OFFLINE" = 0 ] && echo reachable || echo 'not reachable: offline path')"
 fi
 
@@ -49,18 +63,25 @@ if [ "$OFFLINE" = 1 ]; then
         echo "$lock_hash" >infra/wheelhouse/.lock-hash
     fi
     say "building $PREFIX/postgres:15 from Debian's postgresql-15"
-    docker build -q -t "$PREFIX/postgres:15" --build-arg BASE_IMAGE="$LOCAL_BASE" infra/docker/postgres >/dev/null
+    build docker build -t "$PREFIX/postgres:15" --build-arg BASE_IMAGE="$LOCAL_BASE" infra/docker/postgres
+    wheelhouse=1
 else
     base="$OFFICIAL_PYTHON"
-    docker pull -q "$OFFICIAL_POSTGRES" >/dev/null
+    build docker pull "$OFFICIAL_PYTHON"
+    build docker pull "$OFFICIAL_POSTGRES"
     docker tag "$OFFICIAL_POSTGRES" "$PREFIX/postgres:15"
+    wheelhouse=0  # packages from PyPI, even if an earlier offline build left wheels here
 fi
 
+# The commit the images are built from, marked -dirty with uncommitted changes (as lineage does).
 code_version=$(git rev-parse HEAD 2>/dev/null || echo unknown)
+if [ "$code_version" != unknown ] && [ -n "$(git status --porcelain --untracked-files=no)" ]; then
+    code_version="$code_version-dirty"
+fi
 for target in serving python; do
     say "building $PREFIX/$target:latest on $base"
-    docker build -q -f infra/docker/Dockerfile --target "$target" \
-        --build-arg BASE_IMAGE="$base" --build-arg CODE_VERSION="$code_version" \
-        -t "$PREFIX/$target:latest" . >/dev/null
+    build docker build -f infra/docker/Dockerfile --target "$target" \
+        --build-arg BASE_IMAGE="$base" --build-arg WHEELHOUSE="$wheelhouse" \
+        --build-arg CODE_VERSION="$code_version" -t "$PREFIX/$target:latest" .
 done
 docker image ls --format '  {{.Repository}}:{{.Tag}}  {{.Size}}' | grep "^  $PREFIX/" || true

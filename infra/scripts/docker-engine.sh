@@ -55,9 +55,17 @@ install_engine() {
     say "$(docker compose version)"
 }
 
+# The PID in the file, if that process is still a dockerd (a stale file may name a reused PID).
+our_dockerd() {
+    local pid
+    pid=$(cat "$PID_FILE" 2>/dev/null) || return 1
+    [ "$(cat "/proc/$pid/comm" 2>/dev/null)" = dockerd ] && echo "$pid"
+}
+
 start_engine() {
     if engine_answers; then
         say "an engine is already running: using it"
+        [ -n "$(our_dockerd)" ] || rm -f "$PID_FILE"  # not ours to stop later
         return 0
     fi
     command -v dockerd >/dev/null || { say "no dockerd: run '$0 install' first"; exit 1; }
@@ -72,22 +80,22 @@ start_engine() {
     done
     say "dockerd did not come up; last lines of its log:"
     tail -n 30 "$LOG_FILE" >&2
+    stop_engine
     exit 1
 }
 
 stop_engine() {
-    if [ ! -f "$PID_FILE" ]; then
-        say "no dockerd started by this script: leaving the engine alone"
+    local pid
+    pid=$(our_dockerd) || pid=""
+    rm -f "$PID_FILE"
+    if [ -z "$pid" ]; then
+        say "no dockerd started by this script is running: leaving the engine alone"
         return 0
     fi
-    local pid
-    pid=$(cat "$PID_FILE")
-    if kill -0 "$pid" 2>/dev/null; then
-        say "stopping dockerd (pid $pid)"
-        kill "$pid"
-        for _ in $(seq 1 30); do kill -0 "$pid" 2>/dev/null || break; sleep 1; done
-    fi
-    rm -f "$PID_FILE"
+    say "stopping dockerd (pid $pid)"
+    kill "$pid"
+    for _ in $(seq 1 30); do kill -0 "$pid" 2>/dev/null || return 0; sleep 1; done
+    kill -9 "$pid" 2>/dev/null || true
 }
 
 case "${1:-}" in

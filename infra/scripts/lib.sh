@@ -4,6 +4,8 @@
 debian_mirror() {
     local uri
     uri=$(grep -hE '^URIs:.*/debian/?$' /etc/apt/sources.list.d/*.sources 2>/dev/null | head -n1 | awk '{print $2}')
-    [ -n "$uri" ] || uri=$(grep -hE '^deb .*/debian/? ' /etc/apt/sources.list /etc/apt/sources.list.d/*.list 2>/dev/null | head -n1 | awk '{print $2}')
+    # one-line format; drop an options block such as [signed-by=...] before the URI
+    [ -n "$uri" ] || uri=$(grep -hE '^deb .*/debian/? ' /etc/apt/sources.list /etc/apt/sources.list.d/*.list 2>/dev/null \
+        | head -n1 | sed -E 's/\[[^]]*\] *//' | awk '{print $2}')
     echo "${uri:-http://deb.debian.org/debian}"
 }

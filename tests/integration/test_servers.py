@@ -3,13 +3,14 @@ says why when a server does not come up."""
 
 from __future__ import annotations
 
+import os
 import socket
 import sys
 from pathlib import Path
 
 import pytest
 
-from shared.servers import ServerError, free_port, is_healthy, running
+from shared.servers import ServerError, free_port, is_healthy, port_in_use, running
 
 
 def http_server(port: int) -> list[str]:
@@ -48,7 +49,24 @@ def test_a_port_already_answering_is_refused_not_reused(tmp_path: Path):
 
 
 def test_a_server_that_never_gets_healthy_times_out_and_is_stopped(tmp_path: Path):
-    command = [sys.executable, "-c", "import time; time.sleep(60)"]
+    marker = tmp_path / "pid"
+    command = [
+        sys.executable,
+        "-c",
+        f"import os, time; open({str(marker)!r}, 'w').write(str(os.getpid())); time.sleep(60)",
+    ]
     server = running(command, f"http://127.0.0.1:{free_port()}/", tmp_path / "log", timeout=2)
     with pytest.raises(ServerError, match="not healthy after 2 s"), server:
         pass
+    with pytest.raises(ProcessLookupError):
+        os.kill(int(marker.read_text()), 0)
+
+
+def test_children_of_the_server_are_stopped_with_it(tmp_path: Path):
+    port = free_port()
+    url = f"http://127.0.0.1:{port}/"
+    # a shell that starts the real server as a child and waits for it
+    command = ["sh", "-c", " ".join(http_server(port))]
+    with running(command, url, tmp_path / "log"):
+        assert is_healthy(url)
+    assert not port_in_use(port)

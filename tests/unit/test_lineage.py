@@ -3,6 +3,7 @@ follows git."""
 
 from __future__ import annotations
 
+import re
 import subprocess
 from pathlib import Path
 
@@ -65,12 +66,14 @@ def test_code_version_in_an_image_is_the_commit_it_was_built_from(tmp_path: Path
     assert code_version(tmp_path) == "abc123"
 
 
-def test_lineage_records_data_code_params_and_metrics(tmp_path: Path):
+def test_lineage_records_data_code_params_and_metrics(tmp_path: Path, monkeypatch):
+    monkeypatch.delenv("CODE_VERSION", raising=False)
     files = write(tmp_path, {"2026-01-02.parquet": b"2", "2026-01-01.parquet": b"1"})
     lineage = Lineage.of(files, {"learning_rate": 0.1}, {"roc_auc": 0.8})
     tags = lineage.tags()
     assert tags["data_version"] == data_version(files)
     assert tags["data_files"] == "2026-01-01.parquet..2026-01-02.parquet (2)"
-    assert tags["code_version"] == lineage.code_version != ""
+    assert tags["code_version"] == lineage.code_version
+    assert re.fullmatch(r"[0-9a-f]{40}(-dirty)?", lineage.code_version)  # tests run in a checkout
     assert lineage.to_dict()["params"] == {"learning_rate": 0.1}
     assert lineage.to_dict()["metrics"] == {"roc_auc": 0.8}

@@ -166,6 +166,29 @@ def test_without_a_handed_over_model_health_says_why_and_predict_answers_503(tmp
         assert c.get("/model").status_code == 503
 
 
+def test_a_chunked_body_without_a_length_gets_411(client):
+    chunks = iter([json.dumps(example_record()).encode()])
+    response = client.post("/predict", content=chunks, headers={"content-type": "application/json"})
+    assert response.status_code == 411
+
+
+def test_a_corrupt_model_file_leaves_the_service_up_and_saying_why(model_dir: Path, tmp_path: Path):
+    (tmp_path / "model.json").write_text((model_dir / "model.json").read_text())
+    (tmp_path / "model.skops").write_bytes(b"not a zip file")
+    with TestClient(create_app(ServiceSettings(model_dir=tmp_path))) as c:
+        health = c.get("/health").json()
+        assert health["status"] == "no_model"
+        assert "cannot load the model" in health["detail"]
+        assert c.post("/predict", json=example_record()).status_code == 503
+
+
+def test_a_model_card_without_a_version_is_refused_at_load(model_dir: Path, tmp_path: Path):
+    (tmp_path / "model.skops").write_bytes((model_dir / "model.skops").read_bytes())
+    (tmp_path / "model.json").write_text('{"name": "churn"}')
+    with TestClient(create_app(ServiceSettings(model_dir=tmp_path))) as c:
+        assert "lacks ['version']" in c.get("/health").json()["detail"]
+
+
 def test_docs_load_their_assets_from_the_service_not_a_cdn(client):
     page = client.get("/docs")
     assert page.status_code == 200

@@ -9,7 +9,13 @@ import pandas as pd
 import pytest
 from pandas.testing import assert_frame_equal
 
-from shared.data import feature_files, labelled_feature_files, labels_dir
+from shared.data import (
+    feature_files,
+    label_file_for,
+    labelled_feature_files,
+    labels_dir,
+    load_labelled,
+)
 from shared.scenarios import INCIDENTS, SCENARIOS, Ramp, get_scenario
 from shared.simulator import SimulationConfig, generate_day, main, simulate
 from shared.validation import validate
@@ -149,3 +155,12 @@ def test_command_line_replaces_the_landing_folder(tmp_path: Path, capsys):
     assert len(feature_files(tmp_path)) == 2
     assert "covariate-shift" in (tmp_path / "simulation.json").read_text()
     assert "landed 2 days" in capsys.readouterr().out
+
+
+def test_loading_refuses_a_label_file_that_misses_customers(tmp_path: Path):
+    simulate(tmp_path, SimulationConfig(days=3, rows_per_day=20, label_delay_days=0))
+    first = feature_files(tmp_path)[0]
+    labels = pd.read_parquet(label_file_for(first))
+    labels.iloc[:-1].to_parquet(label_file_for(first), index=False)
+    with pytest.raises(ValueError, match="labels for 19 of 20 customers"):
+        load_labelled([first])

@@ -6,8 +6,12 @@ set -eu
 POSTGRES_USER="${POSTGRES_USER:-postgres}"
 POSTGRES_DB="${POSTGRES_DB:-$POSTGRES_USER}"
 
-if [ ! -s "$PGDATA/PG_VERSION" ]; then
+# The marker is written last: a first start that fails halfway is retried from scratch on
+# the next start instead of leaving a cluster without its databases.
+if [ ! -f "$PGDATA/.initialised" ]; then
+    find "$PGDATA" -mindepth 1 -delete
     pwfile=$(mktemp)
+    trap 'rm -f "$pwfile"' EXIT
     printf '%s\n' "$POSTGRES_PASSWORD" >"$pwfile"
     initdb --username="$POSTGRES_USER" --pwfile="$pwfile" --auth-local=trust --auth-host=scram-sha-256 >/dev/null
     rm -f "$pwfile"
@@ -25,6 +29,8 @@ if [ ! -s "$PGDATA/PG_VERSION" ]; then
         esac
     done
     pg_ctl -D "$PGDATA" -m fast -w stop >/dev/null
+    touch "$PGDATA/.initialised"
     echo "postgres-entrypoint: initialised $PGDATA"
 fi
+trap - EXIT
 exec "$@"
