@@ -13,7 +13,7 @@ from mlflow.tracking import MlflowClient
 
 from level0_manual.train import TrainingRefused, TrainSettings, run
 from shared import model_file
-from shared.data import labelled_feature_files
+from shared.data import label_file_for, labelled_feature_files
 from shared.features import feature_frame
 from shared.lineage import data_version
 from shared.servers import MlflowServer, free_port, mlflow_server
@@ -46,11 +46,9 @@ def test_the_run_is_logged_with_params_metrics_and_lineage(trained_run, landing)
     assert metrics["roc_auc"] > metrics["baseline/roc_auc"] + settings.min_auc_lift
     assert any(k.startswith("slice/platform/") for k in metrics)
     assert tags["level"] == "0"
-    assert (
-        tags["data_version"]
-        == data_version(labelled_feature_files(landing))
-        == card["data_version"]
-    )
+    features = labelled_feature_files(landing)
+    learned_from = features + [label_file_for(f) for f in features]  # labels count too
+    assert tags["data_version"] == data_version(learned_from) == card["data_version"]
     assert tags["code_version"] == card["code_version"]
 
 
