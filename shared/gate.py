@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
-from shared.evaluate import Evaluation
+from shared.evaluate import Evaluation, beats_baseline
 
 
 @dataclass(frozen=True)
@@ -69,13 +69,14 @@ def judge(
     """Judge a candidate against absolute bars, the dummy baseline and, if there is one,
     the current champion overall and per slice (all evaluated on the same data)."""
     auc = candidate.overall["roc_auc"]
+    lift = config.min_auc_lift_over_baseline
     checks = [
         Check("roc_auc >= minimum", auc >= config.min_roc_auc, auc, config.min_roc_auc),
         Check(
             "roc_auc >= baseline + lift",
-            auc >= baseline.overall["roc_auc"] + config.min_auc_lift_over_baseline,
+            beats_baseline(candidate, baseline, lift),  # the same rule level 0 applies
             auc,
-            baseline.overall["roc_auc"] + config.min_auc_lift_over_baseline,
+            baseline.overall["roc_auc"] + lift,
         ),
     ]
     if champion is not None:
