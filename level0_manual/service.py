@@ -12,22 +12,20 @@ import time
 from contextlib import asynccontextmanager
 from functools import cache
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Any
 
-import pandas as pd
-import swagger_ui_bundle
 import uvicorn
-from fastapi import Body, FastAPI, HTTPException, Request
-from fastapi.exceptions import RequestValidationError
-from fastapi.openapi.docs import get_swagger_ui_html
-from fastapi.responses import HTMLResponse, JSONResponse
-from fastapi.staticfiles import StaticFiles
-from pydantic import BaseModel, Discriminator, Field, Tag
+from fastapi import FastAPI, HTTPException
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from shared import model_file
-from shared.evaluate import THRESHOLD
-from shared.schema import FEATURE_NAMES, ID, example_record, request_model
+from shared.api import (
+    PREDICT_RESPONSES,
+    PredictResponse,
+    add_guards_and_docs,
+    predict_body,
+    predict_records,
+)
 
 
 class ServiceSettings(BaseSettings):
@@ -45,36 +43,6 @@ class ServiceSettings(BaseSettings):
 @cache
 def get_settings() -> ServiceSettings:
     return ServiceSettings()
-
-
-Record = request_model()
-
-
-class Prediction(BaseModel):
-    customer_id: str | None = None
-    churn_probability: float = Field(description="Probability that the customer churns")
-    churn: bool = Field(description=f"churn_probability >= {THRESHOLD}")
-
-
-class PredictResponse(BaseModel):
-    model_name: str
-    model_version: str
-    predictions: list[Prediction]
-
-
-def predict_records(pipeline: Any, records: list[BaseModel]) -> list[Prediction]:
-    """Score validated records with a fitted Pipeline, one probability each."""
-    rows = [r.model_dump() for r in records]
-    frame = pd.DataFrame(rows, columns=[*FEATURE_NAMES, ID])
-    probabilities = pipeline.predict_proba(frame)[:, 1]
-    return [
-        Prediction(customer_id=row[ID], churn_probability=round(float(p), 6), churn=p >= THRESHOLD)
-        for row, p in zip(rows, probabilities, strict=True)
-    ]
-
-
-def _one_or_many(value: Any) -> str:
-    return "records" if isinstance(value, list) else "record"
 
 
 def create_app(settings: ServiceSettings) -> FastAPI:
@@ -104,61 +72,17 @@ def create_app(settings: ServiceSettings) -> FastAPI:
         docs_url=None,
         redoc_url=None,
     )
-    app.mount("/static/swagger", StaticFiles(directory=swagger_ui_bundle.swagger_ui_path))
-
-    @app.middleware("http")
-    async def limit_body_size(request: Request, call_next):
-        length = request.headers.get("content-length")
-        if request.method in ("POST", "PUT", "PATCH") and not (length and length.isdigit()):
-            # A chunked body has no length to check before it is read: ask for one.
-            return JSONResponse(
-                status_code=411, content={"detail": "a Content-Length header is required"}
-            )
-        if length and int(length) > settings.max_body_bytes:
-            return JSONResponse(
-                status_code=413,
-                content={
-                    "detail": f"body is {length} bytes; the limit is {settings.max_body_bytes}"
-                },
-            )
-        return await call_next(request)
-
-    @app.exception_handler(RequestValidationError)
-    async def readable_422(request: Request, exc: RequestValidationError) -> JSONResponse:
-        # Name the field and the rule, but do not echo the input back: FastAPI's default
-        # does, and an echoed NaN cannot be rendered as JSON (a 500 instead of a 422), and
-        # an echoed 1,000-record list buries the reason.
-        errors = [{"loc": list(e["loc"]), "msg": e["msg"], "type": e["type"]} for e in exc.errors()]
-        return JSONResponse(status_code=422, content={"detail": errors})
+    add_guards_and_docs(app, settings.max_body_bytes)
 
     def loaded() -> model_file.LoadedModel:
         if app.state.model is None:
             raise HTTPException(status_code=503, detail=f"no model loaded: {app.state.problem}")
         return app.state.model
 
-    OneOrMany = Annotated[
-        Annotated[Record, Tag("record")]
-        | Annotated[
-            list[Record], Field(min_length=1, max_length=settings.max_records), Tag("records")
-        ],
-        Discriminator(_one_or_many),
-    ]
+    Body = predict_body(settings.max_records)
 
-    @app.post(
-        "/predict",
-        response_model=PredictResponse,
-        responses={
-            411: {"description": "No Content-Length"},
-            413: {"description": "Body too large"},
-            503: {"description": "No model loaded"},
-        },
-    )
-    def predict(
-        body: Annotated[OneOrMany, Body(openapi_examples={
-            "one record": {"value": example_record()},
-            "a list": {"value": [example_record(), {**example_record(), "complaints_90d": 4}]},
-        })],
-    ) -> PredictResponse:  # fmt: skip
+    @app.post("/predict", response_model=PredictResponse, responses=PREDICT_RESPONSES)
+    def predict(body: Body) -> PredictResponse:
         """Churn probability for one customer record, or for a list of up to `max_records`."""
         model = loaded()
         records = body if isinstance(body, list) else [body]
@@ -180,16 +104,6 @@ def create_app(settings: ServiceSettings) -> FastAPI:
         """The loaded model's file, version, training time, data version and metrics."""
         model = loaded()
         return {"file": str(model.path), "loaded_at": app.state.loaded_at, **model.card}
-
-    @app.get("/docs", include_in_schema=False)
-    def docs() -> HTMLResponse:
-        return get_swagger_ui_html(
-            openapi_url=app.openapi_url,
-            title=app.title,
-            swagger_js_url="/static/swagger/swagger-ui-bundle.js",
-            swagger_css_url="/static/swagger/swagger-ui.css",
-            swagger_favicon_url="/static/swagger/favicon-32x32.png",
-        )
 
     return app
 

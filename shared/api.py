@@ -1,0 +1,119 @@
+"""The prediction API every level serves: the request and response models built from the
+data contract, scoring, and the HTTP guards that turn bad input into a 4xx naming the field.
+
+A level's service (level 0 serves a handed-over file, level 1 follows the registry) adds
+only where its model comes from. Defined here once so that all levels answer alike:
+
+    POST /predict   one record or a list of up to `max_records` -> churn probabilities
+    GET  /docs      the API docs, served from local files so they work offline
+"""
+
+from typing import Annotated, Any
+
+import pandas as pd
+import swagger_ui_bundle
+from fastapi import Body, FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.openapi.docs import get_swagger_ui_html
+from fastapi.responses import HTMLResponse, JSONResponse
+from fastapi.staticfiles import StaticFiles
+from pydantic import BaseModel, Discriminator, Field, Tag
+
+from shared.evaluate import THRESHOLD
+from shared.schema import FEATURE_NAMES, ID, example_record, request_model
+
+Record = request_model()
+
+
+class Prediction(BaseModel):
+    customer_id: str | None = None
+    churn_probability: float = Field(description="Probability that the customer churns")
+    churn: bool = Field(description=f"churn_probability >= {THRESHOLD}")
+
+
+class PredictResponse(BaseModel):
+    model_name: str
+    model_version: str
+    predictions: list[Prediction]
+
+
+def records_frame(records: list[BaseModel]) -> pd.DataFrame:
+    """Validated records as the frame the Pipeline takes (features plus the id)."""
+    return pd.DataFrame([r.model_dump() for r in records], columns=[*FEATURE_NAMES, ID])
+
+
+def predict_records(pipeline: Any, records: list[BaseModel]) -> list[Prediction]:
+    """Score validated records with a fitted Pipeline, one probability each."""
+    frame = records_frame(records)
+    return to_predictions(frame[ID].tolist(), pipeline.predict_proba(frame)[:, 1])
+
+
+def to_predictions(ids: list[str | None], probabilities: Any) -> list[Prediction]:
+    return [
+        Prediction(customer_id=i, churn_probability=round(float(p), 6), churn=bool(p >= THRESHOLD))
+        for i, p in zip(ids, probabilities, strict=True)
+    ]
+
+
+def _one_or_many(value: Any) -> str:
+    return "records" if isinstance(value, list) else "record"
+
+
+def predict_body(max_records: int) -> Any:
+    """The /predict body type: one record, or a non-empty list of at most `max_records`."""
+    one_or_many = Annotated[
+        Annotated[Record, Tag("record")]
+        | Annotated[list[Record], Field(min_length=1, max_length=max_records), Tag("records")],
+        Discriminator(_one_or_many),
+    ]
+    examples = {
+        "one record": {"value": example_record()},
+        "a list": {"value": [example_record(), {**example_record(), "complaints_90d": 4}]},
+    }
+    return Annotated[one_or_many, Body(openapi_examples=examples)]
+
+
+PREDICT_RESPONSES: dict[int | str, dict[str, Any]] = {
+    411: {"description": "No Content-Length"},
+    413: {"description": "Body too large"},
+    503: {"description": "No model loaded"},
+}
+
+
+def add_guards_and_docs(app: FastAPI, max_body_bytes: int) -> None:
+    """Body-size limits (411, 413), a 422 that names the field without echoing the input,
+    and offline /docs. Create the app with `docs_url=None, redoc_url=None`."""
+    app.mount("/static/swagger", StaticFiles(directory=swagger_ui_bundle.swagger_ui_path))
+
+    @app.middleware("http")
+    async def limit_body_size(request: Request, call_next):
+        length = request.headers.get("content-length")
+        if request.method in ("POST", "PUT", "PATCH") and not (length and length.isdigit()):
+            # A chunked body has no length to check before it is read: ask for one.
+            return JSONResponse(
+                status_code=411, content={"detail": "a Content-Length header is required"}
+            )
+        if length and int(length) > max_body_bytes:
+            return JSONResponse(
+                status_code=413,
+                content={"detail": f"body is {length} bytes; the limit is {max_body_bytes}"},
+            )
+        return await call_next(request)
+
+    @app.exception_handler(RequestValidationError)
+    async def readable_422(request: Request, exc: RequestValidationError) -> JSONResponse:
+        # Name the field and the rule, but do not echo the input back: FastAPI's default
+        # does, and an echoed NaN cannot be rendered as JSON (a 500 instead of a 422), and
+        # an echoed 1,000-record list buries the reason.
+        errors = [{"loc": list(e["loc"]), "msg": e["msg"], "type": e["type"]} for e in exc.errors()]
+        return JSONResponse(status_code=422, content={"detail": errors})
+
+    @app.get("/docs", include_in_schema=False)
+    def docs() -> HTMLResponse:
+        return get_swagger_ui_html(
+            openapi_url=app.openapi_url,
+            title=app.title,
+            swagger_js_url="/static/swagger/swagger-ui-bundle.js",
+            swagger_css_url="/static/swagger/swagger-ui.css",
+            swagger_favicon_url="/static/swagger/favicon-32x32.png",
+        )
