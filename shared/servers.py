@@ -77,6 +77,44 @@ class MlflowServer:
         return {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
 
 
+@dataclass(frozen=True)
+class PrefectServer:
+    """A Prefect server (API and UI) on SQLite in `home`, the embedded mode's orchestrator.
+
+    Its UI is told where its API is: with any port but 4200 it would otherwise look for the
+    API on 127.0.0.1:4200 and show "Can't connect to Server API".
+    """
+
+    home: Path = field(default=Path("var/prefect"))
+    host: str = "127.0.0.1"
+    port: int = 4200
+
+    @property
+    def api_url(self) -> str:
+        return f"http://{self.host}:{self.port}/api"
+
+    @property
+    def health_url(self) -> str:
+        return f"{self.api_url}/health"
+
+    def command(self) -> list[str]:
+        return [
+            sys.executable, "-m", "prefect", "server", "start",
+            "--host", self.host, "--port", str(self.port),
+        ]  # fmt: skip
+
+    def env(self) -> dict[str, str]:
+        """The server's environment; clients need only PREFECT_API_URL = `api_url`."""
+        return {
+            **os.environ,
+            "PREFECT_HOME": str(self.home.resolve()),
+            "PREFECT_API_URL": self.api_url,
+            "PREFECT_UI_API_URL": self.api_url,
+            "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+            "PREFECT_SERVER_UI_SHOW_PROMOTIONAL_CONTENT": "false",
+        }
+
+
 def _stop(process: subprocess.Popen) -> None:
     """Stop the whole process group of `process`: TERM, then KILL after 10 s.
 
@@ -151,15 +189,29 @@ def mlflow_server(server: MlflowServer, log_path: Path | None = None) -> Iterato
         yield server
 
 
+@contextmanager
+def prefect_server(server: PrefectServer, log_path: Path | None = None) -> Iterator[PrefectServer]:
+    """A running Prefect server for the duration of the block."""
+    server.home.mkdir(parents=True, exist_ok=True)
+    log_path = log_path or server.home / "server.log"
+    with running(server.command(), server.health_url, log_path, env=server.env(), timeout=120):
+        yield server
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="Run an embedded-mode server in the foreground.")
-    parser.add_argument("server", choices=["mlflow"])
-    parser.add_argument("--port", type=int, default=5000)
-    parser.add_argument("--root", type=Path, default=Path("var/mlflow"))
+    parser.add_argument("server", choices=["mlflow", "prefect"])
+    parser.add_argument("--port", type=int, help="default: 5000 for MLflow, 4200 for Prefect")
+    parser.add_argument("--root", type=Path, help="default: var/mlflow or var/prefect")
     args = parser.parse_args(argv)
-    server = MlflowServer(root=args.root, port=args.port)
-    server.root.mkdir(parents=True, exist_ok=True)
-    print(f"MLflow UI and tracking server: {server.url}  (store: {server.root}; Ctrl-C stops)")
+    if args.server == "mlflow":
+        server = MlflowServer(root=args.root or Path("var/mlflow"), port=args.port or 5000)
+        server.root.mkdir(parents=True, exist_ok=True)
+        print(f"MLflow UI and tracking server: {server.url}  (store: {server.root}; Ctrl-C stops)")
+    else:
+        server = PrefectServer(home=args.root or Path("var/prefect"), port=args.port or 4200)
+        server.home.mkdir(parents=True, exist_ok=True)
+        print(f"Prefect UI and API: {server.api_url}  (home: {server.home}; Ctrl-C stops)")
     os.execve(sys.executable, server.command(), server.env())
 
 

@@ -1,0 +1,64 @@
+"""Level 1's deployments, served by one long-running process (`flow.serve`-style runner).
+
+    ct-training/ct-training        on a cron schedule, on `churn.data.landed`, on
+                                   `churn.drift.detected`, and on demand (make level1-train)
+    ct-monitoring/ct-monitoring    every monitor_interval_seconds
+    ct-watch-landing/ct-watch-landing  every watch_interval_seconds
+    ct-replay/ct-replay            on demand (make level1-replay)
+
+Why a served process rather than a work pool and a worker: level 1 has one machine and one
+image, and `serve` needs nothing else (no pool to create, no job template); each flow run
+still runs in its own subprocess. Level 2 moves to versioned deployments.
+
+    python -m level1_ct.flows.deployments      (PREFECT_API_URL must point at the server)
+"""
+
+from __future__ import annotations
+
+from prefect import serve
+from prefect.events import DeploymentEventTrigger
+from prefect.schedules import Cron
+
+from level1_ct import events
+from level1_ct.flows.landing import watch_landing
+from level1_ct.flows.monitoring import monitoring_flow
+from level1_ct.flows.replay import replay
+from level1_ct.flows.training import training_pipeline
+from level1_ct.settings import PipelineSettings, get_settings
+
+
+def _on(event: str, reason: str) -> DeploymentEventTrigger:
+    return DeploymentEventTrigger(
+        name=f"retrain on {event}",
+        expect={event},
+        match={"prefect.resource.id": f"{events.RESOURCE}.*"},
+        parameters={"reason": reason},
+    )
+
+
+def deployments(settings: PipelineSettings) -> list:
+    training = training_pipeline.to_deployment(
+        name="ct-training",
+        schedules=[Cron(settings.train_cron, timezone="UTC", parameters={"reason": "schedule"})],
+        triggers=[_on(events.DATA_LANDED, "new-data"), _on(events.DRIFT_DETECTED, "drift")],
+        concurrency_limit=1,  # runs triggered together queue up instead of racing for the alias
+        description="Train, gate and register; promote a passing candidate to champion.",
+    )
+    return [
+        training,
+        monitoring_flow.to_deployment(
+            name="ct-monitoring", interval=settings.monitor_interval_seconds, concurrency_limit=1
+        ),
+        watch_landing.to_deployment(
+            name="ct-watch-landing", interval=settings.watch_interval_seconds, concurrency_limit=1
+        ),
+        replay.to_deployment(name="ct-replay", concurrency_limit=1),
+    ]
+
+
+def main() -> None:
+    serve(*deployments(get_settings()))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,137 @@
+"""Level 1's monitoring: is live traffic still like the data the champion learned from, and,
+where labels have arrived, is the champion still right?
+
+Every `monitor_interval_seconds` (a schedule on the deployment) this flow reads the newest
+predictions of the serving champion from the prediction store, joins the labels that have
+landed since, and runs Evidently against the training sample logged with the champion.
+The numbers go to the prediction store (table `monitoring`, to plot over time) and the
+reports to the Evidently workspace (the Evidently UI). When drift or quality crosses its
+threshold the flow logs an alert and emits `churn.drift.detected`: the training deployment's
+trigger turns that into a retraining run. No human in the loop.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import sqlalchemy as sa
+from mlflow import MlflowClient
+from prefect import flow, get_run_logger
+from prefect.states import Completed
+
+from level1_ct import events, registry, reports
+from level1_ct.flows.retrying import io_task, step
+from level1_ct.prediction_log import (
+    connect,
+    load_labels,
+    monitoring,
+    recent_predictions,
+    record_monitoring,
+)
+from level1_ct.settings import PipelineSettings, get_settings
+from shared.schema import LABEL
+
+ALERT = "alert"  # the metric recorded when an alert was raised (1.0)
+
+
+@io_task
+def find_champion(settings: PipelineSettings) -> tuple[registry.ModelRef, float] | None:
+    """The champion and the ROC AUC it had on its hold-out: the bar live quality is held to."""
+    client = MlflowClient(settings.mlflow_tracking_uri)
+    ref = registry.lookup(client, settings.model_name)
+    if ref is None:
+        return None
+    return ref, client.get_run(ref.run_id).data.metrics.get("roc_auc", float("nan"))
+
+
+@io_task
+def reference_of(settings: PipelineSettings, champion: registry.ModelRef):
+    return registry.reference_data(settings.mlflow_tracking_uri, champion)
+
+
+@step
+def check(settings: PipelineSettings, champion: registry.ModelRef, live, reference) -> dict:
+    """Drift of the live features, and quality where labels have arrived."""
+    drift = reports.data_drift(live, reference)
+    metrics = {**drift.metrics(), "rows": float(len(live))}
+    snapshots = [drift.snapshot]
+    labelled = live.dropna(subset=[LABEL])
+    metrics["labelled_rows"] = float(len(labelled))
+    if len(labelled) >= settings.monitor_min_rows and labelled[LABEL].nunique() == 2:
+        frame = labelled.assign(**{reports.TARGET: labelled[LABEL].astype(int)})
+        quality = reports.live_quality(frame.rename(columns={"probability": reports.PROBABILITY}))
+        metrics |= {f"live_{k}": v for k, v in quality.metrics.items()}
+        snapshots.append(quality.snapshot)
+    reports.publish(settings.evidently_workspace, settings.evidently_project, snapshots)
+    return {"metrics": metrics, "drifted": drift.drifted}
+
+
+def alerts(
+    settings: PipelineSettings, metrics: dict[str, float], drifted: list[str], holdout_auc: float
+) -> list[str]:
+    """What crossed a threshold, in words."""
+    found = []
+    if metrics["drift_share"] >= settings.drift_share_threshold:
+        found.append(
+            f"{metrics['drift_share']:.0%} of features drifted (threshold "
+            f"{settings.drift_share_threshold:.0%}): {', '.join(drifted)}"
+        )
+    auc, bar = metrics.get("live_roc_auc"), holdout_auc - settings.max_live_auc_drop
+    if auc is not None and auc < bar:
+        found.append(
+            f"live ROC AUC {auc:.3f} is below {bar:.3f} (hold-out {holdout_auc:.3f} "
+            f"- {settings.max_live_auc_drop})"
+        )
+    return found
+
+
+def _last_alert(engine: sa.Engine) -> datetime | None:
+    query = sa.select(sa.func.max(monitoring.c.checked_at)).where(monitoring.c.metric == ALERT)
+    with engine.connect() as conn:
+        found = conn.execute(query).scalar()
+    return found.replace(tzinfo=UTC) if found is not None and found.tzinfo is None else found
+
+
+@flow(name="ct-monitoring")
+def monitoring_flow():
+    """Check the champion's live traffic; alert and trigger retraining past a threshold."""
+    settings, logger = get_settings(), get_run_logger()
+    found_champion = find_champion(settings)
+    if found_champion is None:
+        return Completed(message="no champion yet: nothing to monitor")
+    champion, holdout_auc = found_champion
+    engine = connect(settings.prediction_store_url)
+    added = load_labels(engine, settings.landing)
+    live = recent_predictions(engine, champion.version, settings.monitor_rows)
+    logger.info(
+        "%d predictions of version %s, %d with labels (%d new labels)",
+        len(live), champion.version, int(live[LABEL].notna().sum()), added,
+    )  # fmt: skip
+    if len(live) < settings.monitor_min_rows:
+        return Completed(
+            message=f"{len(live)} predictions of version {champion.version}: "
+            f"fewer than {settings.monitor_min_rows}, too few to judge"
+        )
+    result = check(settings, champion, live, reference_of(settings, champion))
+    metrics = result["metrics"]
+    found = alerts(settings, metrics, result["drifted"], holdout_auc)
+    cooling = _last_alert(engine)
+    cooling = cooling and datetime.now(UTC) - cooling < timedelta(
+        seconds=settings.retrain_cooldown_seconds
+    )
+    if found and not cooling:
+        metrics[ALERT] = 1.0
+    record_monitoring(engine, champion.version, metrics)
+    summary = ", ".join(f"{k}={v:.3f}" for k, v in metrics.items())
+    if not found:
+        return Completed(message=f"version {champion.version} healthy: {summary}")
+    if cooling:
+        logger.warning("ALERT (retraining already triggered recently): %s", "; ".join(found))
+        return Completed(message=f"alert, in cooldown: {'; '.join(found)}")
+    logger.warning("ALERT, triggering retraining: %s", "; ".join(found))
+    events.emit(
+        events.DRIFT_DETECTED,
+        source="monitoring",
+        payload={"model_version": champion.version, "alerts": found, "metrics": metrics},
+    )
+    return Completed(message=f"alert raised, retraining triggered: {'; '.join(found)}")

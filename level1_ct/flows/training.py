@@ -1,0 +1,357 @@
+"""Level 1's training pipeline: level 0's manual steps, made a Prefect flow that runs itself.
+
+    ingest -> validate data -> check drift -> train -> evaluate -> gate -> register
+
+Each step is a task, so each shows up in the Prefect UI with its own state, logs and timing.
+The MLflow run records the same story: data version and window, validation reports, drift,
+metrics of the candidate, the dummy baseline and the champion on the same hold-out, the gate's
+verdict, and the registered version. The steps call `shared/` for all model logic.
+
+A batch that breaks the data contract stops the run before training: the run fails with
+the column and the rule in its state message and in the MLflow run, and the batch moves to
+`<landing>/quarantine/` (nothing is deleted) so that the next run can proceed without it.
+Tasks that talk to MLflow retry when it is briefly unreachable; the gate never retries.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import mlflow
+import pandas as pd
+from mlflow import MlflowClient
+from prefect import flow, get_run_logger
+from prefect.runtime import flow_run
+from prefect.states import Completed
+
+from level1_ct import registry, reports
+from level1_ct.flows.retrying import io_task, step
+from level1_ct.settings import PipelineSettings, get_settings
+from shared.data import (
+    day_of,
+    feature_files,
+    label_file_for,
+    labelled_feature_files,
+    load_labelled,
+    read_batch,
+)
+from shared.evaluate import Evaluation, evaluate
+from shared.features import SKOPS_TRUSTED_TYPES, feature_frame
+from shared.gate import Verdict, judge
+from shared.lineage import Lineage
+from shared.schema import LABEL_COLUMNS
+from shared.train import (
+    PARAM_SPACE,
+    TrainingConfig,
+    TrainingResult,
+    split_holdout,
+    train,
+    train_baseline,
+)
+from shared.validation import ValidationResult, validate
+
+QUARANTINE = "quarantine"
+
+
+class DataContractViolation(RuntimeError):
+    """A batch broke the data contract: the run stops before training."""
+
+
+class NotEnoughData(RuntimeError):
+    """Too few labelled batches in the landing folder to train and hold out."""
+
+
+@dataclass(frozen=True)
+class Batches:
+    """What one run uses: labelled batches in the window, their labels, and the newer
+    feature batches whose labels are still to come (validated and checked for drift)."""
+
+    labelled: list[Path]
+    labels: list[Path]
+    unlabelled: list[Path]
+
+    @property
+    def window(self) -> str:
+        return f"{day_of(self.labelled[0])}..{day_of(self.labelled[-1])}"
+
+    @property
+    def newest(self) -> Path:
+        return (self.unlabelled or self.labelled)[-1]
+
+
+# ---- the steps ----------------------------------------------------------------------------
+
+
+@step
+def ingest(landing: Path, window_days: int) -> Batches:
+    """The newest `window_days` labelled batches, and any newer batch still without labels."""
+    labelled = labelled_feature_files(landing)[-window_days:]
+    if len(labelled) < 2:
+        raise NotEnoughData(
+            f"{len(labelled)} labelled batches in {landing}: need at least 2 to train and hold out"
+        )
+    unlabelled = [p for p in feature_files(landing) if day_of(p) > day_of(labelled[-1])]
+    batches = Batches(labelled, [label_file_for(p) for p in labelled], unlabelled)
+    get_run_logger().info(
+        "window %s: %d labelled batches, %d newer without labels yet",
+        batches.window, len(labelled), len(unlabelled),
+    )  # fmt: skip
+    return batches
+
+
+def quarantine(landing: Path, path: Path, result: ValidationResult) -> Path:
+    """Move a rejected file out of the landing folder, with the reason beside it."""
+    target = Path(landing) / QUARANTINE / path.parent.name / path.name
+    target.parent.mkdir(parents=True, exist_ok=True)
+    shutil.move(path, target)
+    reason = {"file": str(path), "violations": result.to_dict()}
+    target.with_suffix(".reason.json").write_text(json.dumps(reason, indent=2, default=str))
+    return target
+
+
+@step
+def validate_data(batches: Batches, landing: Path) -> dict[str, dict]:
+    """Every batch and label file against the data contract; quarantine what fails, then stop."""
+    results = {p.name: validate(read_batch(p)) for p in [*batches.labelled, *batches.unlabelled]}
+    results |= {
+        f"labels/{p.name}": validate(read_batch(p), columns=LABEL_COLUMNS, row_rules=())
+        for p in batches.labels
+    }
+    bad = {name: r for name, r in results.items() if not r.ok}
+    if bad:
+        for name, result in bad.items():
+            folder = "labels" if name.startswith("labels/") else "features"
+            quarantine(landing, Path(landing) / folder / Path(name).name, result)
+        lines = "; ".join(f"{name}: {r.summary()}" for name, r in bad.items())
+        raise DataContractViolation(f"data contract violated, quarantined: {lines}")
+    get_run_logger().info("%d files meet the data contract", len(results))
+    return {name: r.to_dict() for name, r in results.items()}
+
+
+@step
+def check_drift(newest: pd.DataFrame, reference: pd.DataFrame) -> reports.DriftResult:
+    """Evidently drift of the newest batch against the reference: recorded, never blocking."""
+    result = reports.data_drift(newest, reference)
+    logger = get_run_logger()
+    if result.drifted:
+        logger.warning("drift in %.0f%% of features: %s", 100 * result.share, result.drifted)
+    else:
+        logger.info("no feature drifted")
+    return result
+
+
+@step
+def train_candidate(train_frame: pd.DataFrame, config: TrainingConfig) -> TrainingResult:
+    result = train(train_frame, config)
+    get_run_logger().info(
+        "best cv ROC AUC %.3f in %.0f s: %s", result.cv_score, result.seconds, result.params
+    )
+    return result
+
+
+@io_task
+def load_champion(tracking_uri: str, name: str) -> tuple[registry.ModelRef, Any] | None:
+    """The current champion and its Pipeline, or None before the first champion."""
+    ref = registry.lookup(MlflowClient(tracking_uri), name)
+    return None if ref is None else (ref, registry.load_model(ref))
+
+
+@step
+def gate(
+    candidate: Evaluation,
+    baseline: Evaluation,
+    champion: Evaluation | None,
+    settings: PipelineSettings,
+) -> Verdict:
+    """The model gate (shared/gate.py). Never retried: a rejection is an answer, not an error."""
+    verdict = judge(candidate, baseline, champion, settings.gate())
+    logger = get_run_logger()
+    (logger.info if verdict.passed else logger.warning)("gate %s", verdict.summary())
+    return verdict
+
+
+@io_task
+def open_run(tracking_uri: str, experiment: str, reason: str) -> str:
+    client = MlflowClient(tracking_uri)
+    found = client.get_experiment_by_name(experiment)
+    experiment_id = found.experiment_id if found else client.create_experiment(experiment)
+    run = client.create_run(
+        experiment_id,
+        run_name=f"ct-{flow_run.get_name() or 'local'}",
+        tags={"level": "1", "trigger": reason, "prefect_flow_run_id": str(flow_run.get_id())},
+    )
+    return run.info.run_id
+
+
+@io_task
+def record(
+    tracking_uri: str,
+    run_id: str,
+    params: dict[str, Any] | None = None,
+    metrics: dict[str, float] | None = None,
+    tags: dict[str, str] | None = None,
+    documents: dict[str, Any] | None = None,
+    status: str | None = None,
+) -> None:
+    """Log to the run: params, metrics, tags, JSON documents; `status` ends the run."""
+    client = MlflowClient(tracking_uri)
+    for key, value in (params or {}).items():
+        client.log_param(run_id, key, value)
+    for key, value in (metrics or {}).items():
+        client.log_metric(run_id, key, value)
+    for key, value in (tags or {}).items():
+        client.set_tag(run_id, key, str(value)[:5000])
+    for name, document in (documents or {}).items():
+        client.log_dict(run_id, document, name)
+    if status:
+        client.set_terminated(run_id, status)
+
+
+@io_task
+def register(
+    settings: PipelineSettings,
+    run_id: str,
+    result: TrainingResult,
+    holdout: pd.DataFrame,
+    reference: pd.DataFrame,
+    version_tags: dict[str, str],
+    drift: reports.DriftResult | None,
+) -> str:
+    """Log the model (signature, input example), register a version, make it the challenger."""
+    mlflow.set_tracking_uri(settings.mlflow_tracking_uri)
+    # MLflow hints that int columns cannot hold missing values; the contract forbids nulls
+    # in every feature, so the inferred int schema is the right one.
+    warnings.filterwarnings("ignore", message="Hint: Inferred schema contains integer")
+    with mlflow.start_run(run_id=run_id), tempfile.TemporaryDirectory() as tmp:
+        info = mlflow.sklearn.log_model(
+            result.pipeline,
+            name="model",
+            input_example=feature_frame(holdout.head(3)),
+            skops_trusted_types=SKOPS_TRUSTED_TYPES,
+        )
+        # The training data's sample travels with the model: monitoring compares live
+        # traffic against the data the serving model learned from.
+        reference_file = Path(tmp) / registry.REFERENCE_FILE
+        reference.to_parquet(reference_file, index=False)
+        mlflow.log_artifact(str(reference_file))
+        if drift is not None:
+            drift_file = Path(tmp) / "data_drift.html"
+            drift.snapshot.save_html(str(drift_file))
+            mlflow.log_artifact(str(drift_file))
+    client = MlflowClient(settings.mlflow_tracking_uri)
+    return registry.register(client, settings.model_name, info.model_uri, version_tags)
+
+
+@io_task
+def promote(settings: PipelineSettings, version: str) -> str | None:
+    client = MlflowClient(settings.mlflow_tracking_uri)
+    return registry.promote(client, settings.model_name, version)
+
+
+@io_task
+def champion_reference(tracking_uri: str, ref: registry.ModelRef) -> pd.DataFrame:
+    return registry.reference_data(tracking_uri, ref)
+
+
+# ---- the flow -----------------------------------------------------------------------------
+
+
+@flow(name="ct-training")
+def training_pipeline(
+    reason: str = "manual",
+    window_days: int | None = None,
+    n_iter: int | None = None,
+    fixed_params: dict[str, Any] | None = None,
+):
+    """Train on the newest labelled batches and promote the result if it passes the gate.
+
+    `reason` says what started the run (schedule, new-data, drift, manual); `window_days` and
+    `n_iter` override the settings; `fixed_params` pins hyper-parameters (an exercise: force
+    a worse model and watch the gate reject it).
+    """
+    settings = get_settings()
+    uri, logger = settings.mlflow_tracking_uri, get_run_logger()
+    window_days = window_days or settings.window_days
+    run_id = open_run(uri, settings.experiment, reason)
+
+    batches = ingest(settings.landing, window_days)
+    try:
+        validation = validate_data(batches, settings.landing)
+    except DataContractViolation as violation:
+        record(uri, run_id, tags={"stopped_at": "validate_data", "stop_reason": str(violation)},
+               params={"window": batches.window}, status="FAILED")  # fmt: skip
+        raise
+
+    frame = load_labelled(batches.labelled)
+    train_frame, holdout = split_holdout(frame, settings.holdout_fraction)
+    current = load_champion(uri, settings.model_name)
+    reference = train_frame.sample(min(len(train_frame), settings.reference_rows), random_state=0)
+    drift = check_drift(
+        read_batch(batches.newest),
+        champion_reference(uri, current[0]) if current else reference,
+    )
+
+    space = {k: [v] for k, v in fixed_params.items()} if fixed_params else dict(PARAM_SPACE)
+    config = TrainingConfig(
+        n_iter=n_iter or settings.n_iter, seed=settings.seed,
+        holdout_fraction=settings.holdout_fraction, param_space={**PARAM_SPACE, **space},
+    )  # fmt: skip
+    result = train_candidate(train_frame, config)
+    candidate = evaluate(result.pipeline, holdout)
+    baseline = evaluate(train_baseline(train_frame), holdout)
+    champion = evaluate(current[1], holdout) if current else None
+    verdict = gate(candidate, baseline, champion, settings)
+
+    lineage = Lineage.of(batches.labelled + batches.labels, result.params, candidate.overall)
+    run_tags = {
+        **lineage.tags(),
+        "gate": "passed" if verdict.passed else "rejected",
+        "gate_summary": verdict.summary(),
+        "champion_before": current[0].version if current else "",
+    }
+    record(
+        uri, run_id,
+        params={**result.params, "window": batches.window, "window_days": window_days,
+                "train_rows": len(train_frame), "holdout_rows": len(holdout),
+                "n_iter": config.n_iter, "seed": config.seed},
+        metrics={**candidate.flat(), **baseline.flat("baseline/"),
+                 **(champion.flat("champion/") if champion else {}),
+                 "cv_roc_auc": result.cv_score, **{f"data/{k}": v for k, v in drift.metrics().items()}},
+        tags=run_tags,
+        documents={"data_validation.json": validation, "lineage.json": lineage.to_dict(),
+                   "gate.json": {"passed": verdict.passed,
+                                 "checks": [c.__dict__ for c in verdict.checks]}},
+    )  # fmt: skip
+    version_tags = {
+        "data_version": lineage.data_version,
+        "code_version": lineage.code_version,
+        "prefect_flow_run_id": str(flow_run.get_id()),
+        "window": batches.window,
+        "gate": run_tags["gate"],
+    }
+    version = register(settings, run_id, result, holdout, reference, version_tags, drift)
+    outcome = {"version": version, "gate": run_tags["gate"], "window": batches.window,
+               "roc_auc": candidate.overall["roc_auc"], "reasons": verdict.reasons}  # fmt: skip
+    if verdict.passed:
+        previous = promote(settings, version)
+        record(
+            uri, run_id, tags={"registered_version": version, "promoted": "true"}, status="FINISHED"
+        )
+        logger.info("version %s is the champion (was %s)", version, previous)
+        return Completed(message=f"version {version} promoted to champion", data=outcome)
+    record(
+        uri, run_id, tags={"registered_version": version, "promoted": "false"}, status="FINISHED"
+    )
+    message = f"version {version} rejected by the gate: {'; '.join(verdict.reasons)}"
+    logger.warning(message)
+    return Completed(message=message, data=outcome)
+
+
+if __name__ == "__main__":
+    training_pipeline()

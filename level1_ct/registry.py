@@ -1,0 +1,105 @@
+"""The MLflow model registry as level 1 uses it: aliases, not the deprecated stages.
+
+    challenger          the newest candidate the pipeline registered, whatever its verdict
+    champion            the version the service serves; moved only by a passed gate
+    previous-champion   the champion before the last move: the version to roll back to
+
+Every registered version carries its lineage and the gate's verdict as version tags.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import mlflow
+import pandas as pd
+from mlflow import MlflowClient
+from mlflow.exceptions import MlflowException
+
+CHAMPION = "champion"
+CHALLENGER = "challenger"
+PREVIOUS_CHAMPION = "previous-champion"
+
+
+@dataclass(frozen=True)
+class ModelRef:
+    """One registered version: what the service shows in GET /model."""
+
+    name: str
+    version: str
+    run_id: str
+    data_version: str
+    alias: str = CHAMPION
+
+    @property
+    def uri(self) -> str:
+        return f"models:/{self.name}/{self.version}"
+
+    def to_dict(self) -> dict[str, str]:
+        return {
+            "name": self.name,
+            "version": self.version,
+            "alias": self.alias,
+            "run_id": self.run_id,
+            "data_version": self.data_version,
+        }
+
+
+def aliases(client: MlflowClient, name: str) -> dict[str, str]:
+    """alias -> version of the registered model; empty if nothing is registered yet."""
+    try:
+        return dict(client.get_registered_model(name).aliases)
+    except MlflowException as error:
+        if error.error_code == "RESOURCE_DOES_NOT_EXIST":
+            return {}
+        raise
+
+
+def lookup(client: MlflowClient, name: str, alias: str = CHAMPION) -> ModelRef | None:
+    """The version behind `alias`, or None when the alias is not set (no champion yet)."""
+    version = aliases(client, name).get(alias)
+    if version is None:
+        return None
+    found = client.get_model_version(name, version)
+    return ModelRef(
+        name=name,
+        version=str(found.version),
+        run_id=found.run_id or "",
+        data_version=found.tags.get("data_version", ""),
+        alias=alias,
+    )
+
+
+def load_model(ref: ModelRef) -> Any:
+    """The fitted Pipeline of a registered version."""
+    return mlflow.sklearn.load_model(ref.uri)
+
+
+REFERENCE_FILE = "reference.parquet"  # a sample of the training data, logged with the model
+
+
+def reference_data(tracking_uri: str, ref: ModelRef) -> pd.DataFrame:
+    """The training-data sample logged with a version: what drift is measured against."""
+    path = mlflow.artifacts.download_artifacts(
+        run_id=ref.run_id, artifact_path=REFERENCE_FILE, tracking_uri=tracking_uri
+    )
+    return pd.read_parquet(path)
+
+
+def register(client: MlflowClient, name: str, model_uri: str, tags: dict[str, str]) -> str:
+    """Register a logged model as a new version, tagged, and make it the challenger."""
+    version = mlflow.register_model(model_uri, name, tags=tags).version
+    client.set_registered_model_alias(name, CHALLENGER, str(version))
+    return str(version)
+
+
+def promote(client: MlflowClient, name: str, version: str) -> str | None:
+    """Move `champion` to `version`; the old champion keeps `previous-champion`.
+    Returns the previous champion's version (None for the first champion)."""
+    previous = aliases(client, name).get(CHAMPION)
+    if previous is not None and previous != version:
+        client.set_registered_model_alias(name, PREVIOUS_CHAMPION, previous)
+        client.set_model_version_tag(name, version, "previous_champion", previous)
+    client.set_registered_model_alias(name, CHAMPION, version)
+    return previous

@@ -1,0 +1,115 @@
+"""Evidently 0.7 reports: is this data like the data the model learned from, and, where
+labels have arrived, is the model still right?
+
+Used twice: the training pipeline checks a new batch against the champion's training data
+(recorded, never blocking), and monitoring checks live traffic from the prediction log.
+Reports go to MLflow as HTML and to an Evidently workspace that the Evidently UI shows.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+from evidently import BinaryClassification, DataDefinition, Dataset, Report
+from evidently.core.report import Snapshot
+from evidently.presets import ClassificationPreset, DataDriftPreset, DataSummaryPreset
+from evidently.ui.workspace import Workspace
+
+from shared.schema import FEATURE_NAMES as _FEATURE_NAMES
+from shared.schema import FEATURES
+
+FEATURE_NAMES = list(_FEATURE_NAMES)
+
+CATEGORICAL = [c.name for c in FEATURES if c.kind in ("category", "bool")]
+NUMERICAL = [c.name for c in FEATURES if c.name not in CATEGORICAL]
+TARGET, PROBABILITY = "target", "probability"
+
+
+@dataclass(frozen=True)
+class DriftResult:
+    """What share of the features drifted, which ones, and the full Evidently snapshot."""
+
+    share: float
+    drifted: list[str]
+    rows: int
+    snapshot: Snapshot = field(repr=False)
+
+    def metrics(self) -> dict[str, float]:
+        return {"drift_share": self.share, "drifted_columns": float(len(self.drifted))}
+
+
+@dataclass(frozen=True)
+class QualityResult:
+    """Classification quality on the predictions whose labels have arrived."""
+
+    metrics: dict[str, float]
+    rows: int
+    snapshot: Snapshot = field(repr=False)
+
+
+def _definition(extra_numerical: list[str] = (), classification: Any = None) -> DataDefinition:
+    return DataDefinition(
+        numerical_columns=[*NUMERICAL, *extra_numerical],
+        categorical_columns=[*CATEGORICAL, *([TARGET] if classification else [])],
+        classification=[classification] if classification else None,
+    )
+
+
+def data_drift(current: pd.DataFrame, reference: pd.DataFrame) -> DriftResult:
+    """Drift of every contract feature (Evidently's per-column tests) plus data summary."""
+    definition = _definition()
+    snapshot = Report([DataDriftPreset(), DataSummaryPreset()], include_tests=True).run(
+        Dataset.from_pandas(current[FEATURE_NAMES], data_definition=definition),
+        Dataset.from_pandas(reference[FEATURE_NAMES], data_definition=definition),
+    )
+    result = snapshot.dict()
+    share = next(
+        m["value"]["share"]
+        for m in result["metrics"]
+        if m["config"]["type"].endswith("DriftedColumnsCount")
+    )
+    drifted = [
+        t["metric_config"]["params"]["column"]
+        for t in result["tests"]
+        if t["id"] == "drift" and t["status"] == "FAIL"
+    ]
+    return DriftResult(
+        share=float(share), drifted=sorted(drifted), rows=len(current), snapshot=snapshot
+    )
+
+
+_QUALITY = {"RocAuc": "roc_auc", "F1Score": "f1", "Accuracy": "accuracy", "LogLoss": "log_loss"}
+
+
+def live_quality(labelled: pd.DataFrame) -> QualityResult:
+    """ROC AUC, F1, accuracy and log loss of logged predictions (`probability`) against
+    their arrived labels (`target`, 0/1)."""
+    classification = BinaryClassification(target=TARGET, prediction_probas=PROBABILITY)
+    definition = _definition([PROBABILITY], classification)
+    with warnings.catch_warnings():  # one-class windows make sklearn warn per metric
+        warnings.simplefilter("ignore")
+        snapshot = Report([ClassificationPreset()]).run(
+            Dataset.from_pandas(
+                labelled[[*FEATURE_NAMES, TARGET, PROBABILITY]], data_definition=definition
+            ),
+            None,
+        )
+    metrics = {}
+    for m in snapshot.dict()["metrics"]:
+        kind = m["config"]["type"].rsplit(":", 1)[-1]
+        if kind in _QUALITY and isinstance(m["value"], int | float):
+            metrics[_QUALITY[kind]] = float(m["value"])
+    return QualityResult(metrics=metrics, rows=len(labelled), snapshot=snapshot)
+
+
+def publish(workspace: Path, project: str, snapshots: list[Snapshot]) -> None:
+    """Add the snapshots to the project's timeline in the Evidently workspace (the UI's)."""
+    ws = Workspace(str(workspace))
+    found = ws.search_project(project)
+    target = found[0] if found else ws.create_project(project, description="Level 1 monitoring")
+    for snapshot in snapshots:
+        ws.add_run(target.id, snapshot, include_data=False)

@@ -1,0 +1,293 @@
+"""Level 1's prediction service: it serves whatever the registry calls the champion.
+
+Unlike level 0 nobody hands a file over. The service loads `models:/<name>@champion` at
+start and checks the alias every `poll_seconds`; when it has moved, the new version is
+loaded in the background and swapped in with one reference assignment. A request scores
+with the model it started with, so requests in flight finish on the old model and none fails.
+
+    POST /predict   one record or a list -> probabilities, with the model version that scored them
+    GET  /health    "ok"; "degraded" (still serving) when MLflow or the prediction store is
+                    unreachable, with the reason; "no_model" until a champion exists
+    GET  /model     name, version, alias, run id and data version of the served model
+    GET  /docs      the API docs, served offline
+
+Requests that arrive while a batch is being scored wait and are scored together in the next
+batch (adaptive micro-batching: no added delay when idle, far fewer model calls under load).
+Every prediction goes to the prediction store through a buffer written in batches.
+"""
+
+import asyncio
+import logging
+import os
+import threading
+import uuid
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from functools import cache
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import uvicorn
+from fastapi import FastAPI, HTTPException, Response
+from mlflow import MlflowClient
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from level1_ct import registry
+from level1_ct.prediction_log import PredictionLog
+from shared.api import (
+    PREDICT_RESPONSES,
+    PredictResponse,
+    add_guards_and_docs,
+    predict_body,
+    to_predictions,
+)
+from shared.evaluate import THRESHOLD
+from shared.schema import FEATURE_NAMES, ID
+
+# Fail fast when MLflow is down: the service keeps its model and says "degraded" instead of
+# hanging in the client's retries (minutes by default).
+os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "5")
+
+log = logging.getLogger("level1.service")
+
+
+class ServiceSettings(BaseSettings):
+    """Settings of the level-1 service, from L1_SERVE_* environment variables."""
+
+    model_config = SettingsConfigDict(env_prefix="L1_SERVE_", frozen=True)
+
+    mlflow_tracking_uri: str = Field(
+        "http://127.0.0.1:5000", validation_alias="MLFLOW_TRACKING_URI"
+    )
+    prediction_store_url: str = Field(
+        "sqlite:///var/level1/predictions.db", validation_alias="PREDICTION_STORE_URL"
+    )
+    model_name: str = Field("churn", validation_alias="MODEL_NAME")
+    alias: str = registry.CHAMPION
+    host: str = "127.0.0.1"
+    port: int = 8001
+    poll_seconds: float = 5.0  # how often the alias is checked
+    log_flush_seconds: float = 1.0  # how often buffered predictions are written
+    max_batch_rows: int = 2048  # rows scored in one model call
+    max_records: int = 1000
+    max_body_bytes: int = 2_000_000
+
+
+@cache
+def get_settings() -> ServiceSettings:
+    return ServiceSettings()
+
+
+@dataclass(frozen=True)
+class Served:
+    """A loaded registry version: what /predict scores with and /model shows."""
+
+    ref: registry.ModelRef
+    pipeline: Any
+    loaded_at: str
+
+
+class ModelFollower:
+    """Keeps the version behind the alias loaded; swaps when the alias moves."""
+
+    def __init__(self, settings: ServiceSettings):
+        self.settings = settings
+        self.client = MlflowClient(settings.mlflow_tracking_uri)
+        self.current: Served | None = None
+        self.problem: str | None = "no champion loaded yet"
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def check(self) -> bool:
+        """Look the alias up once; load and swap if it points elsewhere. True if swapped."""
+        try:
+            ref = registry.lookup(self.client, self.settings.model_name, self.settings.alias)
+            if ref is None:
+                self.problem = (
+                    f"no version of '{self.settings.model_name}' has alias "
+                    f"'{self.settings.alias}' yet: run the training pipeline"
+                )
+                return False
+            if self.current is not None and self.current.ref.version == ref.version:
+                self.problem = None
+                return False
+            pipeline = registry.load_model(ref)
+        except Exception as error:  # keep serving what we have, and say why in /health
+            self.problem = (
+                f"cannot reach the model registry at {self.settings.mlflow_tracking_uri}: "
+                + f"{type(error).__name__}: {error}".splitlines()[0][:300]
+            )
+            log.warning(self.problem)
+            return False
+        old = self.current.ref.version if self.current else None
+        now = datetime.now(UTC).isoformat(timespec="seconds")
+        self.current = Served(ref, pipeline, now)  # the swap: one reference assignment
+        self.problem = None
+        log.warning("now serving %s version %s (was %s)", ref.name, ref.version, old)
+        return True
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.settings.poll_seconds):
+            self.check()
+
+    def start(self) -> None:
+        self.check()
+        self._thread = threading.Thread(target=self._run, name="model-follower", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+
+
+@dataclass
+class _Waiting:
+    rows: list[dict[str, Any]]
+    done: asyncio.Future
+
+
+class MicroBatcher:
+    """Scores the rows of all waiting requests in one model call, one call at a time."""
+
+    def __init__(self, follower: ModelFollower, max_rows: int):
+        self.follower = follower
+        self.max_rows = max_rows
+        self.queue: asyncio.Queue[_Waiting] = asyncio.Queue()
+        self._worker: asyncio.Task | None = None
+
+    async def score(self, rows: list[dict[str, Any]]) -> tuple[Served, np.ndarray]:
+        waiting = _Waiting(rows, asyncio.get_running_loop().create_future())
+        await self.queue.put(waiting)
+        return await waiting.done
+
+    async def _run(self) -> None:
+        while True:
+            batch = [await self.queue.get()]
+            n = len(batch[0].rows)
+            while not self.queue.empty() and n < self.max_rows:
+                batch.append(self.queue.get_nowait())
+                n += len(batch[-1].rows)
+            served = self.follower.current  # every request of this batch uses this model
+            try:
+                if served is None:
+                    raise LookupError(self.follower.problem)
+                frame = pd.DataFrame(
+                    [row for w in batch for row in w.rows], columns=[*FEATURE_NAMES, ID]
+                )
+                scored = await asyncio.to_thread(served.pipeline.predict_proba, frame)
+                probabilities = scored[:, 1]
+            except Exception as error:
+                for w in batch:
+                    w.done.set_exception(error)
+                continue
+            start = 0
+            for w in batch:
+                w.done.set_result((served, probabilities[start : start + len(w.rows)]))
+                start += len(w.rows)
+
+    def start(self) -> None:
+        self._worker = asyncio.create_task(self._run())
+
+    async def stop(self) -> None:
+        if self._worker:
+            self._worker.cancel()
+
+
+def create_app(settings: ServiceSettings) -> FastAPI:
+    """The level-1 service for `models:/<model_name>@<alias>`."""
+    follower = ModelFollower(settings)
+    prediction_log = PredictionLog(settings.prediction_store_url, settings.log_flush_seconds)
+    batcher = MicroBatcher(follower, settings.max_batch_rows)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        await asyncio.to_thread(follower.start)
+        prediction_log.start()
+        batcher.start()
+        yield
+        follower.stop()
+        await batcher.stop()
+        await asyncio.to_thread(prediction_log.close)
+
+    app = FastAPI(
+        title="Churn prediction service (level 1)",
+        description="Serves the registry's champion and follows it. " + __doc__.split("\n\n")[0],
+        lifespan=lifespan,
+        docs_url=None,
+        redoc_url=None,
+    )
+    app.state.follower, app.state.prediction_log = follower, prediction_log
+    add_guards_and_docs(app, settings.max_body_bytes)
+    Body = predict_body(settings.max_records)
+
+    @app.post("/predict", response_model=PredictResponse, responses=PREDICT_RESPONSES)
+    async def predict(body: Body, response: Response) -> PredictResponse:
+        """Churn probability for one customer record, or for a list of up to `max_records`."""
+        records = body if isinstance(body, list) else [body]
+        rows = [r.model_dump() for r in records]
+        try:
+            served, probabilities = await batcher.score(rows)
+        except LookupError as missing:
+            raise HTTPException(status_code=503, detail=f"no model loaded: {missing}") from None
+        request_id = str(uuid.uuid4())
+        response.headers["X-Request-ID"] = request_id
+        now = datetime.now(UTC)
+        prediction_log.record([
+            {**row, "request_id": request_id, "predicted_at": now, "model_name": served.ref.name,
+             "model_version": served.ref.version, "probability": float(p), "churn": bool(p >= THRESHOLD)}
+            for row, p in zip(rows, probabilities, strict=True)
+        ])  # fmt: skip
+        return PredictResponse(
+            model_name=served.ref.name,
+            model_version=served.ref.version,
+            predictions=to_predictions([r[ID] for r in rows], probabilities),
+        )
+
+    @app.get("/health")
+    def health() -> dict[str, Any]:
+        """Liveness and what is wrong, if anything: status "ok", "degraded" or "no_model"."""
+        served = follower.current
+        problems = [p for p in (follower.problem, _store_problem(prediction_log)) if p]
+        if served is None:
+            return {"status": "no_model", "detail": "; ".join(problems)}
+        status = {"status": "degraded" if problems else "ok", "model_version": served.ref.version}
+        return {**status, "detail": "; ".join(problems)} if problems else status
+
+    @app.get("/model", responses={503: {"description": "No model loaded"}})
+    def model_info() -> dict[str, Any]:
+        """The served version: name, version, alias, run id, data version, when loaded."""
+        served = follower.current
+        if served is None:
+            raise HTTPException(status_code=503, detail=f"no model loaded: {follower.problem}")
+        return {
+            **served.ref.to_dict(),
+            "loaded_at": served.loaded_at,
+            "tracking_uri": settings.mlflow_tracking_uri,
+            "checked_every_seconds": settings.poll_seconds,
+        }
+
+    return app
+
+
+def _store_problem(prediction_log: PredictionLog) -> str | None:
+    if prediction_log.last_error:
+        return (
+            f"prediction store unreachable ({prediction_log.pending} predictions buffered): "
+            f"{prediction_log.last_error}"
+        )
+    if prediction_log.dropped:
+        return f"{prediction_log.dropped} predictions dropped while the store was unreachable"
+    return None
+
+
+def main() -> None:
+    settings = get_settings()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    uvicorn.run(create_app(settings), host=settings.host, port=settings.port)
+
+
+if __name__ == "__main__":
+    main()

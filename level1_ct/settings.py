@@ -1,0 +1,71 @@
+"""Settings of level 1's pipeline and monitoring flows, from L1_* environment variables.
+
+The service has its own settings (`service.py`, L1_SERVE_*). The few values both need have
+one unprefixed name: MLFLOW_TRACKING_URI, PREDICTION_STORE_URL and MODEL_NAME.
+"""
+
+from __future__ import annotations
+
+from functools import cache
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from shared.gate import GateConfig
+
+
+class PipelineSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="L1_", frozen=True)
+
+    # Where things are
+    landing: Path = Path("var/landing")
+    mlflow_tracking_uri: str = Field(
+        "http://127.0.0.1:5000", validation_alias="MLFLOW_TRACKING_URI"
+    )
+    prediction_store_url: str = Field(
+        "sqlite:///var/level1/predictions.db", validation_alias="PREDICTION_STORE_URL"
+    )
+    model_name: str = Field("churn", validation_alias="MODEL_NAME")
+    experiment: str = "level1-ct"
+    evidently_workspace: Path = Path("var/level1/evidently")
+    evidently_project: str = "churn - level 1 monitoring"
+    service_url: str = "http://127.0.0.1:8001"  # where the replay sends each day's requests
+
+    # Training: the newest `window_days` labelled batches, the newest of them held out
+    window_days: int = 14
+    n_iter: int = 10
+    seed: int = 42
+    holdout_fraction: float = 0.2
+    reference_rows: int = 5000  # training rows kept with the model for drift checks
+
+    # The gate (see shared/gate.py)
+    min_roc_auc: float = 0.70
+    min_auc_lift: float = 0.05
+    champion_margin: float = 0.0
+    max_slice_drop: float = 0.05
+
+    # Triggers
+    train_cron: str = "0 3 * * *"  # the scheduled retrain, in UTC
+    watch_interval_seconds: int = 30  # how often the watcher looks for new batches
+    monitor_interval_seconds: int = 60  # how often monitoring checks live traffic
+
+    # Monitoring: alert (and retrain) when live traffic crosses these
+    monitor_rows: int = 2000  # the newest predictions of the champion to check
+    monitor_min_rows: int = 200  # fewer is too few to judge drift on
+    drift_share_threshold: float = 0.3  # share of features whose distribution drifted
+    max_live_auc_drop: float = 0.04  # live ROC AUC (where labels arrived) vs the hold-out's
+    retrain_cooldown_seconds: int = 300  # at most one drift-triggered retrain per cooldown
+
+    def gate(self) -> GateConfig:
+        return GateConfig(
+            min_roc_auc=self.min_roc_auc,
+            min_auc_lift_over_baseline=self.min_auc_lift,
+            champion_margin=self.champion_margin,
+            max_slice_drop=self.max_slice_drop,
+        )
+
+
+@cache
+def get_settings() -> PipelineSettings:
+    return PipelineSettings()

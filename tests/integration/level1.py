@@ -1,0 +1,97 @@
+"""Helpers for level 1's tests: real servers (MLflow, Prefect, the service) as local processes,
+and the pipeline's settings pointed at them."""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import httpx
+import mlflow
+import pytest
+from mlflow import MlflowClient
+from prefect.settings import PREFECT_API_URL, PREFECT_HOME, temporary_settings
+
+from level1_ct import registry
+from level1_ct.settings import get_settings
+from shared.features import SKOPS_TRUSTED_TYPES
+from shared.servers import PrefectServer, free_port, prefect_server, running
+
+
+@contextmanager
+def pipeline_env(prefect: PrefectServer, env: dict[str, str]) -> Iterator[None]:
+    """The flows' environment for the block (`env`: L1_*, MLFLOW_TRACKING_URI, ...) and
+    the Prefect API of `prefect`."""
+    with pytest.MonkeyPatch.context() as patch:
+        for key, value in env.items():
+            patch.setenv(key, value)
+        patch.setenv("PREFECT_API_URL", prefect.api_url)
+        get_settings.cache_clear()
+        with temporary_settings(
+            updates={PREFECT_API_URL: prefect.api_url, PREFECT_HOME: str(prefect.home)}
+        ):
+            yield
+    get_settings.cache_clear()
+
+
+@contextmanager
+def prefect(root: Path) -> Iterator[PrefectServer]:
+    with prefect_server(PrefectServer(home=root / "prefect", port=free_port())) as server:
+        yield server
+
+
+def register_champion(tracking_uri: str, pipeline: Any, name: str = "churn", example=None) -> str:
+    """Log and register a fitted Pipeline, and make it the champion; returns its version."""
+    mlflow.set_tracking_uri(tracking_uri)
+    mlflow.set_experiment("level1-test")
+    with mlflow.start_run():
+        info = mlflow.sklearn.log_model(
+            pipeline, name="model", input_example=example, skops_trusted_types=SKOPS_TRUSTED_TYPES
+        )
+    client = MlflowClient(tracking_uri)
+    version = registry.register(client, name, info.model_uri, {"data_version": "sha256:test"})
+    registry.promote(client, name, version)
+    return version
+
+
+@contextmanager
+def level1_service(tmp: Path, tracking_uri: str, **settings: str) -> Iterator[str]:
+    """The level-1 service as a real uvicorn process; yields its base URL."""
+    port = free_port()
+    env = {
+        **os.environ,
+        "MLFLOW_TRACKING_URI": tracking_uri,
+        "PREDICTION_STORE_URL": f"sqlite:///{tmp / 'predictions.db'}",
+        "L1_SERVE_PORT": str(port),
+        "L1_SERVE_POLL_SECONDS": "0.5",
+        "L1_SERVE_LOG_FLUSH_SECONDS": "0.2",
+        **{f"L1_SERVE_{k.upper()}": v for k, v in settings.items()},
+    }
+    url = f"http://127.0.0.1:{port}"
+    command = [sys.executable, "-m", "level1_ct.service"]
+    with running(command, f"{url}/health", tmp / "service.log", env=env, timeout=60):
+        yield url
+
+
+def wait_for(condition, timeout: float, what: str, every: float = 0.5) -> Any:
+    """Poll `condition` until it returns something truthy; fail the test with `what`."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(every)
+    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+
+
+def served_version(url: str) -> str | None:
+    try:
+        response = httpx.get(f"{url}/model", timeout=5)
+    except httpx.HTTPError:
+        return None
+    return response.json()["version"] if response.status_code == 200 else None

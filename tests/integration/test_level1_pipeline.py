@@ -1,0 +1,214 @@
+"""Level 1's training pipeline as Prefect flow runs against real MLflow and Prefect servers:
+a good batch moves the champion and the service follows; a worse model is stopped by the
+gate; a batch that breaks the contract stops the run before training. The champion only
+ever moves on a passed gate."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import mlflow
+import pytest
+from fastapi.testclient import TestClient
+from mlflow import MlflowClient
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+from prefect.client.schemas.sorting import TaskRunSort
+
+from level1_ct import registry
+from level1_ct.flows.training import QUARANTINE, training_pipeline
+from level1_ct.service import ServiceSettings, create_app
+from shared.data import batch_path, features_dir
+from shared.schema import example_record
+from shared.servers import MlflowServer, free_port, mlflow_server
+from shared.simulator import generate_day, land_day
+from tests.conftest import SMALL
+from tests.integration.level1 import pipeline_env, prefect
+
+EXPERIMENT = "level1-ct-test"
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory, landing):
+    root = tmp_path_factory.mktemp("level1")
+    own_landing = root / "landing"
+    shutil.copytree(landing, own_landing)  # the runs add and quarantine batches
+    with (
+        mlflow_server(MlflowServer(root=root / "mlflow", port=free_port())) as mlflow,
+        prefect(root) as orchestrator,
+    ):
+        env = {
+            "MLFLOW_TRACKING_URI": mlflow.url,
+            "L1_LANDING": str(own_landing),
+            "L1_EXPERIMENT": EXPERIMENT,
+            "L1_N_ITER": "3",
+            "L1_SEED": "7",
+            "PREDICTION_STORE_URL": f"sqlite:///{root / 'predictions.db'}",
+        }
+        with pipeline_env(orchestrator, env):
+            yield {"mlflow": mlflow, "landing": own_landing, "root": root}
+
+
+def champion(stack) -> registry.ModelRef | None:
+    return registry.lookup(MlflowClient(stack["mlflow"].url), "churn")
+
+
+def flow_message(state) -> str:
+    return state.message or ""
+
+
+@pytest.fixture(scope="module")
+def first_champion(stack):
+    state = training_pipeline(reason="test", return_state=True)
+    assert state.is_completed(), flow_message(state)
+    found = champion(stack)
+    assert found is not None, "the first passing run must create a champion"
+    return found
+
+
+def mlflow_run_of(stack, state):
+    """The MLflow run a flow run logged to (tagged with the Prefect flow run id)."""
+    [run] = MlflowClient(stack["mlflow"].url).search_runs(
+        [MlflowClient(stack["mlflow"].url).get_experiment_by_name(EXPERIMENT).experiment_id],
+        filter_string=f"tags.prefect_flow_run_id = '{state.state_details.flow_run_id}'",
+    )
+    return run
+
+
+def test_a_good_batch_registers_a_version_that_becomes_champion_and_is_served(
+    stack, first_champion
+):
+    before = champion(stack)
+    for day in (SMALL.days, SMALL.days + 1):  # two more days land, with their labels
+        land_day(stack["landing"], SMALL, day)
+    state = training_pipeline(reason="new-data", return_state=True)
+
+    assert state.is_completed(), flow_message(state)
+    assert "promoted to champion" in flow_message(state)
+    after = champion(stack)
+    assert int(after.version) > int(before.version)
+    client = MlflowClient(stack["mlflow"].url)
+    aliases = client.get_registered_model("churn").aliases
+    assert aliases["champion"] == aliases["challenger"] == after.version
+    assert aliases["previous-champion"] == before.version
+    version = client.get_model_version("churn", after.version)
+    assert version.tags["gate"] == "passed" and version.tags["data_version"].startswith("sha256:")
+    assert version.tags["prefect_flow_run_id"] == str(state.state_details.flow_run_id)
+    run = mlflow_run_of(stack, state)
+    assert run.info.status == "FINISHED" and run.data.tags["trigger"] == "new-data"
+    assert {"roc_auc", "baseline/roc_auc", "champion/roc_auc", "data/drift_share"} <= set(
+        run.data.metrics
+    )
+    assert run.data.tags["champion_before"] == before.version
+    logged = mlflow.models.get_model_info(f"models:/churn/{after.version}")
+    assert logged.signature is not None and logged.saved_input_example_info is not None
+    assert "age" in logged.signature.inputs.input_names()
+
+    # The service follows the alias: it serves the new champion, with its lineage.
+    settings = ServiceSettings(
+        mlflow_tracking_uri=stack["mlflow"].url,
+        prediction_store_url=f"sqlite:///{stack['root'] / 'predictions.db'}",
+    )
+    with TestClient(create_app(settings)) as service:
+        shown = service.get("/model").json()
+        assert shown["version"] == after.version and shown["alias"] == "champion"
+        assert shown["data_version"] == version.tags["data_version"]
+        assert shown["run_id"] == run.info.run_id
+        answer = service.post("/predict", json=example_record()).json()
+        assert answer["model_version"] == after.version
+
+
+def test_a_worse_model_is_rejected_by_the_gate_and_the_champion_stays(stack, first_champion):
+    before = champion(stack)
+    # Two boosting rounds of two-leaf trees: far weaker than any searched model.
+    weak = {"max_iter": 2, "max_leaf_nodes": 2, "learning_rate": 0.03}
+    state = training_pipeline(reason="exercise", fixed_params=weak, return_state=True)
+
+    assert state.is_completed(), "a rejection is an answer, not a failure"
+    assert "rejected by the gate" in flow_message(state)
+    assert "roc_auc >= champion + margin" in flow_message(state)
+    assert champion(stack).version == before.version
+    client = MlflowClient(stack["mlflow"].url)
+    aliases = client.get_registered_model("churn").aliases
+    assert aliases["challenger"] != before.version  # registered, but only as challenger
+    assert client.get_model_version("churn", aliases["challenger"]).tags["gate"] == "rejected"
+    run = mlflow_run_of(stack, state)
+    assert run.data.tags["gate"] == "rejected"
+    assert "roc_auc >= champion + margin" in run.data.tags["gate_summary"]
+    assert run.data.metrics["roc_auc"] < run.data.metrics["champion/roc_auc"]
+
+
+def _null_column(frame):
+    frame.loc[frame.index[:40], "avg_delivery_minutes"] = None
+    return frame
+
+
+def _renamed_column(frame):
+    return frame.rename(columns={"orders_30d": "orders_last_30d"})
+
+
+def land_broken(landing: Path, day: int, breakage) -> Path:
+    """A batch for `day` (after everything landed so far) broken by `breakage`."""
+    features, _ = generate_day(SMALL, day)
+    path = batch_path(features_dir(landing), SMALL.day_date(day))
+    breakage(features).to_parquet(path, index=False)
+    return path
+
+
+@pytest.mark.parametrize(
+    ("breakage", "column", "rule", "day"),
+    [(_null_column, "avg_delivery_minutes", "not_null", 30),
+     (_renamed_column, "orders_30d", "missing_column", 31)],
+)  # fmt: skip
+def test_a_batch_that_breaks_the_contract_stops_the_run_before_training(
+    stack, first_champion, breakage, column, rule, day
+):
+    before = champion(stack)
+    versions_before = len(MlflowClient(stack["mlflow"].url).search_model_versions("name='churn'"))
+    bad = land_broken(stack["landing"], day, breakage)
+
+    state = training_pipeline(reason="new-data", return_state=True)
+
+    assert state.is_failed()
+    assert f"{column}: {rule}" in flow_message(state), flow_message(state)
+    assert champion(stack).version == before.version
+    client = MlflowClient(stack["mlflow"].url)
+    assert len(client.search_model_versions("name='churn'")) == versions_before  # no training
+    run = mlflow_run_of(stack, state)
+    assert run.info.status == "FAILED"
+    assert run.data.tags["stopped_at"] == "validate_data"
+    assert f"{column}: {rule}" in run.data.tags["stop_reason"]
+
+    # Nothing is lost: the batch waits in quarantine with its reason, out of the next run's way.
+    assert not bad.exists()
+    kept = Path(stack["landing"]) / QUARANTINE / "features" / bad.name
+    assert kept.exists() and column in kept.with_suffix(".reason.json").read_text()
+
+    flow_run = FlowRunFilter(id=FlowRunFilterId(any_=[state.state_details.flow_run_id]))
+    with get_client(sync_client=True) as prefect_api:
+        runs = prefect_api.read_task_runs(
+            flow_run_filter=flow_run, sort=TaskRunSort.EXPECTED_START_TIME_ASC, limit=50
+        )
+    tasks = {r.name.rsplit("-", 1)[0]: r.state.type.value for r in runs}
+    assert tasks["validate_data"] == "FAILED"
+    assert "train_candidate" not in tasks  # stopped before training
+
+
+def test_the_run_after_a_quarantined_batch_proceeds(stack, first_champion):
+    land_broken(stack["landing"], 40, _null_column)
+    assert training_pipeline(reason="test", return_state=True).is_failed()
+    state = training_pipeline(reason="test", return_state=True)
+    assert state.is_completed(), flow_message(state)
+
+
+def test_a_service_without_a_champion_says_so(stack, tmp_path):
+    settings = ServiceSettings(
+        mlflow_tracking_uri=stack["mlflow"].url,
+        model_name="no-such-model",
+        prediction_store_url=f"sqlite:///{tmp_path / 'p.db'}",
+    )
+    with TestClient(create_app(settings)) as service:
+        health = service.get("/health").json()
+        assert health["status"] == "no_model" and "no-such-model" in health["detail"]
+        assert service.post("/predict", json=example_record()).status_code == 503
