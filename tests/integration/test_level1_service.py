@@ -1,0 +1,117 @@
+"""Level 1's service as a real uvicorn process following a real MLflow registry: it swaps
+to a new champion under load without failing a request, keeps serving when MLflow is gone
+(and says "degraded"), and logs every prediction in batches to the prediction store."""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from collections import Counter
+
+import httpx
+import pytest
+
+from shared.schema import example_record
+from shared.servers import MlflowServer, free_port, mlflow_server
+from shared.train import TrainingConfig, train
+from tests.integration.level1 import level1_service, register_champion, served_version, wait_for
+
+
+@pytest.fixture(scope="module")
+def two_models(trained, split):
+    """Two different fitted models: the session's, and one from another seed and space."""
+    other = train(split[0], TrainingConfig(n_iter=1, cv_folds=2, seed=99))
+    return trained.pipeline, other.pipeline
+
+
+def test_hot_swap_under_load_fails_no_request_and_then_serves_the_new_version(tmp_path, two_models):
+    first, second = two_models
+    with mlflow_server(MlflowServer(root=tmp_path / "mlflow", port=free_port())) as mlflow:
+        v1 = register_champion(mlflow.url, first)
+        with level1_service(tmp_path, mlflow.url) as url:
+            assert served_version(url) == v1
+            seen: list[tuple[int, str | None]] = []
+            stop = threading.Event()
+
+            def load() -> None:
+                with httpx.Client(timeout=10) as client:
+                    while not stop.is_set():
+                        try:
+                            r = client.post(f"{url}/predict", json=[example_record()] * 5)
+                            seen.append((r.status_code, r.json().get("model_version")))
+                        except httpx.HTTPError as error:
+                            seen.append((0, repr(error)))
+
+            workers = [threading.Thread(target=load) for _ in range(4)]
+            for w in workers:
+                w.start()
+            wait_for(lambda: len(seen) > 50, 30, "load before the swap")
+            v2 = register_champion(mlflow.url, second)  # the pipeline's move: alias -> v2
+            wait_for(lambda: served_version(url) == v2, 30, "the service to follow the alias")
+            swapped_at = len(seen)
+            wait_for(lambda: len(seen) > swapped_at + 50, 30, "load after the swap")
+            stop.set()
+            for w in workers:
+                w.join()
+
+    statuses = Counter(status for status, _ in seen)
+    assert statuses == {200: len(seen)}, f"failed requests during the swap: {statuses}"
+    versions = [version for _, version in seen]
+    assert set(versions) == {v1, v2}
+    # Once a request saw the new version, every later answer comes from it: no flapping.
+    assert versions[-50:] == [v2] * 50
+    first_new = versions.index(v2)
+    assert all(v == v2 for v in versions[first_new + 8 :])  # 4 clients: a few in flight
+
+
+def test_mlflow_down_keeps_predictions_answered_and_health_degraded(tmp_path, two_models):
+    server = MlflowServer(root=tmp_path / "mlflow", port=free_port())
+    with mlflow_server(server):
+        version = register_champion(server.url, two_models[0])
+        service = level1_service(tmp_path, server.url)
+        url = service.__enter__()
+    try:
+        # The MLflow server is stopped now; the service keeps the model it has.
+        health = wait_for(
+            lambda: (h := httpx.get(f"{url}/health").json())["status"] == "degraded" and h,
+            30,
+            "/health to say degraded",
+        )
+        assert server.url in health["detail"] and health["model_version"] == version
+        answer = httpx.post(f"{url}/predict", json=example_record())
+        assert answer.status_code == 200 and answer.json()["model_version"] == version
+        assert httpx.get(f"{url}/model").json()["version"] == version
+    finally:
+        service.__exit__(None, None, None)
+
+
+def test_every_prediction_is_logged_with_its_model_version(tmp_path, two_models):
+    with mlflow_server(MlflowServer(root=tmp_path / "mlflow", port=free_port())) as mlflow:
+        version = register_champion(mlflow.url, two_models[0])
+        with level1_service(tmp_path, mlflow.url) as url:
+            records = [{**example_record(), "customer_id": f"c-{i}"} for i in range(7)]
+            first = httpx.post(f"{url}/predict", json=records[:3])
+            second = httpx.post(f"{url}/predict", json=records[3:])
+            assert first.status_code == second.status_code == 200
+            store = tmp_path / "predictions.db"
+
+            def logged():
+                if not store.exists():
+                    return None
+                with sqlite3.connect(store) as db:
+                    rows = db.execute(
+                        "SELECT request_id, customer_id, model_version, age, probability, churn "
+                        "FROM predictions ORDER BY id"
+                    ).fetchall()
+                return rows if len(rows) == 7 else None
+
+            rows = wait_for(logged, 10, "7 logged predictions")
+    assert [r[1] for r in rows] == [f"c-{i}" for i in range(7)]
+    assert {r[2] for r in rows} == {version}
+    assert {r[0] for r in rows[:3]} == {first.headers["x-request-id"]}
+    assert {r[0] for r in rows[3:]} == {second.headers["x-request-id"]}
+    answered = first.json()["predictions"] + second.json()["predictions"]
+    assert [r[4] for r in rows] == pytest.approx(
+        [p["churn_probability"] for p in answered], abs=1e-6
+    )
+    assert all(r[3] == example_record()["age"] for r in rows)
