@@ -87,6 +87,13 @@ def reference_data(tracking_uri: str, ref: ModelRef) -> pd.DataFrame:
     return pd.read_parquet(path)
 
 
+def model_requirements() -> list[str]:
+    """What loading a registered model needs: the locked versions of this environment."""
+    from importlib.metadata import version
+
+    return [f"{p}=={version(p)}" for p in ("scikit-learn", "skops", "pandas", "numpy")]
+
+
 def register(client: MlflowClient, name: str, model_uri: str, tags: dict[str, str]) -> str:
     """Register a logged model as a new version, tagged, and make it the challenger."""
     version = mlflow.register_model(model_uri, name, tags=tags).version

@@ -17,7 +17,7 @@ import pandas as pd
 from evidently import BinaryClassification, DataDefinition, Dataset, Report
 from evidently.core.report import Snapshot
 from evidently.presets import ClassificationPreset, DataDriftPreset, DataSummaryPreset
-from evidently.ui.workspace import Workspace
+from evidently.ui.workspace import RemoteWorkspace, Workspace
 
 from shared.schema import FEATURE_NAMES as _FEATURE_NAMES
 from shared.schema import FEATURES
@@ -106,9 +106,11 @@ def live_quality(labelled: pd.DataFrame) -> QualityResult:
     return QualityResult(metrics=metrics, rows=len(labelled), snapshot=snapshot)
 
 
-def publish(workspace: Path, project: str, snapshots: list[Snapshot]) -> None:
-    """Add the snapshots to the project's timeline in the Evidently workspace (the UI's)."""
-    ws = Workspace(str(workspace))
+def publish(workspace: str | Path, project: str, snapshots: list[Snapshot]) -> None:
+    """Add the snapshots to the project's timeline in the Evidently workspace: a folder
+    (embedded mode) or the Evidently UI service's URL (containers: its API stores them)."""
+    where = str(workspace)
+    ws = RemoteWorkspace(where) if where.startswith("http") else Workspace(where)
     found = ws.search_project(project)
     target = found[0] if found else ws.create_project(project, description="Level 1 monitoring")
     for snapshot in snapshots:

@@ -28,7 +28,7 @@ class PipelineSettings(BaseSettings):
     )
     model_name: str = Field("churn", validation_alias="MODEL_NAME")
     experiment: str = "level1-ct"
-    evidently_workspace: Path = Path("var/level1/evidently")
+    evidently_workspace: str = "var/level1/evidently"  # a folder, or the Evidently UI's URL
     evidently_project: str = "churn - level 1 monitoring"
     service_url: str = "http://127.0.0.1:8001"  # where the replay sends each day's requests
 

@@ -10,10 +10,15 @@ Why a served process rather than a work pool and a worker: level 1 has one machi
 image, and `serve` needs nothing else (no pool to create, no job template); each flow run
 still runs in its own subprocess. Level 2 moves to versioned deployments.
 
-    python -m level1_ct.flows.deployments      (PREFECT_API_URL must point at the server)
+    python -m level1_ct.flows.deployments [pipeline|simulator|all]   (default: all)
+
+PREFECT_API_URL must point at the Prefect server. The container stack runs `pipeline` in the
+runner container and `simulator` in the simulator container.
 """
 
 from __future__ import annotations
+
+import argparse
 
 from prefect import serve
 from prefect.events import DeploymentEventTrigger
@@ -36,7 +41,8 @@ def _on(event: str, reason: str) -> DeploymentEventTrigger:
     )
 
 
-def deployments(settings: PipelineSettings) -> list:
+def pipeline(settings: PipelineSettings) -> list:
+    """The CT pipeline: training with its four triggers, monitoring, the landing watcher."""
     training = training_pipeline.to_deployment(
         name="ct-training",
         schedules=[Cron(settings.train_cron, timezone="UTC", parameters={"reason": "schedule"})],
@@ -52,12 +58,24 @@ def deployments(settings: PipelineSettings) -> list:
         watch_landing.to_deployment(
             name="ct-watch-landing", interval=settings.watch_interval_seconds, concurrency_limit=1
         ),
-        replay.to_deployment(name="ct-replay", concurrency_limit=1),
     ]
 
 
-def main() -> None:
-    serve(*deployments(get_settings()))
+def simulator() -> list:
+    """The world around the pipeline: the replay of a scenario's days and traffic."""
+    return [replay.to_deployment(name="ct-replay", concurrency_limit=1)]
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description="Serve level 1's deployments until stopped.")
+    parser.add_argument("which", choices=["pipeline", "simulator", "all"], nargs="?", default="all")
+    which = parser.parse_args(argv).which
+    served = []
+    if which in ("pipeline", "all"):
+        served += pipeline(get_settings())
+    if which in ("simulator", "all"):
+        served += simulator()
+    serve(*served)
 
 
 if __name__ == "__main__":

@@ -234,6 +234,8 @@ def register(
             name="model",
             input_example=feature_frame(holdout.head(3)),
             skops_trusted_types=SKOPS_TRUSTED_TYPES,
+            # Stated, not inferred: inference runs the model in a subprocess (~10 s a run).
+            pip_requirements=registry.model_requirements(),
         )
         # The training data's sample travels with the model: monitoring compares live
         # traffic against the data the serving model learned from.
@@ -278,6 +280,9 @@ def training_pipeline(
     settings = get_settings()
     uri, logger = settings.mlflow_tracking_uri, get_run_logger()
     window_days = window_days or settings.window_days
+    if len(labelled_feature_files(settings.landing)[-window_days:]) < 2:
+        # Early in a replay, batches land before their labels: not a failure, just early.
+        return Completed(message="skipped: fewer than 2 labelled batches have landed so far")
     run_id = open_run(uri, settings.experiment, reason)
 
     batches = ingest(settings.landing, window_days)
