@@ -14,8 +14,14 @@ DAYS ?= 14
 SEED ?= 42
 LANDING ?= var/landing
 
-# The embedded MLflow tracking server (SQLite + local artifacts): see shared/servers.py
+# The embedded MLflow tracking server (SQLite + local artifacts) and Prefect server (SQLite):
+# see shared/servers.py
 MLFLOW_PORT ?= 5000
+PREFECT_PORT ?= 4200
+# `make demo` runs these levels' demos in turn
+DEMO_LEVELS ?= 0 1
+# `make level1-replay`: how many simulated days, how fast
+SECONDS_PER_DAY ?= 10
 
 # Container stacks: `make up LEVEL=0`. STACK=docker runs a level's steps in its containers
 # (e.g. `make level0-train STACK=docker`) instead of in the local venv.
@@ -27,8 +33,11 @@ LEVEL_DIR_2 := level2_cicd
 LEVEL_DIR := $(or $(LEVEL_DIR_$(LEVEL)),$(error LEVEL must be 0, 1 or 2))
 COMPOSE = docker compose -f $(LEVEL_DIR)/compose.yaml
 L0_COMPOSE = docker compose -f level0_manual/compose.yaml
+L1_COMPOSE = docker compose -f level1_ct/compose.yaml
 ifeq ($(STACK),docker)
 L0_PY = $(L0_COMPOSE) run --rm -T workbench python
+# Level 1's on-demand runs go through the Prefect server in the stack (from the runner).
+L1_RUN = $(L1_COMPOSE) exec -T runner python -m level1_ct.run
 # The steps run in the stack's image: no local venv needed.
 L0_NEEDS = env
 LANDING = /data/landing
@@ -38,6 +47,9 @@ L0_NEEDS = venv
 export L0_LANDING := $(LANDING)
 export MLFLOW_TRACKING_URI ?= http://127.0.0.1:$(MLFLOW_PORT)
 export DEMO_MLFLOW_PORT ?= $(MLFLOW_PORT)
+export PREFECT_API_URL ?= http://127.0.0.1:$(PREFECT_PORT)/api
+export L1_LANDING := $(LANDING)
+L1_RUN = $(PY) -m level1_ct.run
 else
 $(error STACK must be local or docker)
 endif
@@ -69,9 +81,15 @@ lock:
 	{ sed -n '1,2p' requirements.lock; /tmp/mlops-levels-lock/bin/pip freeze --exclude mlops-levels; } > requirements.lock.new
 	mv requirements.lock.new requirements.lock && rm -rf /tmp/mlops-levels-lock
 
-## Run level 0 end to end without Docker: data, training, MLflow, hand-off, served predictions
+## Run the levels end to end without Docker (DEMO_LEVELS="0 1"): level 0 by hand, level 1's CT loop
 demo: venv
-	$(PY) -m level0_manual.demo
+	@for level in $(DEMO_LEVELS); do \
+		case $$level in \
+			0) $(PY) -m level0_manual.demo || exit 1 ;; \
+			1) $(PY) -m level1_ct.demo || exit 1 ;; \
+			*) echo "no demo for level $$level"; exit 1 ;; \
+		esac; \
+	done
 
 ## Run every test kind: unit, integration, e2e, container (docker; builds the images once)
 test: venv
@@ -98,6 +116,10 @@ data: $(L0_NEEDS)
 mlflow: venv
 	$(PY) -m shared.servers mlflow --port $(MLFLOW_PORT)
 
+## Start the Prefect server and UI on SQLite at http://127.0.0.1:$(PREFECT_PORT) (Ctrl-C stops)
+prefect: venv
+	$(PY) -m shared.servers prefect --port $(PREFECT_PORT)
+
 ## Remove local state (var/) and the LEVEL stack with its volumes: runs, models, data are gone
 clean:
 	rm -rf var
@@ -123,7 +145,7 @@ up: env
 	@docker image inspect mlops-levels/python:latest mlops-levels/serving:latest mlops-levels/postgres:15 >/dev/null 2>&1 \
 		|| { echo "images missing: run make images first"; exit 1; }
 	$(COMPOSE) up -d --wait
-	@echo "level $(LEVEL) is up: MLflow http://127.0.0.1:$(MLFLOW_PORT)$(if $(filter 0,$(LEVEL)),  service http://127.0.0.1:$${L0_SERVE_PORT:-8000}/docs)"
+	@echo "level $(LEVEL) is up: MLflow http://127.0.0.1:$(MLFLOW_PORT)$(if $(filter 0,$(LEVEL)),  service http://127.0.0.1:$${L0_SERVE_PORT:-8000}/docs)$(if $(filter 1,$(LEVEL)),  Prefect http://127.0.0.1:$(PREFECT_PORT)  service http://127.0.0.1:$${L1_SERVE_PORT:-8001}/docs  Evidently http://127.0.0.1:$${EVIDENTLY_PORT:-8002})"
 
 ## Stop the LEVEL stack; its volumes (MLflow runs, models, data) stay for the next `up`
 down:
@@ -174,5 +196,24 @@ endif
 level0-predict: $(L0_NEEDS)
 	$(L0_PY) -m level0_manual.predict --landing $(LANDING)
 
-.PHONY: help venv env lock demo test bench bench-stack lint data mlflow clean images engine up down logs ps \
-	level0-notebook level0-train level0-handoff level0-serve level0-predict
+# ---- LEVEL 1: continuous training (see level1_ct/README.md) --------------------------------
+
+## Level 1: serve the pipeline's deployments and the replay (needs make mlflow and make prefect)
+level1-runner: venv
+	$(PY) -m level1_ct.flows.deployments all
+
+## Level 1: the service that follows models:/churn@champion at http://127.0.0.1:8001 (Ctrl-C stops)
+level1-serve: venv
+	$(PY) -m level1_ct.service
+
+## Level 1: retrain now, through the training deployment (trigger reason "manual")
+level1-train: $(L0_NEEDS)
+	$(L1_RUN) train
+
+## Level 1: replay DAYS more days of SCENARIO: batches land, traffic flows, the loop reacts
+level1-replay: $(L0_NEEDS)
+	$(L1_RUN) replay --scenario $(SCENARIO) --days $(DAYS) --seconds-per-day $(SECONDS_PER_DAY)
+
+.PHONY: help venv env lock demo test bench bench-stack lint data mlflow prefect clean images engine up \
+	down logs ps level0-notebook level0-train level0-handoff level0-serve level0-predict \
+	level1-runner level1-serve level1-train level1-replay

@@ -26,6 +26,7 @@ def demo(tmp_path_factory) -> tuple[subprocess.CompletedProcess, Path, list[int]
     ports = [free_port(), free_port()]
     env = {
         **os.environ,
+        "DEMO_LEVELS": "0",
         "DEMO_VAR": str(var),
         "DEMO_DAYS": "8",
         "DEMO_N_ITER": "2",
