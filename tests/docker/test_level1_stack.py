@@ -1,0 +1,152 @@
+"""Level 1 in containers, through the make targets of level1_ct/README.md: `make up LEVEL=1`
+comes up healthy; a replay lands batches and the loop trains a champion that the service
+serves (test 1 of the issue); drifted traffic makes monitoring trigger a retrain with no
+human, and the service moves to the new champion (test 4). Everything over published ports:
+Postgres, MLflow, Prefect server, runner, simulator, service and Evidently UI all real."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import uuid
+from dataclasses import dataclass
+
+import httpx
+import pandas as pd
+import pytest
+from mlflow import MlflowClient
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterName
+from prefect.client.schemas.sorting import FlowRunSort
+from prefect.settings import PREFECT_API_URL, temporary_settings
+
+from shared.schema import FEATURE_NAMES, ID, example_record
+from shared.servers import free_port
+from shared.simulator import SimulationConfig, generate_day
+from tests.docker.conftest import ROOT, run
+from tests.integration.level1 import served_version, wait_for
+
+
+@dataclass
+class Stack:
+    env: dict[str, str]
+    ports: dict[str, int]
+
+    def url(self, service: str) -> str:
+        return f"http://127.0.0.1:{self.ports[service]}"
+
+    def make(self, *args: str, timeout: int = 900) -> str:
+        return run(["make", *args, "LEVEL=1"], env=self.env, timeout=timeout)
+
+    def training_runs(self) -> list:
+        """ct-training's flow runs that have started, oldest first."""
+        api_url = f"{self.url('prefect')}/api"
+        only_training = DeploymentFilter(name=DeploymentFilterName(any_=["ct-training"]))
+        with (
+            temporary_settings(updates={PREFECT_API_URL: api_url}),
+            get_client(sync_client=True) as api,
+        ):
+            runs = api.read_flow_runs(
+                deployment_filter=only_training, sort=FlowRunSort.START_TIME_DESC, limit=100
+            )
+        return [r for r in runs[::-1] if r.start_time is not None]
+
+    def training_settled(self) -> bool:
+        """No training run is running or waiting to run now."""
+        runs = self.training_runs()
+        return bool(runs) and all(r.state.is_final() for r in runs)
+
+
+@pytest.fixture(scope="module")
+def stack(images, request):
+    project = f"l1test{uuid.uuid4().hex[:8]}"
+    ports = {name: free_port() for name in ("mlflow", "prefect", "serving", "evidently")}
+    env = {
+        **os.environ,
+        "COMPOSE_PROJECT_NAME": project,
+        "MLFLOW_PORT": str(ports["mlflow"]),
+        "PREFECT_PORT": str(ports["prefect"]),
+        "L1_SERVE_PORT": str(ports["serving"]),
+        "EVIDENTLY_PORT": str(ports["evidently"]),
+        "L1_N_ITER": "2",
+        "L1_WATCH_INTERVAL_SECONDS": "10",
+        "L1_MONITOR_INTERVAL_SECONDS": "10",
+        # Which batches each triggered run sees depends on timing: let a candidate within
+        # 0.02 of the champion pass, so the outcome does not hang on a coin flip.
+        "L1_CHAMPION_MARGIN": "-0.02",
+        "L1_MAX_SLICE_DROP": "0.1",
+    }
+    compose = ["docker", "compose", "-p", project, "-f", str(ROOT / "level1_ct/compose.yaml")]
+    failed_before = request.session.testsfailed
+    stack = Stack(env, ports)
+    try:
+        stack.make("up")
+        yield stack
+    finally:
+        if request.session.testsfailed > failed_before:
+            logs = subprocess.run([*compose, "logs", "--tail=150"], capture_output=True, text=True)
+            print(f"\n---- logs of {project} ----\n{logs.stdout[-20000:]}{logs.stderr[-3000:]}")
+        subprocess.run([*compose, "down", "-v", "--remove-orphans"], capture_output=True, env=env)
+
+
+def test_every_service_is_up_and_the_service_waits_for_a_champion(stack):
+    assert httpx.get(f"{stack.url('mlflow')}/health").status_code == 200
+    assert httpx.get(f"{stack.url('prefect')}/api/health").status_code == 200
+    assert httpx.get(stack.url("evidently")).status_code == 200
+    health = httpx.get(f"{stack.url('serving')}/health").json()
+    assert health["status"] == "no_model" and "champion" in health["detail"]
+    # The Prefect UI calls the API on the published port, not the container's.
+    settings = httpx.get(f"{stack.url('prefect')}/ui-settings").json()
+    assert settings["api_url"] == f"http://127.0.0.1:{stack.ports['prefect']}/api"
+
+
+def test_replayed_batches_train_a_champion_that_the_service_serves(stack):
+    replay = stack.make(
+        "level1-replay", "STACK=docker", "SCENARIO=covariate-shift", "DAYS=9",
+        "SECONDS_PER_DAY=2",
+    )  # fmt: skip
+    assert "Completed" in replay and "predictions served" in replay
+    wait_for(stack.training_settled, 600, "the triggered training runs to finish", every=5)
+    runs = stack.training_runs()
+    assert {r.parameters.get("reason") for r in runs} == {"new-data"}
+    assert any("promoted to champion" in (r.state.message or "") for r in runs)
+
+    champion = MlflowClient(stack.url("mlflow")).get_registered_model("churn").aliases["champion"]
+    assert wait_for(lambda: served_version(stack.url("serving")) == champion, 30, "the champion")
+    answer = httpx.post(f"{stack.url('serving')}/predict", json=[example_record()] * 2)
+    assert answer.status_code == 200 and answer.json()["model_version"] == champion
+    shown = httpx.get(f"{stack.url('serving')}/model").json()
+    assert shown["alias"] == "champion" and shown["data_version"].startswith("sha256:")
+
+
+def test_drifted_traffic_triggers_a_retrain_and_the_new_champion_is_served(stack):
+    client = MlflowClient(stack.url("mlflow"))
+    before = client.get_registered_model("churn").aliases["champion"]
+    started = len(stack.training_runs())
+    # Customers from three weeks on, when the user base has become much younger.
+    late = SimulationConfig(scenario="covariate-shift", seed=42, rows_per_day=300)
+    frame = pd.concat([generate_day(late, d)[0] for d in (19, 20)])
+    records = json.loads(frame[[*FEATURE_NAMES, ID]].to_json(orient="records"))
+    with httpx.Client(timeout=30) as http:
+        for start in range(0, len(records), 100):
+            answer = http.post(f"{stack.url('serving')}/predict", json=records[start : start + 100])
+            assert answer.status_code == 200 and answer.json()["model_version"] == before
+
+    def drift_run():
+        runs = stack.training_runs()[started:]
+        return next((r for r in runs if r.parameters.get("reason") == "drift"), None)
+
+    triggered = wait_for(drift_run, 300, "monitoring to trigger a drift retrain", every=5)
+    wait_for(stack.training_settled, 600, "the drift retrain to finish", every=5)
+    triggered = next(r for r in stack.training_runs() if r.id == triggered.id)
+    assert triggered.state.is_completed(), triggered.state.message
+    assert "promoted to champion" in triggered.state.message
+    after = client.get_registered_model("churn").aliases["champion"]
+    assert int(after) > int(before)
+    assert wait_for(lambda: served_version(stack.url("serving")) == after, 60, "the new champion")
+    version = client.get_model_version("churn", after)
+    assert version.tags["prefect_flow_run_id"] == str(triggered.id)
+    # The alert is in the Evidently UI's workspace too, through its API.
+    projects = httpx.get(f"{stack.url('evidently')}/api/projects").json()
+    assert any("level 1" in p["name"] for p in projects)
