@@ -21,8 +21,9 @@ def is_transient(error: BaseException) -> bool:
         return True
     if isinstance(error, MlflowException):
         text = str(error)
-        return error.error_code in ("TEMPORARILY_UNAVAILABLE", "INTERNAL_ERROR") or any(
-            s in text for s in ("Max retries exceeded", "Connection refused", "timed out")
+        return error.error_code == "TEMPORARILY_UNAVAILABLE" or any(
+            s in text
+            for s in ("Max retries exceeded", "Connection refused", "timed out", "status code 5")
         )
     return type(error).__module__.startswith(("requests", "urllib3"))
 

@@ -1,0 +1,109 @@
+"""Level 1's parts that need no server: the prediction log's buffer, monitoring's alert rules,
+the Evidently drift check, and which failures the pipeline retries."""
+
+from __future__ import annotations
+
+import sqlite3
+from datetime import UTC, datetime
+
+import pandas as pd
+import pytest
+from mlflow.exceptions import MlflowException
+from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE, RESOURCE_DOES_NOT_EXIST
+
+from level1_ct import reports
+from level1_ct.flows.monitoring import alerts
+from level1_ct.flows.retrying import is_transient
+from level1_ct.prediction_log import PredictionLog, connect, load_labels, recent_predictions
+from level1_ct.settings import PipelineSettings
+from shared.schema import FEATURE_NAMES, example_record
+from shared.simulator import SimulationConfig, generate_day
+
+
+def row(i: int, version: str = "1") -> dict:
+    return {**example_record(), "customer_id": f"c-{i}", "request_id": f"r-{i}",
+            "predicted_at": datetime.now(UTC), "model_name": "churn", "model_version": version,
+            "probability": 0.25, "churn": False}  # fmt: skip
+
+
+def test_the_log_writes_buffered_rows_in_one_batch(tmp_path):
+    log = PredictionLog(f"sqlite:///{tmp_path / 'p.db'}")
+    log.record([row(1), row(2)])
+    log.record([row(3)])
+    assert log.pending == 3  # nothing written until the flush
+    assert log.flush() == 3 and log.pending == 0
+    with sqlite3.connect(tmp_path / "p.db") as db:
+        assert db.execute("SELECT customer_id FROM predictions ORDER BY id").fetchall() == [
+            ("c-1",),
+            ("c-2",),
+            ("c-3",),
+        ]
+
+
+def test_an_unreachable_store_keeps_the_rows_and_says_why(tmp_path):
+    blocked = tmp_path / "not-a-dir"
+    blocked.write_text("a file where the database folder should be")
+    log = PredictionLog(f"sqlite:///{blocked / 'p.db'}")
+    log.record([row(1), row(2)])
+    assert log.flush() == 0
+    assert log.pending == 2 and log.last_error  # kept for the next try, reason recorded
+    blocked.unlink()
+    assert log.flush() == 2 and log.last_error is None
+
+
+def test_a_full_buffer_drops_the_oldest_and_counts_them(tmp_path):
+    log = PredictionLog(f"sqlite:///{tmp_path / 'p.db'}", max_buffer=3)
+    log.record([row(i) for i in range(5)])
+    assert log.pending == 3 and log.dropped == 2
+
+
+def test_labels_are_loaded_once_and_joined_to_predictions(tmp_path, landing):
+    engine = connect(f"sqlite:///{tmp_path / 'p.db'}")
+    added = load_labels(engine, landing)
+    assert added > 0 and load_labels(engine, landing) == 0  # the second call adds nothing
+    labelled_id = pd.read_parquet(sorted((landing / "labels").glob("*.parquet"))[0])["customer_id"][
+        0
+    ]
+    log = PredictionLog(f"sqlite:///{tmp_path / 'p.db'}")
+    log.record([{**row(1), "customer_id": labelled_id}, row(2), row(3, version="2")])
+    log.flush()
+    live = recent_predictions(engine, "1", limit=10)
+    assert list(live["customer_id"]) == [labelled_id, "c-2"]  # version 1 only, oldest first
+    assert live["churned"].notna().tolist() == [True, False]  # c-2 has no label yet
+
+
+def settings(**overrides) -> PipelineSettings:
+    return PipelineSettings(**overrides)
+
+
+def test_alerts_fire_on_drift_share_and_on_a_live_quality_drop_only():
+    quiet = {"drift_share": 0.1, "live_roc_auc": 0.80}
+    assert alerts(settings(), quiet, [], holdout_auc=0.82) == []
+    drifted = alerts(settings(), {"drift_share": 0.4}, ["age", "platform"], holdout_auc=0.82)
+    assert len(drifted) == 1 and "age, platform" in drifted[0]
+    worse = alerts(settings(), {"drift_share": 0.0, "live_roc_auc": 0.70}, [], holdout_auc=0.82)
+    assert len(worse) == 1 and "live ROC AUC 0.700" in worse[0]
+
+
+def test_drift_is_found_in_a_shifted_user_base_and_not_in_a_stable_one():
+    config = SimulationConfig(scenario="covariate-shift", rows_per_day=500, seed=3)
+    reference = pd.concat([generate_day(config, d)[0] for d in (0, 1)])
+    same = reports.data_drift(generate_day(config, 2)[0], reference)
+    shifted = reports.data_drift(generate_day(config, 21)[0], reference)
+    assert same.share < 0.3 <= shifted.share
+    assert "age" in shifted.drifted and "age" not in same.drifted
+    assert set(shifted.drifted) <= set(FEATURE_NAMES)
+
+
+@pytest.mark.parametrize(
+    ("error", "transient"),
+    [
+        (ConnectionError("refused"), True),
+        (MlflowException("API request failed: Max retries exceeded with url"), True),
+        (MlflowException("no such model", error_code=RESOURCE_DOES_NOT_EXIST), False),
+        (MlflowException("bad alias", error_code=INVALID_PARAMETER_VALUE), False),
+        (ValueError("training data has a single class"), False),
+    ],
+)
+def test_only_transient_failures_are_retried(error, transient):
+    assert is_transient(error) is transient
