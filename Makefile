@@ -99,6 +99,10 @@ test: venv
 bench: venv
 	$(PY) -m bench.serving_latency
 
+## Print level 1's figures: serving at 16 connections vs mlflow models serve; batch-to-champion lead time
+bench-level1: venv
+	$(PY) -m bench.level1
+
 ## Print a stack's time from up to healthy and its idle memory (LEVEL=0|1|2; needs make images)
 bench-stack: venv env
 	$(PY) -m bench.stack_footprint --level $(LEVEL)
@@ -208,12 +212,12 @@ level1-serve: venv
 
 ## Level 1: retrain now, through the training deployment (trigger reason "manual")
 level1-train: $(L0_NEEDS)
-	$(L1_RUN) train
+	$(L1_RUN) train $(if $(WINDOW_DAYS),--window-days $(WINDOW_DAYS))
 
 ## Level 1: replay DAYS more days of SCENARIO: batches land, traffic flows, the loop reacts
 level1-replay: $(L0_NEEDS)
 	$(L1_RUN) replay --scenario $(SCENARIO) --days $(DAYS) --seconds-per-day $(SECONDS_PER_DAY)
 
-.PHONY: help venv env lock demo test bench bench-stack lint data mlflow prefect clean images engine up \
+.PHONY: help venv env lock demo test bench bench-level1 bench-stack lint data mlflow prefect clean images engine up \
 	down logs ps level0-notebook level0-train level0-handoff level0-serve level0-predict \
 	level1-runner level1-serve level1-train level1-replay
