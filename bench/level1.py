@@ -82,7 +82,9 @@ def serving(work: Path) -> None:
         client = MlflowClient(server.url)
         version = registry.register(client, "churn", info.model_uri, {})
         registry.promote(client, "churn", version)
-        env = {**os.environ, "MLFLOW_TRACKING_URI": server.url,
+        # `mlflow models serve` shells out to uvicorn: the venv's bin/ must be on PATH.
+        path = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
+        env = {**os.environ, "PATH": path, "MLFLOW_TRACKING_URI": server.url,
                "PREDICTION_STORE_URL": f"sqlite:///{work / 'predictions.db'}"}  # fmt: skip
         ours, theirs = free_port(), free_port()
         level1 = [sys.executable, "-m", "level1_ct.service"]
