@@ -30,7 +30,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import uvicorn
-from fastapi import FastAPI, HTTPException, Response
+from fastapi import FastAPI, HTTPException
+from fastapi.responses import JSONResponse
 from mlflow import MlflowClient
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -42,7 +43,6 @@ from shared.api import (
     PredictResponse,
     add_guards_and_docs,
     predict_body,
-    to_predictions,
 )
 from shared.evaluate import THRESHOLD
 from shared.schema import FEATURE_NAMES, ID
@@ -224,7 +224,7 @@ def create_app(settings: ServiceSettings) -> FastAPI:
     Body = predict_body(settings.max_records)
 
     @app.post("/predict", response_model=PredictResponse, responses=PREDICT_RESPONSES)
-    async def predict(body: Body, response: Response) -> PredictResponse:
+    async def predict(body: Body) -> JSONResponse:
         """Churn probability for one customer record, or for a list of up to `max_records`."""
         records = body if isinstance(body, list) else [body]
         rows = [r.model_dump() for r in records]
@@ -233,18 +233,27 @@ def create_app(settings: ServiceSettings) -> FastAPI:
         except LookupError as missing:
             raise HTTPException(status_code=503, detail=f"no model loaded: {missing}") from None
         request_id = str(uuid.uuid4())
-        response.headers["X-Request-ID"] = request_id
         now = datetime.now(UTC)
         prediction_log.record([
             {**row, "request_id": request_id, "predicted_at": now, "model_name": served.ref.name,
              "model_version": served.ref.version, "probability": float(p), "churn": bool(p >= THRESHOLD)}
             for row, p in zip(rows, probabilities, strict=True)
         ])  # fmt: skip
-        return PredictResponse(
-            model_name=served.ref.name,
-            model_version=served.ref.version,
-            predictions=to_predictions([r[ID] for r in rows], probabilities),
-        )
+        # Built as JSON directly: the response model documents it; validating our own
+        # output again would cost more than scoring the record.
+        answer = {
+            "model_name": served.ref.name,
+            "model_version": served.ref.version,
+            "predictions": [
+                {
+                    ID: row[ID],
+                    "churn_probability": round(float(p), 6),
+                    "churn": bool(p >= THRESHOLD),
+                }
+                for row, p in zip(rows, probabilities, strict=True)
+            ],
+        }
+        return JSONResponse(answer, headers={"X-Request-ID": request_id})
 
     @app.get("/health")
     def health() -> dict[str, Any]:

@@ -107,3 +107,22 @@ def test_drift_is_found_in_a_shifted_user_base_and_not_in_a_stable_one():
 )
 def test_only_transient_failures_are_retried(error, transient):
     assert is_transient(error) is transient
+
+
+def test_the_training_deployment_has_all_four_triggers():
+    """Schedule, new data, drift as configured; on demand is any run of the deployment."""
+    from level1_ct import events
+    from level1_ct.flows.deployments import pipeline, simulator
+
+    training, monitoring, watcher = pipeline(settings(train_cron="15 2 * * *"))
+    [cron] = training.schedules
+    assert cron.schedule.cron == "15 2 * * *" and cron.parameters == {"reason": "schedule"}
+    triggers = {next(iter(t.expect)): t.parameters["reason"] for t in training.triggers}
+    assert triggers == {events.DATA_LANDED: "new-data", events.DRIFT_DETECTED: "drift"}
+    assert all(
+        t.match.root["prefect.resource.id"] == f"{events.RESOURCE}.*" for t in training.triggers
+    )
+    assert training.concurrency_limit == 1  # triggered runs queue instead of racing
+    assert monitoring.schedules[0].schedule.interval.total_seconds() == 60
+    assert watcher.schedules[0].schedule.interval.total_seconds() == 30
+    assert [d.name for d in simulator()] == ["ct-replay"]
