@@ -15,6 +15,7 @@ Tasks that talk to MLflow retry when it is briefly unreachable; the gate never r
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shutil
 import tempfile
@@ -155,6 +156,17 @@ def train_candidate(train_frame: pd.DataFrame, config: TrainingConfig) -> Traini
     return result
 
 
+@step
+def evaluate_models(
+    result: TrainingResult, train_frame: pd.DataFrame, holdout: pd.DataFrame, champion: Any
+) -> tuple[Evaluation, Evaluation, Evaluation | None]:
+    """The candidate, the dummy baseline and the champion, all on the same hold-out."""
+    candidate = evaluate(result.pipeline, holdout)
+    get_run_logger().info("candidate on %d hold-out rows: %s", len(holdout), candidate.overall)
+    baseline = evaluate(train_baseline(train_frame), holdout)
+    return candidate, baseline, evaluate(champion, holdout) if champion is not None else None
+
+
 @io_task
 def load_champion(tracking_uri: str, name: str) -> tuple[registry.ModelRef, Any] | None:
     """The current champion and its Pipeline, or None before the first champion."""
@@ -278,13 +290,30 @@ def training_pipeline(
     a worse model and watch the gate reject it).
     """
     settings = get_settings()
-    uri, logger = settings.mlflow_tracking_uri, get_run_logger()
+    uri = settings.mlflow_tracking_uri
     window_days = window_days or settings.window_days
     if len(labelled_feature_files(settings.landing)[-window_days:]) < 2:
         # Early in a replay, batches land before their labels: not a failure, just early.
         return Completed(message="skipped: fewer than 2 labelled batches have landed so far")
     run_id = open_run(uri, settings.experiment, reason)
+    try:
+        return _run(settings, run_id, window_days, n_iter, fixed_params)
+    except BaseException:
+        # Whatever stopped the run, the MLflow run must not stay RUNNING forever.
+        with contextlib.suppress(Exception):
+            MlflowClient(uri).set_terminated(run_id, "FAILED")
+        raise
 
+
+def _run(
+    settings: PipelineSettings,
+    run_id: str,
+    window_days: int,
+    n_iter: int | None,
+    fixed_params: dict[str, Any] | None,
+):
+    """The pipeline's steps after its MLflow run is open (see training_pipeline)."""
+    uri, logger = settings.mlflow_tracking_uri, get_run_logger()
     batches = ingest(settings.landing, window_days)
     try:
         validation = validate_data(batches, settings.landing)
@@ -308,9 +337,9 @@ def training_pipeline(
         holdout_fraction=settings.holdout_fraction, param_space={**PARAM_SPACE, **space},
     )  # fmt: skip
     result = train_candidate(train_frame, config)
-    candidate = evaluate(result.pipeline, holdout)
-    baseline = evaluate(train_baseline(train_frame), holdout)
-    champion = evaluate(current[1], holdout) if current else None
+    candidate, baseline, champion = evaluate_models(
+        result, train_frame, holdout, current[1] if current else None
+    )
     verdict = gate(candidate, baseline, champion, settings)
 
     lineage = Lineage.of(batches.labelled + batches.labels, result.params, candidate.overall)
