@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
+import re
 import shutil
 import statistics
 import sys
@@ -40,21 +42,33 @@ SECONDS = 15.0
 async def load(
     url: str, body: dict, connections: int, seconds: float
 ) -> tuple[int, list[float], int]:
-    """`connections` clients, each sending one request after the other for `seconds`."""
+    """`connections` keep-alive connections, each sending one request after the other for
+    `seconds`. A bare HTTP/1.1 client on asyncio streams: a full client library costs more
+    CPU per request than the service, and client and server share the machine (wrk's role)."""
+    parsed = httpx.URL(url)
+    payload = json.dumps(body).encode()
+    request = (
+        f"POST {parsed.raw_path.decode()} HTTP/1.1\r\nHost: {parsed.host}:{parsed.port}\r\n"
+        f"Content-Type: application/json\r\nContent-Length: {len(payload)}\r\n\r\n"
+    ).encode() + payload
     times: list[float] = []
     errors = 0
     deadline = time.perf_counter() + seconds
 
     async def client() -> None:
         nonlocal errors
-        async with httpx.AsyncClient(timeout=30) as http:
-            while time.perf_counter() < deadline:
-                started = time.perf_counter()
-                response = await http.post(url, json=body)
-                if response.status_code == 200:
-                    times.append((time.perf_counter() - started) * 1000)
-                else:
-                    errors += 1
+        reader, writer = await asyncio.open_connection(parsed.host, parsed.port)
+        while time.perf_counter() < deadline:
+            started = time.perf_counter()
+            writer.write(request)
+            head = await reader.readuntil(b"\r\n\r\n")
+            length = int(re.search(rb"(?i)content-length: (\d+)", head).group(1))
+            await reader.readexactly(length)
+            if head.startswith(b"HTTP/1.1 200"):
+                times.append((time.perf_counter() - started) * 1000)
+            else:
+                errors += 1
+        writer.close()
 
     started = time.perf_counter()
     await asyncio.gather(*(client() for _ in range(connections)))
@@ -84,7 +98,8 @@ def serving(work: Path) -> None:
         registry.promote(client, "churn", version)
         # `mlflow models serve` shells out to uvicorn: the venv's bin/ must be on PATH.
         path = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
-        env = {**os.environ, "PATH": path, "MLFLOW_TRACKING_URI": server.url,
+        # One OpenMP thread for both servers, as the level-1 service sets for itself.
+        env = {**os.environ, "PATH": path, "OMP_NUM_THREADS": "1", "MLFLOW_TRACKING_URI": server.url,
                "PREDICTION_STORE_URL": f"sqlite:///{work / 'predictions.db'}"}  # fmt: skip
         ours, theirs = free_port(), free_port()
         level1 = [sys.executable, "-m", "level1_ct.service"]
