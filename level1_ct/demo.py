@@ -10,6 +10,7 @@ passes the new model, the champion moves, and the service answers with the new v
 from __future__ import annotations
 
 import os
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -91,6 +92,7 @@ def demo(settings: DemoSettings) -> dict[str, float]:
             raise ServerError(f"port {port}, which the demo wants for {what}, is in use; "
                               "stop what holds it or set DEMO_*_PORT")  # fmt: skip
 
+    shutil.rmtree(root, ignore_errors=True)  # a new world each time: no champion yet
     config = SimulationConfig(scenario="covariate-shift", days=10, seed=settings.seed)
     step(
         f"1. Data: {config.days} days of customers land (labels {config.label_delay_days} days late)"
@@ -137,7 +139,7 @@ def demo(settings: DemoSettings) -> dict[str, float]:
                 f"runner log {root / 'runner.log'}; service {url}/docs: {httpx.get(f'{url}/health').json()}"
             )
 
-            step("4. On demand (make level1-train): a first model from the first 3 labelled days")
+            step("4. On demand (make level1-train): a first model from only 3 labelled days")
             run = run_deployment(
                 DEPLOYMENTS["train"], parameters={"reason": "manual", "window_days": 3}
             )

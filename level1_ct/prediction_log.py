@@ -110,7 +110,10 @@ class PredictionLog:
                 conn.execute(predictions.insert(), batch)
         except Exception as error:  # the store is down: keep the rows for the next try
             with self._lock:
-                self._buffer.extendleft(reversed(batch))
+                room = (self._buffer.maxlen or len(batch)) - len(self._buffer)
+                kept = batch[len(batch) - room :] if room < len(batch) else batch
+                self.dropped += len(batch) - len(kept)  # the oldest go first
+                self._buffer.extendleft(reversed(kept))
             self.last_error = f"{type(error).__name__}: {error}".splitlines()[0][:300]
             log.warning("prediction log: %d rows kept for later: %s", len(batch), self.last_error)
             return 0

@@ -71,9 +71,12 @@ def lookup(client: MlflowClient, name: str, alias: str = CHAMPION) -> ModelRef |
     )
 
 
-def load_model(ref: ModelRef) -> Any:
-    """The fitted Pipeline of a registered version."""
-    return mlflow.sklearn.load_model(ref.uri)
+def load_model(ref: ModelRef, tracking_uri: str) -> Any:
+    """The fitted Pipeline of a registered version, from the registry at `tracking_uri`."""
+    local = mlflow.artifacts.download_artifacts(
+        artifact_uri=ref.uri, tracking_uri=tracking_uri, registry_uri=tracking_uri
+    )
+    return mlflow.sklearn.load_model(local)
 
 
 REFERENCE_FILE = "reference.parquet"  # a sample of the training data, logged with the model

@@ -21,6 +21,7 @@ import logging
 import os
 import threading
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -119,7 +120,7 @@ class ModelFollower:
             if self.current is not None and self.current.ref.version == ref.version:
                 self.problem = None
                 return False
-            pipeline = registry.load_model(ref)
+            pipeline = registry.load_model(ref, self.settings.mlflow_tracking_uri)
         except Exception as error:  # keep serving what we have, and say why in /health
             self.problem = (
                 f"cannot reach the model registry at {self.settings.mlflow_tracking_uri}: "
@@ -156,11 +157,19 @@ class _Waiting:
 class MicroBatcher:
     """Scores the rows of all waiting requests in one model call, one call at a time."""
 
-    def __init__(self, follower: ModelFollower, max_rows: int):
+    def __init__(self, follower: ModelFollower, max_rows: int, model_threads: int):
         self.follower = follower
         self.max_rows = max_rows
         self.queue: asyncio.Queue[_Waiting] = asyncio.Queue()
         self._worker: asyncio.Task | None = None
+        # One scoring thread (batches are scored one at a time). OpenMP's thread count is
+        # per calling thread, so the limit is set in that thread, once.
+        self._scorer = ThreadPoolExecutor(
+            max_workers=1,
+            thread_name_prefix="scorer",
+            initializer=threadpool_limits,
+            initargs=(model_threads, "openmp"),
+        )
 
     async def score(self, rows: list[dict[str, Any]]) -> tuple[Served, np.ndarray]:
         waiting = _Waiting(rows, asyncio.get_running_loop().create_future())
@@ -181,15 +190,20 @@ class MicroBatcher:
                 frame = pd.DataFrame(
                     [row for w in batch for row in w.rows], columns=[*FEATURE_NAMES, ID]
                 )
-                scored = await asyncio.to_thread(served.pipeline.predict_proba, frame)
+                loop = asyncio.get_running_loop()
+                scored = await loop.run_in_executor(
+                    self._scorer, served.pipeline.predict_proba, frame
+                )
                 probabilities = scored[:, 1]
             except Exception as error:
                 for w in batch:
-                    w.done.set_exception(error)
+                    if not w.done.done():  # a client that went away has a cancelled future
+                        w.done.set_exception(error)
                 continue
             start = 0
             for w in batch:
-                w.done.set_result((served, probabilities[start : start + len(w.rows)]))
+                if not w.done.done():
+                    w.done.set_result((served, probabilities[start : start + len(w.rows)]))
                 start += len(w.rows)
 
     def start(self) -> None:
@@ -198,17 +212,17 @@ class MicroBatcher:
     async def stop(self) -> None:
         if self._worker:
             self._worker.cancel()
+        self._scorer.shutdown(wait=False)
 
 
 def create_app(settings: ServiceSettings) -> FastAPI:
     """The level-1 service for `models:/<model_name>@<alias>`."""
     follower = ModelFollower(settings)
     prediction_log = PredictionLog(settings.prediction_store_url, settings.log_flush_seconds)
-    batcher = MicroBatcher(follower, settings.max_batch_rows)
+    batcher = MicroBatcher(follower, settings.max_batch_rows, settings.model_threads)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
-        threadpool_limits(limits=settings.model_threads, user_api="openmp")
         await asyncio.to_thread(follower.start)
         prediction_log.start()
         batcher.start()

@@ -52,7 +52,7 @@ def reference_of(settings: PipelineSettings, champion: registry.ModelRef):
 @step
 def check(settings: PipelineSettings, champion: registry.ModelRef, live, reference) -> dict:
     """Drift of the live features, and quality where labels have arrived."""
-    drift = reports.data_drift(live, reference)
+    drift = reports.data_drift(live, reference, settings.drift_share_threshold)
     metrics = {**drift.metrics(), "rows": float(len(live))}
     snapshots = [drift.snapshot]
     labelled = live.dropna(subset=[LABEL])
@@ -62,7 +62,12 @@ def check(settings: PipelineSettings, champion: registry.ModelRef, live, referen
         quality = reports.live_quality(frame.rename(columns={"probability": reports.PROBABILITY}))
         metrics |= {f"live_{k}": v for k, v in quality.metrics.items()}
         snapshots.append(quality.snapshot)
-    reports.publish(settings.evidently_workspace, settings.evidently_project, snapshots)
+    try:
+        reports.publish(settings.evidently_workspace, settings.evidently_project, snapshots)
+    except Exception as error:  # the UI being down must not silence the alert
+        get_run_logger().warning(
+            "could not publish to Evidently (%s): %s", settings.evidently_workspace, error
+        )
     return {"metrics": metrics, "drifted": drift.drifted}
 
 

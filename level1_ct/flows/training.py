@@ -171,7 +171,7 @@ def evaluate_models(
 def load_champion(tracking_uri: str, name: str) -> tuple[registry.ModelRef, Any] | None:
     """The current champion and its Pipeline, or None before the first champion."""
     ref = registry.lookup(MlflowClient(tracking_uri), name)
-    return None if ref is None else (ref, registry.load_model(ref))
+    return None if ref is None else (ref, registry.load_model(ref, tracking_uri))
 
 
 @step
