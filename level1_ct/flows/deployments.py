@@ -19,6 +19,7 @@ runner container and `simulator` in the simulator container.
 from __future__ import annotations
 
 import argparse
+import os
 
 from prefect import serve
 from prefect.events import DeploymentEventTrigger
@@ -67,6 +68,10 @@ def simulator() -> list:
 
 
 def main(argv: list[str] | None = None) -> None:
+    # Flow runs are subprocesses of this one and inherit this. On a small machine they share
+    # the cores with the service and the servers; OpenMP threads that spin-wait for a core
+    # slowed training by orders of magnitude under such load (seen on 2 cores).
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
     parser = argparse.ArgumentParser(description="Serve level 1's deployments until stopped.")
     parser.add_argument("which", choices=["pipeline", "simulator", "all"], nargs="?", default="all")
     which = parser.parse_args(argv).which
