@@ -218,6 +218,20 @@ level1-train: $(L0_NEEDS)
 level1-replay: $(L0_NEEDS)
 	$(L1_RUN) replay --scenario $(SCENARIO) --days $(DAYS) --seconds-per-day $(SECONDS_PER_DAY)
 
+# ---- LEVEL 2: CI/CD of the pipeline (see level2_cicd/README.md) ----------------------------
+
+## Level 2: create the git remote var/level2/remote.git, seeded with this code (FORCE=1 replaces it)
+level2-remote: venv
+	$(PY) -m level2_cicd.remote create $(if $(FORCE),--force)
+
+## Level 2: serve the CI deployment that every push to the remote starts (needs make prefect)
+level2-runner: venv
+	$(PY) -m level2_cicd.flows.deployments
+
+## Level 2: run CI on a commit of the remote by hand (SHA=..., default: the tip of main)
+level2-ci: venv
+	$(PY) -m level2_cicd.run ci $(SHA)
+
 .PHONY: help venv env lock demo test bench bench-level1 bench-stack lint data mlflow prefect clean images engine up \
 	down logs ps level0-notebook level0-train level0-handoff level0-serve level0-predict \
-	level1-runner level1-serve level1-train level1-replay
+	level1-runner level1-serve level1-train level1-replay level2-remote level2-runner level2-ci

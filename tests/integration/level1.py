@@ -15,6 +15,8 @@ import httpx
 import mlflow
 import pytest
 from mlflow import MlflowClient
+from prefect.events.worker import EventsWorker
+from prefect.logging.handlers import APILogWorker
 from prefect.settings import PREFECT_API_URL, PREFECT_HOME, temporary_settings
 
 from level1_ct import registry
@@ -41,8 +43,17 @@ def pipeline_env(prefect: PrefectServer, env: dict[str, str]) -> Iterator[None]:
 
 @contextmanager
 def prefect(root: Path) -> Iterator[PrefectServer]:
+    """A Prefect server for the block. On the way out, this process's event and log workers
+    are flushed and stopped while the server still answers: Prefect keeps one of each per
+    process, bound to the first server it talked to, so a worker left over would send the
+    next server's task-run events to this one once it is gone (and block the interpreter's
+    exit retrying them)."""
     with prefect_server(PrefectServer(home=root / "prefect", port=free_port())) as server:
-        yield server
+        try:
+            yield server
+        finally:
+            for worker in (EventsWorker, APILogWorker):
+                worker.drain_all(timeout=30, at_exit=False)
 
 
 def register_champion(tracking_uri: str, pipeline: Any, name: str = "churn", example=None) -> str:

@@ -24,7 +24,7 @@ from shared.schema import example_record
 from shared.servers import MlflowServer, free_port, mlflow_server
 from shared.simulator import generate_day, land_day
 from tests.conftest import SMALL
-from tests.integration.level1 import pipeline_env, prefect
+from tests.integration.level1 import pipeline_env, prefect, wait_for
 
 EXPERIMENT = "level1-ct-test"
 
@@ -185,12 +185,19 @@ def test_a_batch_that_breaks_the_contract_stops_the_run_before_training(
     kept = Path(stack["landing"]) / QUARANTINE / "features" / bad.name
     assert kept.exists() and column in kept.with_suffix(".reason.json").read_text()
 
+    # Prefect 3 reports task runs as events: the server records them a moment after the flow
+    # run has ended, so wait until the last task (`record`) has arrived.
     flow_run = FlowRunFilter(id=FlowRunFilterId(any_=[state.state_details.flow_run_id]))
-    with get_client(sync_client=True) as prefect_api:
-        runs = prefect_api.read_task_runs(
-            flow_run_filter=flow_run, sort=TaskRunSort.EXPECTED_START_TIME_ASC, limit=50
-        )
-    tasks = {r.name.rsplit("-", 1)[0]: r.state.type.value for r in runs}
+
+    def task_states() -> dict[str, str] | None:
+        with get_client(sync_client=True) as prefect_api:
+            runs = prefect_api.read_task_runs(
+                flow_run_filter=flow_run, sort=TaskRunSort.EXPECTED_START_TIME_ASC, limit=50
+            )
+        found = {r.name.rsplit("-", 1)[0]: r.state.type.value for r in runs if r.state}
+        return found if found.get("record") == "COMPLETED" and "validate_data" in found else None
+
+    tasks = wait_for(task_states, timeout=30, what="the flow run's task runs in Prefect")
     assert tasks["validate_data"] == "FAILED"
     assert "train_candidate" not in tasks  # stopped before training
 

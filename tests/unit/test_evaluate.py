@@ -11,6 +11,8 @@ import pytest
 
 from shared.evaluate import Evaluation, age_band, beats_baseline, classification_metrics, evaluate
 
+pytestmark = pytest.mark.model  # the ML Test Score section level 2's CI runs it in
+
 
 class Fixed:
     """A stand-in model that returns given probabilities."""

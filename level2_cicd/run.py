@@ -1,0 +1,35 @@
+"""Run CI on a commit of the remote by hand, through the same deployment a push starts, and
+wait for its verdict: what `make level2-ci` calls.
+
+    python -m level2_cicd.run ci [SHA]     # default: the tip of the delivered branch
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from prefect.deployments import run_deployment
+
+from level2_cicd.hook import DEPLOYMENT
+from level2_cicd.remote import git
+from level2_cicd.settings import get_settings
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("command", choices=["ci"])
+    parser.add_argument("sha", nargs="?", help="a commit of the remote (default: its tip)")
+    parser.add_argument("--timeout", type=float, default=1800, help="seconds to wait")
+    args = parser.parse_args(argv)
+    settings = get_settings()
+    sha = args.sha or git("ls-remote", settings.remote, f"refs/heads/{settings.branch}").split()[0]
+    print(f"started {DEPLOYMENT} for {sha[:12]}; waiting for the runner to run it ...", flush=True)
+    flow_run = run_deployment(DEPLOYMENT, parameters={"sha": sha}, timeout=args.timeout)
+    print(f"{flow_run.name}: {flow_run.state.name}: {flow_run.state.message or ''}")
+    if not flow_run.state.is_completed():
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,57 @@
+"""Level 2's parts that need no server: which pushes deliver, the CI report, the remote."""
+
+from __future__ import annotations
+
+import subprocess
+
+import pytest
+
+from level2_cicd import remote
+from level2_cicd.flows.ci import CiReport
+from level2_cicd.hook import DELETED, pushed_commits
+from level2_cicd.settings import CicdSettings
+
+A, B = "a" * 40, "b" * 40
+
+
+def test_only_a_push_that_moves_the_delivered_branch_delivers():
+    lines = [
+        f"{A} {B} refs/heads/main",
+        f"{A} {B} refs/heads/experiment",
+        f"{A} {B} refs/tags/v1",
+        f"{B} {DELETED} refs/heads/main",
+        "garbage",
+    ]
+    assert pushed_commits(lines, "main") == [B]
+    assert pushed_commits(lines, "release") == []
+
+
+def test_the_report_is_red_when_any_step_failed_and_lists_every_step():
+    report = CiReport(
+        sha=A, steps=[("lint", "passed", "clean"), ("images", "skipped", "no engine")]
+    )
+    assert report.green and "**green**" in report.markdown()
+    report.steps.append(("model tests", "failed", "1 failed"))
+    assert not report.green
+    assert (
+        "**red**" in report.markdown()
+        and "| model tests | failed | 1 failed |" in report.markdown()
+    )
+
+
+def test_the_remote_is_seeded_with_the_tracked_files_and_has_the_hook(tmp_path, monkeypatch):
+    monkeypatch.setenv("PREFECT_API_URL", "http://127.0.0.1:4999/api")
+    settings = CicdSettings(remote=str(tmp_path / "remote.git"))
+    sha = remote.create(settings)
+
+    clone = tmp_path / "clone"
+    subprocess.run(["git", "clone", "-q", settings.remote, str(clone)], check=True)
+    head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=clone, capture_output=True, text=True)
+    assert head.stdout.strip() == sha
+    assert (clone / "shared" / "train.py").exists() and (clone / "tests" / "unit").is_dir()
+    assert not (clone / ".venv").exists() and not (clone / "var").exists()
+    hook = (tmp_path / "remote.git" / "hooks" / "post-receive").read_text()
+    assert "level2_cicd.hook" in hook and "http://127.0.0.1:4999/api" in hook
+
+    with pytest.raises(FileExistsError, match="--force"):
+        remote.create(settings)
