@@ -22,6 +22,8 @@ PREFECT_PORT ?= 4200
 DEMO_LEVELS ?= 0 1
 # `make level1-replay`: how many simulated days, how fast
 SECONDS_PER_DAY ?= 10
+# `make test-ml`: which ML Test Score section of the tests
+SECTION ?= model
 
 # Container stacks: `make up LEVEL=0`. STACK=docker runs a level's steps in its containers
 # (e.g. `make level0-train STACK=docker`) instead of in the local venv.
@@ -94,6 +96,10 @@ demo: venv
 ## Run every test kind: unit, integration, e2e, container (docker; builds the images once)
 test: venv
 	$(PY) -m pytest
+
+## Run one ML Test Score section of the tests, SECTION=data|model|infrastructure (level 2's CI steps)
+test-ml: venv
+	$(PY) -m pytest -q -p no:cacheprovider -m $(SECTION) tests/unit
 
 ## Print serving latency and throughput figures of the level-0 service (bench/)
 bench: venv
@@ -232,6 +238,6 @@ level2-runner: venv
 level2-ci: venv
 	$(PY) -m level2_cicd.run ci $(SHA)
 
-.PHONY: help venv env lock demo test bench bench-level1 bench-stack lint data mlflow prefect clean images engine up \
+.PHONY: help venv env lock demo test test-ml bench bench-level1 bench-stack lint data mlflow prefect clean images engine up \
 	down logs ps level0-notebook level0-train level0-handoff level0-serve level0-predict \
 	level1-runner level1-serve level1-train level1-replay level2-remote level2-runner level2-ci

@@ -3,13 +3,14 @@ is deployed.
 
     checkout -> lint -> data tests -> model tests -> infrastructure tests -> images
 
-The test steps are the ML Test Score's sections (Breck et al., 2017), as pytest markers on
-the project's own tests: `data` (the schema, feature invariants, the simulator's scenarios),
-`model` (training converges, beats the dummy, no NaN, monotonic in the drivers, slices, the
-gate), `infrastructure` (lineage, the prediction API's contract, the pipeline steps on a
-sample). The images are the commit's code on the locked environment of `make images`, tagged
-with the commit, built through the Docker socket with the docker SDK and smoke-tested against
-the API contract.
+Each check is the commit's own make target (`make lint`, `make test-ml SECTION=...`): what a
+developer runs, and what the GitHub Actions workflow calls. The test steps are the ML Test
+Score's sections (Breck et al., 2017), as pytest markers on the project's own tests: `data`
+(the schema, feature invariants, the simulator's scenarios), `model` (training converges,
+beats the dummy, no NaN, monotonic in the drivers, slices, the gate), `infrastructure`
+(lineage, the prediction API's contract, the pipeline steps on a sample). The images are the
+commit's code on the locked environment of `make images`, tagged with the commit, built
+through the Docker socket with the docker SDK and smoke-tested against the API contract.
 
 The first failing step stops the run: the flow run fails with the step and the end of its
 output in its message, and the commit is red. Each run leaves a markdown artifact keyed by the
@@ -95,22 +96,25 @@ def checkout(remote: str, sha: str, workspace: Path) -> Path:
     return target
 
 
+def make(target: str, *assignments: str) -> list[str]:
+    """`make <target>` of the commit's own Makefile, with the runner's environment as the
+    venv (the commit's lock is the runner's: a push changes code, `make images` the lock)."""
+    venv = Path(sys.prefix)
+    return ["make", "--no-print-directory", "-o", f"{venv}/.installed", f"VENV={venv}",
+            target, *assignments]  # fmt: skip
+
+
 @ci_step
 def lint(checkout: Path, timeout: int) -> str:
-    """ruff: the same rules as `make lint`."""
-    _run([sys.executable, "-m", "ruff", "check", "--no-cache", "."], checkout, timeout)
-    _run([sys.executable, "-m", "ruff", "format", "--no-cache", "--check", "."], checkout, timeout)
-    return "ruff check and format: clean"
+    """`make lint`: ruff's rules and format."""
+    _run(make("lint"), checkout, timeout)
+    return "make lint: clean"
 
 
 @ci_step
 def tests(checkout: Path, section: str, timeout: int) -> str:
-    """One ML Test Score section of the commit's tests."""
-    output = _run(
-        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-m", section,
-         "tests/unit"],
-        checkout, timeout,
-    )  # fmt: skip
+    """`make test-ml SECTION=<section>`: one ML Test Score section of the commit's tests."""
+    output = _run(make("test-ml", f"SECTION={section}"), checkout, timeout)
     summary = output.strip().splitlines()[-1] if output.strip() else ""
     get_run_logger().info("%s tests: %s", section, summary)
     if " passed" not in summary:
