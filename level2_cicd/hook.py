@@ -32,7 +32,9 @@ def main() -> int:
     settings = get_settings()
     for sha in pushed_commits(sys.stdin.read().splitlines(), settings.branch):
         try:
-            run = run_deployment(DEPLOYMENT, parameters={"sha": sha}, timeout=0)
+            run = run_deployment(
+                DEPLOYMENT, parameters={"sha": sha}, flow_run_name=f"ci-{sha[:12]}", timeout=0
+            )
         except Exception as error:  # noqa: BLE001 - the push itself has succeeded
             print(f"CI/CD NOT started for {sha[:12]}: {error}")
             print(f"start it by hand: make level2-ci SHA={sha}")

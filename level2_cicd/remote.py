@@ -25,7 +25,7 @@ from level2_cicd.settings import CicdSettings, get_settings
 
 ROOT = Path(__file__).resolve().parents[1]
 # What the hook needs from the pusher's side to reach the Prefect server
-HOOK_ENV = ("PREFECT_API_URL", "PREFECT_API_AUTH_STRING")
+HOOK_ENV = ("PREFECT_API_URL", "PREFECT_API_AUTH_STRING", "L2_BRANCH")
 SEED_AUTHOR = ["-c", "user.name=MLOps levels", "-c", "user.email=seed@mlops-levels.local"]
 
 
@@ -59,12 +59,14 @@ def install_hook(repo: Path, python: str = sys.executable, code: Path = ROOT) ->
         f"export PYTHONPATH={shlex.quote(str(code))}\n"
         f"exec {shlex.quote(python)} -m level2_cicd.hook\n"
     )
-    hook.chmod(hook.stat().st_mode | stat.S_IXUSR | stat.S_IXGRP | stat.S_IXOTH)
+    hook.chmod(stat.S_IRWXU)  # it may hold the Prefect API's credentials: owner only
     return hook
 
 
 def create(settings: CicdSettings, source: Path = ROOT, force: bool = False) -> str:
     """Create the bare remote, seeded with `source`'s tracked files; returns the seed commit."""
+    if "PREFECT_API_URL" not in os.environ:
+        raise RuntimeError("set PREFECT_API_URL: the hook starts CI through that Prefect server")
     repo = Path(settings.remote)
     if repo.exists():
         if not force:

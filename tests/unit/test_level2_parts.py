@@ -11,6 +11,8 @@ from level2_cicd.flows.ci import CiReport
 from level2_cicd.hook import DELETED, pushed_commits
 from level2_cicd.settings import CicdSettings
 
+pytestmark = pytest.mark.infrastructure  # the ML Test Score section level 2's CI runs it in
+
 A, B = "a" * 40, "b" * 40
 
 
@@ -50,8 +52,17 @@ def test_the_remote_is_seeded_with_the_tracked_files_and_has_the_hook(tmp_path, 
     assert head.stdout.strip() == sha
     assert (clone / "shared" / "train.py").exists() and (clone / "tests" / "unit").is_dir()
     assert not (clone / ".venv").exists() and not (clone / "var").exists()
-    hook = (tmp_path / "remote.git" / "hooks" / "post-receive").read_text()
-    assert "level2_cicd.hook" in hook and "http://127.0.0.1:4999/api" in hook
+    hook = tmp_path / "remote.git" / "hooks" / "post-receive"
+    assert "level2_cicd.hook" in hook.read_text()
+    assert "http://127.0.0.1:4999/api" in hook.read_text()
+    assert hook.stat().st_mode & 0o777 == 0o700  # it may hold the Prefect API's credentials
 
     with pytest.raises(FileExistsError, match="--force"):
         remote.create(settings)
+
+
+def test_a_remote_whose_hook_could_not_reach_prefect_is_not_created(tmp_path, monkeypatch):
+    monkeypatch.delenv("PREFECT_API_URL", raising=False)
+    with pytest.raises(RuntimeError, match="PREFECT_API_URL"):
+        remote.create(CicdSettings(remote=str(tmp_path / "remote.git")))
+    assert not (tmp_path / "remote.git").exists()
