@@ -29,10 +29,8 @@ HOOK_ENV = ("PREFECT_API_URL", "PREFECT_API_AUTH_STRING", "L2_BRANCH")
 SEED_AUTHOR = ["-c", "user.name=MLOps levels", "-c", "user.email=seed@mlops-levels.local"]
 
 
-def git(*args: str, cwd: Path | None = None, env: dict[str, str] | None = None) -> str:
-    result = subprocess.run(
-        ["git", *args], cwd=cwd, env=env, capture_output=True, text=True, check=False
-    )
+def git(*args: str, cwd: Path | None = None) -> str:
+    result = subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True, check=False)
     if result.returncode != 0:
         raise RuntimeError(f"git {' '.join(args)} failed: {result.stderr.strip()}")
     return result.stdout.strip()

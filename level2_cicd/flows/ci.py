@@ -22,6 +22,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 import time
@@ -35,11 +36,7 @@ from prefect.states import Completed, Failed
 
 from level2_cicd.settings import CicdSettings, get_settings
 
-SECTIONS = {
-    "data": "data tests: the schema, feature invariants, the simulator's scenarios",
-    "model": "model tests: convergence, the baseline, NaN, monotonicity, slices, the gate",
-    "infrastructure": "infrastructure tests: lineage, the API contract, pipeline steps",
-}
+SECTIONS = ("data", "model", "infrastructure")  # the ML Test Score's, as pytest markers
 COMMIT_DOCKERFILE = "infra/docker/commit.Dockerfile"
 # The Dockerfile's targets and the images' names (level 0's slim service is mlops-levels/serving)
 IMAGES = {"pipeline": "level2-pipeline", "serving": "level2-serving"}
@@ -101,8 +98,7 @@ def checkout(remote: str, sha: str, workspace: Path) -> Path:
     """A fresh checkout of exactly the pushed commit."""
     workspace = workspace.resolve()
     target = workspace / sha[:12]
-    if target.exists():
-        subprocess.run(["rm", "-rf", str(target)], check=True)
+    shutil.rmtree(target, ignore_errors=True)
     target.parent.mkdir(parents=True, exist_ok=True)
     _run(["git", "clone", "--quiet", "--no-checkout", remote_url(remote), str(target)],
          workspace, 300)  # fmt: skip

@@ -1,7 +1,7 @@
 """Level 2's CI through a real `git push`: the remote's post-receive hook starts the CI flow on
 the served deployment (a real Prefect server and runner); a good commit goes green, a commit
-that breaks a test goes red at that test's section and builds nothing. Images are left to the
-container tests (L2_BUILD_IMAGES=never here)."""
+that breaks a test goes red at that test's section and builds nothing. Images are not built
+here (L2_BUILD_IMAGES=never): no container test covers that step yet."""
 
 from __future__ import annotations
 
@@ -44,7 +44,7 @@ def delivery(tmp_path_factory):
         "L2_BUILD_IMAGES": "never",
     }
     with prefect(root) as orchestrator, pipeline_env(orchestrator, env):
-        seed = remote.create(CicdSettings())
+        remote.create(CicdSettings())
         runner_port = free_port()
         runner_env = {
             **os.environ,
@@ -56,7 +56,7 @@ def delivery(tmp_path_factory):
         with running(command, health, root / "runner.log", env=runner_env, timeout=120):
             clone = root / "clone"
             subprocess.run(["git", "clone", "-q", env["L2_REMOTE"], str(clone)], check=True)
-            yield {"root": root, "clone": clone, "seed": seed}
+            yield {"root": root, "clone": clone}
 
 
 def push(clone: Path, message: str) -> tuple[str, str]:
