@@ -1,0 +1,99 @@
+"""The canary's verdict: promote the candidate, roll it back, or keep watching.
+
+Level 2's production service sends a share of live traffic to the candidate (the canary arm)
+and the rest to the champion, and counts per arm: requests, errors, latency and the predicted
+probabilities. After the window the CD flow compares the arms with `decide`: the candidate is
+promoted only when it answered enough requests, with no more errors and no slower tail than
+the bounds allow, and predictions distributed like the champion's (a model that suddenly
+calls everyone a churner is wrong in production even when it passed the gate offline).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+BINS = 10  # probability histogram: [0, 0.1), [0.1, 0.2), ... [0.9, 1.0]
+
+
+@dataclass(frozen=True)
+class ArmStats:
+    """What the service counted for one arm during the window."""
+
+    requests: int
+    errors: int
+    p99_ms: float
+    histogram: tuple[int, ...] = field(default=(0,) * BINS)  # predictions per probability bin
+
+    @property
+    def error_rate(self) -> float:
+        return self.errors / self.requests if self.requests else 0.0
+
+
+@dataclass(frozen=True)
+class Bounds:
+    """How far the canary may be from the champion and still be promoted."""
+
+    min_requests: int = 100  # fewer canary requests than this: keep watching
+    max_error_rate_increase: float = 0.01  # absolute, over the champion's error rate
+    max_p99_ratio: float = 1.5  # the canary's p99 over the champion's ...
+    p99_slack_ms: float = 10.0  # ... plus this, so that a 2 ms vs 3 ms tail is no verdict
+    max_prediction_psi: float = 0.2  # population stability index of the predictions
+
+
+@dataclass(frozen=True)
+class Decision:
+    action: str  # "promote" | "rollback" | "wait"
+    reasons: tuple[str, ...]
+
+    def summary(self) -> str:
+        return f"{self.action}: " + "; ".join(self.reasons)
+
+
+def psi(expected: tuple[int, ...], actual: tuple[int, ...], floor: float = 1e-4) -> float:
+    """Population stability index of two histograms over the same bins (0: identical;
+    above 0.2 is the usual "significant shift")."""
+    e_total, a_total = sum(expected), sum(actual)
+    if not e_total or not a_total:
+        return 0.0
+    total = 0.0
+    for e, a in zip(expected, actual, strict=True):
+        p, q = max(e / e_total, floor), max(a / a_total, floor)
+        total += (q - p) * math.log(q / p)
+    return total
+
+
+def decide(champion: ArmStats, canary: ArmStats, bounds: Bounds, window_over: bool) -> Decision:
+    """Roll back as soon as the canary is clearly worse; promote only at the window's end
+    with enough canary traffic inside every bound."""
+    problems = []
+    if canary.error_rate > champion.error_rate + bounds.max_error_rate_increase:
+        problems.append(
+            f"error rate {canary.error_rate:.1%} vs champion {champion.error_rate:.1%} "
+            f"(bound +{bounds.max_error_rate_increase:.1%})"
+        )
+    slowest = champion.p99_ms * bounds.max_p99_ratio + bounds.p99_slack_ms
+    if canary.requests and canary.p99_ms > slowest:
+        problems.append(
+            f"p99 {canary.p99_ms:.0f} ms vs champion {champion.p99_ms:.0f} ms "
+            f"(bound {slowest:.0f} ms)"
+        )
+    shift = psi(champion.histogram, canary.histogram)
+    if canary.requests >= bounds.min_requests and shift > bounds.max_prediction_psi:
+        problems.append(f"prediction PSI {shift:.2f} (bound {bounds.max_prediction_psi})")
+    enough = canary.requests >= bounds.min_requests
+    if problems and (enough or canary.errors >= 5):
+        return Decision("rollback", tuple(problems))
+    if not enough:
+        needed = f"{canary.requests} canary requests of the {bounds.min_requests} needed"
+        # Unjudged is not good: a canary that got too little traffic is not promoted
+        return Decision("rollback" if window_over else "wait", (needed,))
+    if not window_over:
+        return Decision("wait", ("within bounds so far",))
+    return Decision(
+        "promote",
+        (
+            f"{canary.requests} canary requests: error rate {canary.error_rate:.1%}, "
+            f"p99 {canary.p99_ms:.0f} ms, prediction PSI {shift:.2f}, all within bounds",
+        ),
+    )
