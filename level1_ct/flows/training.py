@@ -282,12 +282,14 @@ def training_pipeline(
     window_days: int | None = None,
     n_iter: int | None = None,
     fixed_params: dict[str, Any] | None = None,
+    promote_on_pass: bool = True,
 ):
     """Train on the newest labelled batches and promote the result if it passes the gate.
 
     `reason` says what started the run (schedule, new-data, drift, manual); `window_days` and
     `n_iter` override the settings; `fixed_params` pins hyper-parameters (an exercise: force
-    a worse model and watch the gate reject it).
+    a worse model and watch the gate reject it). With `promote_on_pass=False` (level 2's
+    staging runs) a passing candidate stays `challenger`: the rollout decides.
     """
     settings = get_settings()
     uri = settings.mlflow_tracking_uri
@@ -297,7 +299,7 @@ def training_pipeline(
         return Completed(message="skipped: fewer than 2 labelled batches have landed so far")
     run_id = open_run(uri, settings.experiment, reason)
     try:
-        return _run(settings, run_id, window_days, n_iter, fixed_params)
+        return _run(settings, run_id, window_days, n_iter, fixed_params, promote_on_pass)
     except BaseException:
         # Whatever stopped the run, the MLflow run must not stay RUNNING forever.
         with contextlib.suppress(Exception):
@@ -311,6 +313,7 @@ def _run(
     window_days: int,
     n_iter: int | None,
     fixed_params: dict[str, Any] | None,
+    promote_on_pass: bool = True,
 ):
     """The pipeline's steps after its MLflow run is open (see training_pipeline)."""
     uri, logger = settings.mlflow_tracking_uri, get_run_logger()
@@ -372,6 +375,12 @@ def _run(
     version = register(settings, run_id, result, holdout, reference, version_tags, drift)
     outcome = {"version": version, "gate": run_tags["gate"], "window": batches.window,
                "roc_auc": candidate.overall["roc_auc"], "reasons": verdict.reasons}  # fmt: skip
+    if verdict.passed and not promote_on_pass:
+        record(uri, run_id, tags={"registered_version": version, "promoted": "false",
+                                  "rollout": "pending"}, status="FINISHED")  # fmt: skip
+        message = f"version {version} passed the gate; left as challenger for the rollout"
+        logger.info(message)
+        return Completed(message=message, data=outcome)
     if verdict.passed:
         previous = promote(settings, version)
         record(
