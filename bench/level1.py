@@ -13,23 +13,19 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
-import re
 import shutil
-import statistics
 import sys
 import tempfile
-import time
 from pathlib import Path
 
-import httpx
 import mlflow
 from mlflow import MlflowClient
 
 from level1_ct import registry
 from shared.data import labelled_feature_files, load_labelled
 from shared.features import SKOPS_TRUSTED_TYPES
+from shared.loadtest import LoadResult, load
 from shared.schema import example_record
 from shared.servers import MlflowServer, free_port, mlflow_server, running
 from shared.simulator import SimulationConfig, simulate
@@ -39,47 +35,9 @@ CONNECTIONS = 16
 SECONDS = 15.0
 
 
-async def load(
-    url: str, body: dict, connections: int, seconds: float
-) -> tuple[int, list[float], int]:
-    """`connections` keep-alive connections, each sending one request after the other for
-    `seconds`. A bare HTTP/1.1 client on asyncio streams: a full client library costs more
-    CPU per request than the service, and client and server share the machine (wrk's role)."""
-    parsed = httpx.URL(url)
-    payload = json.dumps(body).encode()
-    request = (
-        f"POST {parsed.raw_path.decode()} HTTP/1.1\r\nHost: {parsed.host}:{parsed.port}\r\n"
-        f"Content-Type: application/json\r\nContent-Length: {len(payload)}\r\n\r\n"
-    ).encode() + payload
-    times: list[float] = []
-    errors = 0
-    deadline = time.perf_counter() + seconds
-
-    async def client() -> None:
-        nonlocal errors
-        reader, writer = await asyncio.open_connection(parsed.host, parsed.port)
-        while time.perf_counter() < deadline:
-            started = time.perf_counter()
-            writer.write(request)
-            head = await reader.readuntil(b"\r\n\r\n")
-            length = int(re.search(rb"(?i)content-length: (\d+)", head).group(1))
-            await reader.readexactly(length)
-            if head.startswith(b"HTTP/1.1 200"):
-                times.append((time.perf_counter() - started) * 1000)
-            else:
-                errors += 1
-        writer.close()
-
-    started = time.perf_counter()
-    await asyncio.gather(*(client() for _ in range(connections)))
-    return round(len(times) / (time.perf_counter() - started)), times, errors
-
-
-def report(name: str, rps: int, times: list[float], errors: int) -> None:
-    q = statistics.quantiles(times, n=100)
-    print(
-        f"  {name:<34} {rps:>6} req/s   p50 {q[49]:6.1f} ms   p99 {q[98]:6.1f} ms   errors {errors}"
-    )
+def report(name: str, result: LoadResult) -> None:
+    print(f"  {name:<34} {result.rps:>6.0f} req/s   p50 {result.p50_ms:6.1f} ms   "
+          f"p99 {result.p99_ms:6.1f} ms   errors {result.errors}")  # fmt: skip
 
 
 def serving(work: Path) -> None:
@@ -122,9 +80,9 @@ def serving(work: Path) -> None:
             body = {"dataframe_records": [record]}
             asyncio.run(load(url, body, CONNECTIONS, 2))
             other = asyncio.run(load(url, body, CONNECTIONS, SECONDS))
-    report("level-1 service (micro-batching)", *mine)
-    report("mlflow models serve", *other)
-    print(f"  throughput ratio: {mine[0] / max(other[0], 1):.1f}x (target >= 3x); "
+    report("level-1 service (micro-batching)", mine)
+    report("mlflow models serve", other)
+    print(f"  throughput ratio: {mine.rps / max(other.rps, 1):.1f}x (target >= 3x); "
           f"level-1 p99 target <= 30 ms")  # fmt: skip
 
 

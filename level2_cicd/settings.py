@@ -2,7 +2,7 @@
 
 Level 2 wraps level 1: the training pipeline, its gate and its settings (L1_*) are level 1's.
 What is added here is the process around the code: where the git remote is, where CI checks
-commits out, and which images CI builds.
+commits out, which images CI builds, and what CD requires of a candidate before production.
 """
 
 from __future__ import annotations
@@ -31,6 +31,26 @@ class CicdSettings(BaseSettings):
     # A commit's images add its code on top of these (dependencies come from the lock file
     # and change with `make images`, not with a push)
     base_tag: str = "latest"
+    # A green commit starts CD (false: CI only, e.g. to check commits without delivering)
+    deliver: bool = True
+
+    # CD of the pipeline: the commit's training pipeline is deployed as `ct-training/staging`
+    # (version: the commit) to this work pool; a process worker runs it from the git remote.
+    work_pool: str = "level2-pipeline"
+    staging_timeout_seconds: int = 1800  # the staging run, queued and trained
+
+    # The staging service: the candidate served with the commit's code, then checked
+    staging_port: int = 8002
+    load_connections: int = 4
+    load_seconds: float = 5.0
+    min_qps: float = 50.0  # the staging load test fails below this throughput ...
+    max_p99_ms: float = 250.0  # ... or above this tail latency
+
+    # Production: "manual" pauses each delivery before production until approved in the UI
+    approval: Literal["auto", "manual"] = "auto"
+    approval_timeout_seconds: int = 3600
+    production_url: str = "http://127.0.0.1:8001"  # the service that follows `champion`
+    production_timeout_seconds: int = 60  # for it to serve the promoted version
 
 
 @cache

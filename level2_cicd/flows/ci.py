@@ -14,7 +14,8 @@ through the Docker socket with the docker SDK and smoke-tested against the API c
 
 The first failing step stops the run: the flow run fails with the step and the end of its
 output in its message, and the commit is red. Each run leaves a markdown artifact keyed by the
-commit (`ci-<sha>`), so the Prefect UI's Artifacts page shows every commit's result.
+commit (`ci-<sha>`), so the Prefect UI's Artifacts page shows every commit's result. A green
+commit starts its CD run (`cd-<sha>`, level2_cicd/flows/cd.py) unless L2_DELIVER=false.
 """
 
 from __future__ import annotations
@@ -26,14 +27,14 @@ import shutil
 import subprocess
 import sys
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 
 from prefect import flow, get_run_logger, task
-from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
+from prefect.deployments import run_deployment
 from prefect.states import Completed, Failed
 
+from level2_cicd.report import Report, StepFailed, record
 from level2_cicd.settings import CicdSettings, get_settings
 
 SECTIONS = ("data", "model", "infrastructure")  # the ML Test Score's, as pytest markers
@@ -42,28 +43,6 @@ COMMIT_DOCKERFILE = "infra/docker/commit.Dockerfile"
 IMAGES = {"pipeline": "level2-pipeline", "serving": "level2-serving"}
 
 ci_step = task(cache_policy=NO_CACHE)
-
-
-class StepFailed(RuntimeError):
-    """A CI step failed: the commit is red and nothing of it is deployed."""
-
-
-@dataclass
-class CiReport:
-    sha: str
-    steps: list[tuple[str, str, str]] = field(default_factory=list)  # (step, result, detail)
-
-    @property
-    def green(self) -> bool:
-        return all(result != "failed" for _, result, _ in self.steps)
-
-    def markdown(self) -> str:
-        verdict = "green" if self.green else "red"
-        rows = "\n".join(f"| {s} | {r} | {d} |" for s, r, d in self.steps)
-        return (
-            f"# CI for commit `{self.sha[:12]}`: **{verdict}**\n\n"
-            f"| step | result | detail |\n|---|---|---|\n{rows}\n"
-        )
 
 
 # What a step's command sees of the runner's environment: a pushed commit's code runs here,
@@ -214,56 +193,45 @@ def smoke_test_serving(tag: str) -> str:
 
 
 @ci_step
-def record(report: CiReport) -> None:
-    """The commit's result as an artifact keyed by the commit."""
-    create_markdown_artifact(
-        key=f"ci-{report.sha[:12]}",
-        markdown=report.markdown(),
-        description=f"CI of commit {report.sha[:12]}",
-    )
+def start_delivery(sha: str) -> str:
+    """A green commit goes on to CD: its own flow run (see level2_cicd/flows/cd.py)."""
+    from level2_cicd.flows.cd import DEPLOYMENT as CD
 
-
-def _attempt(report: CiReport, name: str, fn, *args, **kwargs):
-    try:
-        value = fn(*args, **kwargs)
-    except Exception as error:  # a step that broke (not only failed) makes the commit red too
-        detail = str(error) if isinstance(error, StepFailed) else f"{type(error).__name__}: {error}"
-        report.steps.append((name, "failed", (detail.splitlines() or [""])[0][:200]))
-        raise
-    report.steps.append((name, "passed", value if isinstance(value, str) else ""))
-    return value
+    run = run_deployment(CD, parameters={"sha": sha}, flow_run_name=f"cd-{sha[:12]}", timeout=0)
+    return f"flow run {run.name} of {CD}"
 
 
 @flow(name="ci", flow_run_name="ci-{sha:.12}", log_prints=True)
 def ci(sha: str):
-    """Check one commit: lint, the ML Test Score's sections, the images. Fails on the first
-    failing step: a red commit is never deployed."""
+    """Check one commit: lint, the ML Test Score's sections, the images; a green commit goes
+    on to CD. Fails on the first failing step: a red commit is never deployed."""
     settings = get_settings()
     if not re.fullmatch(r"[0-9a-f]{40}", sha):
         return Failed(message=f"not a full commit sha: {sha!r} (git rev-parse it first)")
-    report = CiReport(sha=sha)
+    report = Report("CI", sha)
     skipped = ""
     try:
-        where = _attempt(report, "checkout", checkout, settings.remote, sha, settings.workspace)
-        _attempt(report, "lint", lint, where, settings.step_timeout_seconds)
+        where = report.attempt("checkout", checkout, settings.remote, sha, settings.workspace)
+        report.attempt("lint", lint, where, settings.step_timeout_seconds)
         for section in SECTIONS:
-            _attempt(report, f"{section} tests", tests, where, section,
-                     settings.step_timeout_seconds)  # fmt: skip
+            report.attempt(f"{section} tests", tests, where, section, settings.step_timeout_seconds)
         if settings.build_images == "never" or (
             settings.build_images == "auto" and not engine_configured()
         ):
             why = (
                 "L2_BUILD_IMAGES=never" if settings.build_images == "never" else "no Docker engine"
             )
-            report.steps.append(("images", "skipped", why))
+            report.skip("images", why)
             get_run_logger().warning("images not built: %s", why)
             skipped = f" (images skipped: {why})"
         else:
-            tags = _attempt(report, "images", build_images, where, sha, settings)
-            _attempt(report, "serving contract", smoke_test_serving, tags[-1])
+            tags = report.attempt("images", build_images, where, sha, settings)
+            report.attempt("serving contract", smoke_test_serving, tags[-1])
     except Exception as error:
         record(report)
-        step_name = report.steps[-1][0]
-        return Failed(message=f"CI red at {step_name} for {sha[:12]}: {error}"[:2000])
+        return Failed(message=f"CI red at {report.last_step} for {sha[:12]}: {error}"[:2000])
+    delivery = ""
+    if settings.deliver:
+        delivery = "; CD started: " + report.attempt("start CD", start_delivery, sha)
     record(report)
-    return Completed(message=f"CI green for {sha[:12]}{skipped}")
+    return Completed(message=f"CI green for {sha[:12]}{skipped}{delivery}")

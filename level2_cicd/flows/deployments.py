@@ -1,8 +1,17 @@
-"""Level 2's deployments, served by one long-running process (the CI/CD runner):
+"""Level 2's deployments and the worker of its pipeline deployments, in one long-running
+process (the CI/CD runner):
 
-    ci/level2-ci    on every push to the remote (its post-receive hook calls the Prefect API)
+    ci/level2-ci            on every push to the remote (its post-receive hook calls the API)
+    cd/level2-cd            for each commit CI found green
+    ct-training/staging     deployed by CD, one version per commit, on the work pool
+                            `level2-pipeline`: run by the process worker started here
 
     python -m level2_cicd.flows.deployments
+
+Why a work pool here when level 1 serves its flows: CI and CD are this runner's own code,
+but the pipeline they deliver is the pushed commit's. A deployment `from_source` the git
+remote at that commit, run by a worker, executes exactly that code, and the deployment's
+version says which commit it is.
 
 PREFECT_API_URL must point at the Prefect server. In the container stack the runner has the
 Docker socket mounted, so CI builds the commit's images on the stack's own engine.
@@ -11,28 +20,51 @@ Docker socket mounted, so CI builds the commit's images on the stack's own engin
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 
 from prefect import serve
 
+from level2_cicd.flows import cd as cd_flow
 from level2_cicd.flows.ci import ci
-from level2_cicd.hook import DEPLOYMENT
+from level2_cicd.hook import DEPLOYMENT as CI
+from level2_cicd.settings import get_settings
 
 
 def deployments() -> list:
-    flow_name, name = DEPLOYMENT.split("/")
-    assert flow_name == ci.name
+    ci_flow, ci_name = CI.split("/")
+    cd_name, cd_deployment = cd_flow.DEPLOYMENT.split("/")
+    assert ci_flow == ci.name and cd_name == cd_flow.cd.name
     return [
         ci.to_deployment(
-            name=name,
+            name=ci_name,
             concurrency_limit=1,  # commits are checked one at a time, in push order
             description="Lint, test (ML Test Score sections) and build one pushed commit.",
-        )
+        ),
+        cd_flow.cd.to_deployment(
+            name=cd_deployment,
+            concurrency_limit=1,  # one delivery at a time: they move the same aliases
+            description="Deliver a green commit: pipeline to staging, its model to production.",
+        ),
     ]
+
+
+def worker() -> subprocess.Popen:
+    """The process worker that runs the pipeline deployments CD creates (one run at a time:
+    training takes the cores it can get)."""
+    command = [sys.executable, "-m", "prefect", "worker", "start", "--pool",
+               get_settings().work_pool, "--type", "process", "--limit", "1"]  # fmt: skip
+    return subprocess.Popen(command, env={**os.environ, "PREFECT_WORKER_QUERY_SECONDS": "5"})
 
 
 def main() -> None:
     os.environ.setdefault("OMP_NUM_THREADS", "1")  # see level1_ct.flows.deployments
-    serve(*deployments())
+    pipeline_worker = worker()
+    try:
+        serve(*deployments())
+    finally:
+        pipeline_worker.terminate()
+        pipeline_worker.wait(timeout=30)
 
 
 if __name__ == "__main__":

@@ -7,8 +7,8 @@ import subprocess
 import pytest
 
 from level2_cicd import remote
-from level2_cicd.flows.ci import CiReport
 from level2_cicd.hook import DELETED, pushed_commits
+from level2_cicd.report import Report, StepFailed
 from level2_cicd.settings import CicdSettings
 
 pytestmark = pytest.mark.infrastructure  # the ML Test Score section level 2's CI runs it in
@@ -29,16 +29,29 @@ def test_only_a_push_that_moves_the_delivered_branch_delivers():
 
 
 def test_the_report_is_red_when_any_step_failed_and_lists_every_step():
-    report = CiReport(
-        sha=A, steps=[("lint", "passed", "clean"), ("images", "skipped", "no engine")]
-    )
-    assert report.green and "**green**" in report.markdown()
-    report.steps.append(("model tests", "failed", "1 failed"))
-    assert not report.green
-    assert (
-        "**red**" in report.markdown()
-        and "| model tests | failed | 1 failed |" in report.markdown()
-    )
+    report = Report("CI", A)
+    assert report.attempt("lint", lambda: "clean") == "clean"
+    report.skip("images", "no engine")
+    assert report.green and "**green**" in report.markdown() and report.key == f"ci-{A[:12]}"
+
+    def failing():
+        raise StepFailed("1 failed | 3 passed\nthe rest of the output")
+
+    with pytest.raises(StepFailed):
+        report.attempt("model tests", failing)
+    assert not report.green and report.last_step == "model tests"
+    markdown = report.markdown()
+    assert "# CI for commit `aaaaaaaaaaaa`: **red**" in markdown
+    # one row per step, the first line of the failure, no stray column separator
+    assert "| model tests | failed | 1 failed / 3 passed |" in markdown
+    assert "| images | skipped | no engine |" in markdown
+
+
+def test_a_step_that_breaks_is_a_failed_step_too():
+    report = Report("CD", A)
+    with pytest.raises(KeyError):
+        report.attempt("staging", lambda: {}["version"])
+    assert report.steps == [("staging", "failed", "KeyError: 'version'")]
 
 
 def test_the_remote_is_seeded_with_the_tracked_files_and_has_the_hook(tmp_path, monkeypatch):

@@ -1,0 +1,262 @@
+"""Level 2's CD: what a commit that passed CI goes through on its way to production.
+
+    deploy pipeline -> staging run (level 1's gate) -> staging service -> approval -> promote
+                                                                                   -> production
+
+1. **Deploy the pipeline.** The commit's training pipeline (level 1's flow, as the commit has
+   it) is deployed to Prefect as `ct-training/staging`, versioned by the commit, on a process
+   work pool. Its worker pulls exactly that commit from the git remote for each run.
+2. **Staging run.** The deployment runs on the newest data with `promote_on_pass=False`:
+   level 1's gate judges the candidate against the champion on the same hold-out. A rejected
+   candidate stops the delivery here; production never sees it.
+3. **Staging service.** The candidate (alias `candidate`) is served by the commit's own
+   serving code, which must answer its API contract and a short load test within the
+   throughput and p99 thresholds.
+4. **Approval.** With L2_APPROVAL=manual the run pauses until a person approves it in the
+   Prefect UI (Google's level 2 has a manual gate before production as an option).
+5. **Promote.** `champion` moves to the candidate (the old one keeps `previous-champion`) and
+   the production service, which follows `champion`, swaps it in; CD waits until it does.
+
+Every step is a row of the `cd-<sha>` artifact, and the version's MLflow tags say where its
+rollout stands (`rollout`: staging, stopped, promoted) and why.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+from mlflow import MlflowClient
+from prefect import flow, get_run_logger, task
+from prefect.cache_policies import NO_CACHE
+from prefect.deployments import run_deployment
+from prefect.flow_runs import pause_flow_run
+from prefect.input import RunInput
+from prefect.runner.storage import GitRepository
+from prefect.states import Completed, Failed
+
+# The runner's own level-1 modules are imported before a commit's copy of the training flow
+# is loaded (to deploy it): that load then reuses them instead of importing the checkout's.
+from level1_ct import registry
+from level1_ct.flows.training import training_pipeline
+from level1_ct.settings import PipelineSettings
+from level1_ct.settings import get_settings as pipeline_settings
+from level2_cicd.flows.ci import checkout, remote_url
+from level2_cicd.report import Report, StepFailed, record
+from level2_cicd.settings import CicdSettings, get_settings
+from shared.loadtest import load
+from shared.schema import example_record
+from shared.servers import running
+
+DEPLOYMENT = "cd/level2-cd"
+STAGING = "staging"  # the training pipeline's deployment that CD deploys and runs
+ENTRYPOINT = "level1_ct/flows/training.py:training_pipeline"
+CANDIDATE = "candidate"  # the registry alias of the version being delivered
+
+cd_step = task(cache_policy=NO_CACHE)
+
+
+@cd_step
+def deploy_pipeline(sha: str, settings: CicdSettings) -> str:
+    """`ct-training/staging`, version = the commit, run from the commit in the git remote."""
+    source = GitRepository(url=remote_url(settings.remote), commit_sha=sha)
+    pipeline = training_pipeline.from_source(source=source, entrypoint=ENTRYPOINT)
+    # to_deployment + apply, not deploy(): Prefect 3.8.8's deploy() asks for the pool's
+    # workers with a request its own server refuses (422 on a null `limit`).
+    pipeline.to_deployment(
+        name=STAGING,
+        work_pool_name=settings.work_pool,
+        version=sha[:12],
+        parameters={"reason": f"staging {sha[:12]}", "promote_on_pass": False},
+        job_variables={"env": {"CODE_VERSION": sha}},
+        concurrency_limit=1,
+        description=f"The training pipeline of commit {sha[:12]}, run by CD before production.",
+        tags=["level2", "staging"],
+    ).apply()
+    return f"{training_pipeline.name}/{STAGING} version {sha[:12]} on pool {settings.work_pool}"
+
+
+@dataclass(frozen=True)
+class Candidate:
+    version: str
+    summary: str
+
+
+@cd_step
+def run_staging(sha: str, settings: CicdSettings, pipeline: PipelineSettings) -> Candidate:
+    """Run the staging deployment and find what it registered; only a version that passed
+    level 1's gate becomes the `candidate`."""
+    run = run_deployment(
+        f"{training_pipeline.name}/{STAGING}",
+        flow_run_name=f"staging-{sha[:12]}",
+        timeout=settings.staging_timeout_seconds,
+    )
+    message = (run.state.message or "") if run.state else ""
+    if not (run.state and run.state.is_final()):
+        raise StepFailed(f"{run.name} unfinished after {settings.staging_timeout_seconds} s")
+    if not run.state.is_completed():
+        raise StepFailed(f"{run.name} {run.state.name.lower()}: {message}")
+    client = MlflowClient(pipeline.mlflow_tracking_uri)
+    found = client.search_model_versions(
+        f"name = '{pipeline.model_name}' and tags.prefect_flow_run_id = '{run.id}'"
+    )
+    if not found:
+        raise StepFailed(f"{run.name} registered no model: {message}")
+    version = str(found[0].version)
+    client.set_model_version_tag(pipeline.model_name, version, "cd_commit", sha)
+    if found[0].tags.get("gate") != "passed":
+        client.set_model_version_tag(pipeline.model_name, version, "rollout", "stopped at gate")
+        raise StepFailed(f"stopped by level 1's gate in {run.name}: {message}")
+    client.set_registered_model_alias(pipeline.model_name, CANDIDATE, version)
+    client.set_model_version_tag(pipeline.model_name, version, "rollout", "staging")
+    return Candidate(version, f"{run.name}: version {version} passed the gate")
+
+
+def check_contract(url: str, version: str) -> None:
+    """The prediction API as its clients use it, answered by the candidate."""
+    with httpx.Client(base_url=url, timeout=10) as api:
+        shown = api.get("/model")
+        if shown.status_code != 200 or shown.json().get("version") != version:
+            raise StepFailed(f"GET /model: {shown.status_code} {shown.text[:200]}")
+        one = api.post("/predict", json=example_record())
+        body = one.json() if one.status_code == 200 else {}
+        probability = (body.get("predictions") or [{}])[0].get("churn_probability", -1)
+        if body.get("model_version") != version or not 0 <= probability <= 1:
+            raise StepFailed(f"POST /predict of the example: {one.status_code} {one.text[:200]}")
+        many = api.post("/predict", json=[example_record()] * 3)
+        if many.status_code != 200 or len(many.json()["predictions"]) != 3:
+            raise StepFailed(f"POST /predict of 3 records: {many.status_code} {many.text[:200]}")
+        bad = api.post("/predict", json={**example_record(), "age": "old"})
+        if bad.status_code != 422 or "age" not in bad.text:
+            raise StepFailed(f"a malformed record got {bad.status_code}: {bad.text[:200]}")
+
+
+@cd_step
+def staging_service(candidate: Candidate, where: Path, settings: CicdSettings) -> str:
+    """The commit's serving code serves the candidate; contract, then load."""
+    url = f"http://127.0.0.1:{settings.staging_port}"
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(where),  # the commit's code, not the runner's
+        "L1_SERVE_ALIAS": CANDIDATE,
+        "L1_SERVE_HOST": "127.0.0.1",
+        "L1_SERVE_PORT": str(settings.staging_port),
+        "PREDICTION_STORE_URL": f"sqlite:///{where / 'staging-predictions.db'}",
+    }
+    command = [sys.executable, "-m", "level1_ct.service"]
+    with running(command, f"{url}/health", where / "staging-service.log", env=env, timeout=120):
+        check_contract(url, candidate.version)
+        body, connections, seconds = (
+            example_record(),
+            settings.load_connections,
+            settings.load_seconds,
+        )
+        with ThreadPoolExecutor(1) as thread:  # its own event loop, whatever runs this task
+            result = thread.submit(
+                asyncio.run, load(f"{url}/predict", body, connections, seconds)
+            ).result()
+    get_run_logger().info("staging load test: %s", result.summary())
+    problems = [
+        f"{result.errors} failed requests" if result.errors else "",
+        f"{result.rps:.0f} req/s < {settings.min_qps:.0f}" if result.rps < settings.min_qps else "",
+        f"p99 {result.p99_ms:.0f} ms > {settings.max_p99_ms:.0f}"
+        if result.p99_ms > settings.max_p99_ms
+        else "",
+    ]
+    if any(problems):
+        raise StepFailed(f"load test ({result.summary()}): " + "; ".join(p for p in problems if p))
+    return f"contract answered; load: {result.summary()}"
+
+
+class Approval(RunInput):
+    """What the person who approves a release to production answers in the Prefect UI."""
+
+    approve: bool
+    note: str = ""
+
+
+@cd_step
+def approval(candidate: Candidate, settings: CicdSettings) -> str:
+    get_run_logger().warning(
+        "version %s waits for approval: resume this flow run in the Prefect UI", candidate.version
+    )
+    answer = pause_flow_run(wait_for_input=Approval, timeout=settings.approval_timeout_seconds)
+    if not answer.approve:
+        raise StepFailed(f"not approved: {answer.note or 'no reason given'}")
+    return f"approved: {answer.note}" if answer.note else "approved"
+
+
+@cd_step
+def promote(candidate: Candidate, sha: str, pipeline: PipelineSettings) -> str:
+    client = MlflowClient(pipeline.mlflow_tracking_uri)
+    previous = registry.promote(client, pipeline.model_name, candidate.version)
+    client.delete_registered_model_alias(pipeline.model_name, CANDIDATE)
+    client.set_model_version_tag(pipeline.model_name, candidate.version, "rollout", "promoted")
+    return f"version {candidate.version} is the champion (was {previous or 'none'})"
+
+
+@cd_step
+def production_serves(candidate: Candidate, settings: CicdSettings) -> str:
+    """Wait until the production service answers with the new champion."""
+    deadline = time.monotonic() + settings.production_timeout_seconds
+    shown = "no answer"
+    while time.monotonic() < deadline:
+        try:
+            response = httpx.get(f"{settings.production_url}/model", timeout=5)
+            shown = f"{response.status_code} {response.text[:200]}"
+            if response.status_code == 200 and response.json()["version"] == candidate.version:
+                return f"{settings.production_url} serves version {candidate.version}"
+        except httpx.HTTPError as error:
+            shown = f"{type(error).__name__}: {error}"
+        time.sleep(1)
+    raise StepFailed(
+        f"{settings.production_url} does not serve version {candidate.version}: {shown}"
+    )
+
+
+def abandon(candidate: Candidate, reason: str, pipeline: PipelineSettings) -> None:
+    """A candidate that did not make it: off the `candidate` alias, with the reason."""
+    client = MlflowClient(pipeline.mlflow_tracking_uri)
+    if registry.aliases(client, pipeline.model_name).get(CANDIDATE) == candidate.version:
+        client.delete_registered_model_alias(pipeline.model_name, CANDIDATE)
+    client.set_model_version_tag(pipeline.model_name, candidate.version, "rollout", "stopped")
+    client.set_model_version_tag(
+        pipeline.model_name, candidate.version, "rollout_reason", reason[:5000]
+    )
+
+
+@flow(name="cd", flow_run_name="cd-{sha:.12}", log_prints=True)
+def cd(sha: str):
+    """Deliver one commit that passed CI: its pipeline to staging, its model through staging
+    to production. Stops at the first step that says no; production stays as it was."""
+    settings, pipeline = get_settings(), pipeline_settings()
+    report = Report("CD", sha)
+    candidate = None
+    try:
+        where = report.attempt("checkout", checkout, settings.remote, sha, settings.workspace)
+        report.attempt("deploy pipeline", deploy_pipeline, sha, settings)
+        candidate = report.attempt("staging run", run_staging, sha, settings, pipeline)
+        report.attempt("staging service", staging_service, candidate, where, settings)
+        if settings.approval == "manual":
+            report.attempt("approval", approval, candidate, settings)
+        else:
+            report.skip("approval", "automatic (L2_APPROVAL=auto)")
+        report.attempt("promote", promote, candidate, sha, pipeline)
+    except Exception as error:
+        if candidate is not None:
+            abandon(candidate, f"{report.last_step}: {error}", pipeline)
+        record(report)
+        return Failed(message=f"CD stopped at {report.last_step} for {sha[:12]}: {error}"[:2000])
+    try:
+        report.attempt("production", production_serves, candidate, settings)
+    except Exception as error:
+        record(report)
+        return Failed(message=f"version {candidate.version} promoted, but: {error}"[:2000])
+    record(report)
+    return Completed(message=f"delivered {sha[:12]}: version {candidate.version} in production")
