@@ -19,11 +19,14 @@ LANDING ?= var/landing
 MLFLOW_PORT ?= 5000
 PREFECT_PORT ?= 4200
 # `make demo` runs these levels' demos in turn
-DEMO_LEVELS ?= 0 1
+DEMO_LEVELS ?= 0 1 2
 # `make level1-replay`: how many simulated days, how fast
 SECONDS_PER_DAY ?= 10
 # `make test-ml`: which ML Test Score section of the tests
 SECTION ?= model
+# `make level2-traffic`: live requests to level 2's production service
+RATE ?= 20
+DURATION ?= 600
 
 # Container stacks: `make up LEVEL=0`. STACK=docker runs a level's steps in its containers
 # (e.g. `make level0-train STACK=docker`) instead of in the local venv.
@@ -83,12 +86,13 @@ lock:
 	{ sed -n '1,2p' requirements.lock; /tmp/mlops-levels-lock/bin/pip freeze --exclude mlops-levels; } > requirements.lock.new
 	mv requirements.lock.new requirements.lock && rm -rf /tmp/mlops-levels-lock
 
-## Run the levels end to end without Docker (DEMO_LEVELS="0 1"): level 0 by hand, level 1's CT loop
+## Run the levels end to end without Docker (DEMO_LEVELS="0 1 2"): by hand, the CT loop, a push delivered
 demo: venv
 	@for level in $(DEMO_LEVELS); do \
 		case $$level in \
 			0) $(PY) -m level0_manual.demo || exit 1 ;; \
 			1) $(PY) -m level1_ct.demo || exit 1 ;; \
+			2) $(PY) -m level2_cicd.demo || exit 1 ;; \
 			*) echo "no demo for level $$level"; exit 1 ;; \
 		esac; \
 	done
@@ -108,6 +112,10 @@ bench: venv
 ## Print level 1's figures: serving at 16 connections vs mlflow models serve; batch-to-champion lead time
 bench-level1: venv
 	$(PY) -m bench.level1
+
+## Print level 2's lead time from git push to the new model in production (embedded mode)
+bench-level2: venv
+	$(PY) -m bench.level2
 
 ## Print a stack's time from up to healthy and its idle memory (LEVEL=0|1|2; needs make images)
 bench-stack: venv env
@@ -230,7 +238,7 @@ level1-replay: $(L0_NEEDS)
 level2-remote: venv
 	$(PY) -m level2_cicd.remote create $(if $(FORCE),--force)
 
-## Level 2: serve the CI deployment that every push to the remote starts (needs make prefect)
+## Level 2: serve CI and CD (every push to the remote starts CI) and the pipeline's worker
 level2-runner: venv
 	$(PY) -m level2_cicd.flows.deployments
 
@@ -238,6 +246,23 @@ level2-runner: venv
 level2-ci: venv
 	$(PY) -m level2_cicd.run ci $(SHA)
 
-.PHONY: help venv env lock demo test test-ml bench bench-level1 bench-stack lint data mlflow prefect clean images engine up \
+## Level 2: deliver a commit again by hand: staging, canary, promotion (SHA=..., default: tip)
+level2-cd: venv
+	$(PY) -m level2_cicd.run cd $(SHA)
+
+## Level 2: serve production (the champion, and a canary during a rollout) on :8001
+level2-serve: venv
+	$(PY) -m level2_cicd.service
+
+## Level 2: send live requests to production (RATE=20 per second, DURATION=600 s)
+level2-traffic: venv
+	$(PY) -m level2_cicd.run traffic --rate $(RATE) --seconds $(DURATION)
+
+## Level 2: the canary drill: production's canary arm fails (ERRORS=0.5) or slows (DELAY_MS=300)
+level2-fault: venv
+	$(PY) -m level2_cicd.run fault --error-rate $(or $(ERRORS),0) --delay-ms $(or $(DELAY_MS),0)
+
+.PHONY: help venv env lock demo test test-ml bench bench-level1 bench-level2 bench-stack lint data mlflow prefect clean images engine up \
 	down logs ps level0-notebook level0-train level0-handoff level0-serve level0-predict \
-	level1-runner level1-serve level1-train level1-replay level2-remote level2-runner level2-ci
+	level1-runner level1-serve level1-train level1-replay level2-remote level2-runner level2-ci level2-cd \
+	level2-serve level2-traffic level2-fault

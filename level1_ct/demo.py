@@ -32,8 +32,8 @@ from shared.servers import (
     ServerError,
     free_port,
     mlflow_server,
-    port_in_use,
     prefect_server,
+    require_free,
     running,
 )
 from shared.simulator import SimulationConfig, land_day, simulate
@@ -87,10 +87,7 @@ def demo(settings: DemoSettings) -> dict[str, float]:
     started = time.monotonic()
     ports = {settings.mlflow_port: "MLflow", settings.prefect_port: "Prefect",
              settings.level1_service_port: "the level-1 service"}  # fmt: skip
-    for port, what in ports.items():
-        if port_in_use(port):
-            raise ServerError(f"port {port}, which the demo wants for {what}, is in use; "
-                              "stop what holds it or set DEMO_*_PORT")  # fmt: skip
+    require_free(ports)
 
     shutil.rmtree(root, ignore_errors=True)  # a new world each time: no champion yet
     config = SimulationConfig(scenario="covariate-shift", days=10, seed=settings.seed)

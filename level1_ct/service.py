@@ -21,6 +21,7 @@ import logging
 import os
 import threading
 import uuid
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -99,8 +100,11 @@ class Served:
 class ModelFollower:
     """Keeps the version behind the alias loaded; swaps when the alias moves."""
 
-    def __init__(self, settings: ServiceSettings):
+    def __init__(self, settings: ServiceSettings, drop_when_unset: bool = False):
         self.settings = settings
+        # The champion is kept when its alias vanishes (keep serving); level 2's canary arm
+        # is dropped when CD removes its alias (the rollout is over).
+        self.drop_when_unset = drop_when_unset
         self.client = MlflowClient(settings.mlflow_tracking_uri)
         self.current: Served | None = None
         self.problem: str | None = "no champion loaded yet"
@@ -112,6 +116,9 @@ class ModelFollower:
         try:
             ref = registry.lookup(self.client, self.settings.model_name, self.settings.alias)
             if ref is None:
+                if self.drop_when_unset and self.current is not None:
+                    log.warning("alias '%s' removed: unloading its model", self.settings.alias)
+                    self.current = None
                 self.problem = (
                     f"no version of '{self.settings.model_name}' has alias "
                     f"'{self.settings.alias}' yet: run the training pipeline"
@@ -215,11 +222,17 @@ class MicroBatcher:
         self._scorer.shutdown(wait=False)
 
 
-def create_app(settings: ServiceSettings) -> FastAPI:
-    """The level-1 service for `models:/<model_name>@<alias>`."""
+def create_app(
+    settings: ServiceSettings, scorer: Callable[[MicroBatcher], Any] | None = None
+) -> FastAPI:
+    """The level-1 service for `models:/<model_name>@<alias>`.
+
+    `scorer` wraps the micro-batcher of that alias in something with the same `start`,
+    `stop` and `score` (level 2's production service routes a canary share through it)."""
     follower = ModelFollower(settings)
     prediction_log = PredictionLog(settings.prediction_store_url, settings.log_flush_seconds)
     batcher = MicroBatcher(follower, settings.max_batch_rows, settings.model_threads)
+    batcher = scorer(batcher) if scorer else batcher
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):

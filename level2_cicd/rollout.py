@@ -38,7 +38,7 @@ class Bounds:
     max_error_rate_increase: float = 0.01  # absolute, over the champion's error rate
     max_p99_ratio: float = 1.5  # the canary's p99 over the champion's ...
     p99_slack_ms: float = 10.0  # ... plus this, so that a 2 ms vs 3 ms tail is no verdict
-    max_prediction_psi: float = 0.2  # population stability index of the predictions
+    max_prediction_psi: float = 0.2  # the predictions' PSI, above what chance explains
 
 
 @dataclass(frozen=True)
@@ -46,21 +46,32 @@ class Decision:
     action: str  # "promote" | "rollback" | "wait"
     reasons: tuple[str, ...]
 
+    @property
     def summary(self) -> str:
         return f"{self.action}: " + "; ".join(self.reasons)
 
 
-def psi(expected: tuple[int, ...], actual: tuple[int, ...], floor: float = 1e-4) -> float:
+def psi(expected: tuple[int, ...], actual: tuple[int, ...], smoothing: float = 0.5) -> float:
     """Population stability index of two histograms over the same bins (0: identical;
-    above 0.2 is the usual "significant shift")."""
-    e_total, a_total = sum(expected), sum(actual)
-    if not e_total or not a_total:
+    above 0.2 is the usual "significant shift"). Each bin gets `smoothing` added to its
+    count, so that a bin empty in one sample is not an infinite shift."""
+    if not sum(expected) or not sum(actual):
         return 0.0
+    e_total = sum(expected) + smoothing * len(expected)
+    a_total = sum(actual) + smoothing * len(actual)
     total = 0.0
     for e, a in zip(expected, actual, strict=True):
-        p, q = max(e / e_total, floor), max(a / a_total, floor)
+        p, q = (e + smoothing) / e_total, (a + smoothing) / a_total
         total += (q - p) * math.log(q / p)
     return total
+
+
+def sampling_psi(n_expected: int, n_actual: int, bins: int = BINS) -> float:
+    """The PSI two samples of one distribution show by chance alone, about (bins − 1) ×
+    (1/n₁ + 1/n₂): 0.1 for 100 canary rows against 900. The bound applies above it."""
+    if not n_expected or not n_actual:
+        return 0.0
+    return (bins - 1) * (1 / n_expected + 1 / n_actual)
 
 
 def decide(champion: ArmStats, canary: ArmStats, bounds: Bounds, window_over: bool) -> Decision:
@@ -79,8 +90,12 @@ def decide(champion: ArmStats, canary: ArmStats, bounds: Bounds, window_over: bo
             f"(bound {slowest:.0f} ms)"
         )
     shift = psi(champion.histogram, canary.histogram)
-    if canary.requests >= bounds.min_requests and shift > bounds.max_prediction_psi:
-        problems.append(f"prediction PSI {shift:.2f} (bound {bounds.max_prediction_psi})")
+    chance = sampling_psi(sum(champion.histogram), sum(canary.histogram))
+    if canary.requests >= bounds.min_requests and shift - chance > bounds.max_prediction_psi:
+        problems.append(
+            f"prediction PSI {shift:.2f} ({chance:.2f} expected by chance; "
+            f"bound {bounds.max_prediction_psi} above that)"
+        )
     enough = canary.requests >= bounds.min_requests
     if problems and (enough or canary.errors >= 5):
         return Decision("rollback", tuple(problems))

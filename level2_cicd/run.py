@@ -1,43 +1,101 @@
-"""Run CI on a commit of the remote by hand, through the same deployment a push starts, and
-wait for its verdict: what `make level2-ci` calls.
+"""Level 2 by hand: what the `make level2-*` targets call.
 
-    python -m level2_cicd.run ci [SHA]     # default: the tip of the delivered branch; a short
-                                           # sha or a ref works with a local remote
+python -m level2_cicd.run ci [SHA]      CI on a commit of the remote, through the same
+python -m level2_cicd.run cd [SHA]      deployment a push starts; CD (deliver it) again.
+                                        Default: the tip of the delivered branch; a short
+                                        sha or a ref works with a local remote. Waits.
+python -m level2_cicd.run traffic [--rate 20] [--seconds 600]
+                                        live requests to production (L2_PRODUCTION_URL)
+python -m level2_cicd.run fault [--error-rate 0.5] [--delay-ms 0]
+                                        the canary drill: production's canary arm fails
+                                        or slows down (needs L2_SERVE_API_KEY); no
+                                        option clears it
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
+import time
 from pathlib import Path
 
+import httpx
 from prefect.deployments import run_deployment
 
-from level2_cicd.hook import DEPLOYMENT
+from level2_cicd.flows.cd import DEPLOYMENT as CD
+from level2_cicd.hook import DEPLOYMENT as CI
 from level2_cicd.remote import git
-from level2_cicd.settings import get_settings
+from level2_cicd.service import ProductionSettings
+from level2_cicd.settings import CicdSettings, get_settings
+from level2_cicd.traffic import Traffic
 
 
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("command", choices=["ci"])
-    parser.add_argument("sha", nargs="?", help="a commit of the remote (default: its tip)")
-    parser.add_argument("--timeout", type=float, default=1800, help="seconds to wait")
-    args = parser.parse_args(argv)
-    settings = get_settings()
-    if args.sha is None:
-        sha = git("ls-remote", settings.remote, f"refs/heads/{settings.branch}").split()[0]
-    elif Path(settings.remote).is_dir():  # a short sha or a ref of the local remote
-        sha = git("rev-parse", "--verify", f"{args.sha}^{{commit}}", cwd=Path(settings.remote))
-    else:
-        sha = args.sha
-    print(f"started {DEPLOYMENT} for {sha[:12]}; waiting for the runner to run it ...", flush=True)
+def resolve(sha: str | None, settings: CicdSettings) -> str:
+    if sha is None:
+        return git("ls-remote", settings.remote, f"refs/heads/{settings.branch}").split()[0]
+    if Path(settings.remote).is_dir():  # a short sha or a ref of the local remote
+        return git("rev-parse", "--verify", f"{sha}^{{commit}}", cwd=Path(settings.remote))
+    return sha
+
+
+def run_stage(deployment: str, stage: str, sha: str, timeout: float) -> None:
+    name = f"{stage}-{sha[:12]}-by-hand"
+    print(f"started {deployment} for {sha[:12]} ({name}); waiting for the runner ...", flush=True)
     flow_run = run_deployment(
-        DEPLOYMENT, parameters={"sha": sha}, flow_run_name=f"ci-{sha[:12]}", timeout=args.timeout
+        deployment, parameters={"sha": sha}, flow_run_name=name, timeout=timeout
     )
     print(f"{flow_run.name}: {flow_run.state.name}: {flow_run.state.message or ''}")
     if not flow_run.state.is_completed():
         sys.exit(1)
+
+
+def traffic(settings: CicdSettings, rate: float, seconds: float) -> None:
+    print(f"sending ~{rate:.0f} requests/s to {settings.production_url} for {seconds:.0f} s")
+    with Traffic(settings.production_url, rate) as sent:
+        time.sleep(seconds)
+    by_status: dict = {}
+    for status, _ in sent.answers:
+        by_status[status] = by_status.get(status, 0) + 1
+    print(f"{len(sent.answers)} requests; answers by status: {by_status}")
+
+
+def fault(settings: CicdSettings, error_rate: float, delay_ms: float) -> None:
+    key = ProductionSettings().api_key
+    if key is None:
+        sys.exit("set L2_SERVE_API_KEY (the production service's admin key, see .env.example)")
+    answer = httpx.post(
+        f"{settings.production_url}/admin/fault",
+        json={"error_rate": error_rate, "delay_ms": delay_ms},
+        headers={"X-API-Key": key.get_secret_value()},
+        timeout=10,
+    )
+    print(answer.status_code, answer.text)
+    if answer.status_code != 200:
+        sys.exit(1)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+    for stage in ("ci", "cd"):
+        command = commands.add_parser(stage, help=f"run {stage.upper()} on a commit and wait")
+        command.add_argument("sha", nargs="?", help="a commit of the remote (default: its tip)")
+        command.add_argument("--timeout", type=float, default=1800, help="seconds to wait")
+    sending = commands.add_parser("traffic", help="send live requests to production")
+    sending.add_argument("--rate", type=float, default=20.0, help="requests per second")
+    sending.add_argument("--seconds", type=float, default=600.0)
+    drill = commands.add_parser("fault", help="make production's canary arm fail or slow down")
+    drill.add_argument("--error-rate", type=float, default=0.0)
+    drill.add_argument("--delay-ms", type=float, default=0.0)
+    args = parser.parse_args(argv)
+    settings = get_settings()
+    if args.command in ("ci", "cd"):
+        deployment = CI if args.command == "ci" else CD
+        run_stage(deployment, args.command, resolve(args.sha, settings), args.timeout)
+    elif args.command == "traffic":
+        traffic(settings, args.rate, args.seconds)
+    else:
+        fault(settings, args.error_rate, args.delay_ms)
 
 
 if __name__ == "__main__":

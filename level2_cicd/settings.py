@@ -13,6 +13,8 @@ from typing import Literal
 
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from level2_cicd.rollout import Bounds
+
 
 class CicdSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="L2_", frozen=True)
@@ -46,11 +48,31 @@ class CicdSettings(BaseSettings):
     min_qps: float = 50.0  # the staging load test fails below this throughput ...
     max_p99_ms: float = 250.0  # ... or above this tail latency
 
+    # Production: the canary (level2_cicd/service.py routes its share of live traffic) is
+    # judged against the champion every `rollout_check_seconds`, promoted after the window
+    # when within these bounds, rolled back as soon as it is clearly outside them
+    rollout_window_seconds: float = 120.0
+    rollout_check_seconds: float = 5.0
+    canary_min_requests: int = 100
+    canary_max_error_rate_increase: float = 0.01
+    canary_max_p99_ratio: float = 1.5
+    canary_p99_slack_ms: float = 10.0
+    canary_max_prediction_psi: float = 0.2
+
     # Production: "manual" pauses each delivery before production until approved in the UI
     approval: Literal["auto", "manual"] = "auto"
     approval_timeout_seconds: int = 3600
-    production_url: str = "http://127.0.0.1:8001"  # the service that follows `champion`
+    production_url: str = "http://127.0.0.1:8001"  # level 2's production service
     production_timeout_seconds: int = 60  # for it to serve the promoted version
+
+    def bounds(self) -> Bounds:
+        return Bounds(
+            min_requests=self.canary_min_requests,
+            max_error_rate_increase=self.canary_max_error_rate_increase,
+            max_p99_ratio=self.canary_max_p99_ratio,
+            p99_slack_ms=self.canary_p99_slack_ms,
+            max_prediction_psi=self.canary_max_prediction_psi,
+        )
 
 
 @cache

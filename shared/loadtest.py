@@ -36,6 +36,7 @@ class LoadResult:
     def p99_ms(self) -> float:
         return self.percentile(99)
 
+    @property
     def summary(self) -> str:
         return (
             f"{self.rps:.0f} req/s, p50 {self.p50_ms:.1f} ms, p99 {self.p99_ms:.1f} ms, "

@@ -143,6 +143,14 @@ def port_in_use(port: int, host: str = "127.0.0.1") -> bool:
         return s.connect_ex((host, port)) == 0
 
 
+def require_free(ports: dict[int, str]) -> None:
+    """Refuse to start (ServerError) when a wanted port (port -> what wants it) is in use."""
+    for port, what in ports.items():
+        if port_in_use(port):
+            raise ServerError(f"port {port}, which the demo wants for {what}, is in use; "
+                              "stop what holds it or set DEMO_*_PORT")  # fmt: skip
+
+
 @contextmanager
 def running(
     command: list[str],

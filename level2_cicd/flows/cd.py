@@ -1,7 +1,7 @@
 """Level 2's CD: what a commit that passed CI goes through on its way to production.
 
-    deploy pipeline -> staging run (level 1's gate) -> staging service -> approval -> promote
-                                                                                   -> production
+    deploy pipeline -> staging run (level 1's gate) -> staging service -> approval
+        -> canary in production -> promote (or roll back) -> production serves it
 
 1. **Deploy the pipeline.** The commit's training pipeline (level 1's flow, as the commit has
    it) is deployed to Prefect as `ct-training/staging`, versioned by the commit, on a process
@@ -14,11 +14,17 @@
    throughput and p99 thresholds.
 4. **Approval.** With L2_APPROVAL=manual the run pauses until a person approves it in the
    Prefect UI (Google's level 2 has a manual gate before production as an option).
-5. **Promote.** `champion` moves to the candidate (the old one keeps `previous-champion`) and
-   the production service, which follows `champion`, swaps it in; CD waits until it does.
+5. **Canary.** The registry alias `canary` points at the candidate: the production service
+   (level2_cicd/service.py) sends a share of live traffic to it and counts each arm. Every
+   `rollout_check_seconds` CD compares the arms (level2_cicd/rollout.py): errors, p99
+   latency, the predictions' distribution. Clearly worse: rolled back at once. Within the
+   bounds for the whole window, with enough canary traffic: promoted.
+6. **Promote.** `champion` moves to the candidate (the old one keeps `previous-champion`);
+   the production service swaps it in and CD waits until it answers with it.
 
-Every step is a row of the `cd-<sha>` artifact, and the version's MLflow tags say where its
-rollout stands (`rollout`: staging, stopped, promoted) and why.
+Every step is a row of the `cd-<sha>` artifact, every canary check a line of the flow run's
+log, and the version's MLflow tags say where its rollout stands (`rollout`: staging, canary,
+promoted, rolled back, stopped), with the decision (`rollout_decision`) and its reason.
 """
 
 from __future__ import annotations
@@ -49,6 +55,8 @@ from level1_ct.settings import PipelineSettings
 from level1_ct.settings import get_settings as pipeline_settings
 from level2_cicd.flows.ci import checkout, remote_url
 from level2_cicd.report import Report, StepFailed, record
+from level2_cicd.rollout import ArmStats, Decision, decide
+from level2_cicd.service import CANARY
 from level2_cicd.settings import CicdSettings, get_settings
 from shared.loadtest import load
 from shared.schema import example_record
@@ -161,7 +169,7 @@ def staging_service(candidate: Candidate, where: Path, settings: CicdSettings) -
             result = thread.submit(
                 asyncio.run, load(f"{url}/predict", body, connections, seconds)
             ).result()
-    get_run_logger().info("staging load test: %s", result.summary())
+    get_run_logger().info("staging load test: %s", result.summary)
     problems = [
         f"{result.errors} failed requests" if result.errors else "",
         f"{result.rps:.0f} req/s < {settings.min_qps:.0f}" if result.rps < settings.min_qps else "",
@@ -170,8 +178,8 @@ def staging_service(candidate: Candidate, where: Path, settings: CicdSettings) -
         else "",
     ]
     if any(problems):
-        raise StepFailed(f"load test ({result.summary()}): " + "; ".join(p for p in problems if p))
-    return f"contract answered; load: {result.summary()}"
+        raise StepFailed(f"load test ({result.summary}): " + "; ".join(p for p in problems if p))
+    return f"contract answered; load: {result.summary}"
 
 
 class Approval(RunInput):
@@ -192,11 +200,52 @@ def approval(candidate: Candidate, settings: CicdSettings) -> str:
     return f"approved: {answer.note}" if answer.note else "approved"
 
 
+def production_rollout(settings: CicdSettings) -> dict:
+    response = httpx.get(f"{settings.production_url}/rollout", timeout=5)
+    response.raise_for_status()
+    return response.json()
+
+
+def arm(figures: dict) -> ArmStats:
+    return ArmStats(figures["requests"], figures["errors"], figures["p99_ms"],
+                    tuple(figures["histogram"]))  # fmt: skip
+
+
+@cd_step
+def canary(candidate: Candidate, settings: CicdSettings, pipeline: PipelineSettings) -> Decision:
+    """Roll the candidate out to the canary share of production and judge it live."""
+    logger, name = get_run_logger(), pipeline.model_name
+    client = MlflowClient(pipeline.mlflow_tracking_uri)
+    client.set_registered_model_alias(name, CANARY, candidate.version)
+    client.set_model_version_tag(name, candidate.version, "rollout", "canary")
+    loaded_by = time.monotonic() + settings.production_timeout_seconds
+    while (figures := production_rollout(settings))["counted_version"] != candidate.version:
+        if time.monotonic() > loaded_by:
+            raise StepFailed(f"production did not load canary version {candidate.version}")
+        time.sleep(1)
+    started = time.monotonic()
+    while True:
+        time.sleep(settings.rollout_check_seconds)
+        figures = production_rollout(settings)
+        over = time.monotonic() - started >= settings.rollout_window_seconds
+        decision = decide(arm(figures["champion"]), arm(figures["canary"]), settings.bounds(), over)
+        logger.info("canary %s after %.0f s: %s (canary %s; champion %s)", candidate.version,
+                    time.monotonic() - started, decision.summary, figures["canary"],
+                    figures["champion"])  # fmt: skip
+        if decision.action != "wait":
+            break
+    client.set_model_version_tag(name, candidate.version, "rollout_decision", decision.summary)
+    if decision.action == "rollback":
+        raise StepFailed(f"canary rolled back: {'; '.join(decision.reasons)}")
+    return decision
+
+
 @cd_step
 def promote(candidate: Candidate, sha: str, pipeline: PipelineSettings) -> str:
     client = MlflowClient(pipeline.mlflow_tracking_uri)
     previous = registry.promote(client, pipeline.model_name, candidate.version)
-    client.delete_registered_model_alias(pipeline.model_name, CANDIDATE)
+    for alias in (CANDIDATE, CANARY):  # production's canary arm is unloaded
+        client.delete_registered_model_alias(pipeline.model_name, alias)
     client.set_model_version_tag(pipeline.model_name, candidate.version, "rollout", "promoted")
     return f"version {candidate.version} is the champion (was {previous or 'none'})"
 
@@ -220,12 +269,16 @@ def production_serves(candidate: Candidate, settings: CicdSettings) -> str:
     )
 
 
-def abandon(candidate: Candidate, reason: str, pipeline: PipelineSettings) -> None:
-    """A candidate that did not make it: off the `candidate` alias, with the reason."""
+def abandon(candidate: Candidate, step: str, reason: str, pipeline: PipelineSettings) -> None:
+    """A candidate that did not make it: off its aliases (production's canary arm is
+    unloaded: the rollback), with the reason."""
     client = MlflowClient(pipeline.mlflow_tracking_uri)
-    if registry.aliases(client, pipeline.model_name).get(CANDIDATE) == candidate.version:
-        client.delete_registered_model_alias(pipeline.model_name, CANDIDATE)
-    client.set_model_version_tag(pipeline.model_name, candidate.version, "rollout", "stopped")
+    current = registry.aliases(client, pipeline.model_name)
+    for alias in (CANARY, CANDIDATE):
+        if current.get(alias) == candidate.version:
+            client.delete_registered_model_alias(pipeline.model_name, alias)
+    outcome = "rolled back" if step == "canary" else f"stopped at {step}"
+    client.set_model_version_tag(pipeline.model_name, candidate.version, "rollout", outcome)
     client.set_model_version_tag(
         pipeline.model_name, candidate.version, "rollout_reason", reason[:5000]
     )
@@ -247,10 +300,11 @@ def cd(sha: str):
             report.attempt("approval", approval, candidate, settings)
         else:
             report.skip("approval", "automatic (L2_APPROVAL=auto)")
+        report.attempt("canary", canary, candidate, settings, pipeline)
         report.attempt("promote", promote, candidate, sha, pipeline)
     except Exception as error:
         if candidate is not None:
-            abandon(candidate, f"{report.last_step}: {error}", pipeline)
+            abandon(candidate, report.last_step, str(error), pipeline)
         record(report)
         return Failed(message=f"CD stopped at {report.last_step} for {sha[:12]}: {error}"[:2000])
     try:

@@ -73,19 +73,29 @@ def register_champion(tracking_uri: str, pipeline: Any, name: str = "churn", exa
 @contextmanager
 def level1_service(tmp: Path, tracking_uri: str, **settings: str) -> Iterator[str]:
     """The level-1 service as a real uvicorn process; yields its base URL."""
+    with service_process("level1_ct.service", "L1_SERVE_", tmp, tracking_uri, settings) as url:
+        yield url
+
+
+@contextmanager
+def service_process(
+    module: str, prefix: str, tmp: Path, tracking_uri: str, settings: dict[str, str]
+) -> Iterator[str]:
+    """A prediction service `python -m <module>`, reading `<prefix>*` settings, as a real
+    uvicorn process on a free port; yields its base URL."""
     port = free_port()
     env = {
         **os.environ,
         "MLFLOW_TRACKING_URI": tracking_uri,
         "PREDICTION_STORE_URL": f"sqlite:///{tmp / 'predictions.db'}",
-        "L1_SERVE_PORT": str(port),
-        "L1_SERVE_POLL_SECONDS": "0.5",
-        "L1_SERVE_LOG_FLUSH_SECONDS": "0.2",
-        **{f"L1_SERVE_{k.upper()}": v for k, v in settings.items()},
+        f"{prefix}PORT": str(port),
+        f"{prefix}POLL_SECONDS": "0.5",
+        f"{prefix}LOG_FLUSH_SECONDS": "0.2",
+        **{f"{prefix}{k.upper()}": v for k, v in settings.items()},
     }
     url = f"http://127.0.0.1:{port}"
-    command = [sys.executable, "-m", "level1_ct.service"]
-    with running(command, f"{url}/health", tmp / "service.log", env=env, timeout=60):
+    with running([sys.executable, "-m", module], f"{url}/health", tmp / "service.log", env=env,
+                 timeout=60):  # fmt: skip
         yield url
 
 

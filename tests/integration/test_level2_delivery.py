@@ -1,20 +1,25 @@
 """Level 2's CI/CD through a real `git push` (a real Prefect server, runner and process
-worker, a real MLflow server, the production service as a process): the remote's hook starts
-CI; a green commit's pipeline is deployed to staging from the remote at that commit and run;
-its model passes level 1's gate, the staging service's contract and load checks, and the
-production service ends up serving it. A commit that breaks a test goes red and delivers
-nothing; a commit whose model is worse than the champion stops at the gate.
+worker, a real MLflow server, the production service as a process under steady live
+traffic): the remote's hook starts CI; a green commit's pipeline is deployed to staging from
+the remote at that commit and run; its model passes level 1's gate, the staging service's
+contract and load checks, and a canary in production, and production ends up serving it.
+A commit that breaks a test goes red and delivers nothing; a commit whose model is worse
+than the champion stops at the gate; a canary that fails is rolled back while production's
+clients see no error.
 
 Images are not built here (L2_BUILD_IMAGES=never): the embedded mode's path."""
 
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import replace
 from pathlib import Path
 
+import httpx
 import pytest
 from mlflow import MlflowClient
 from prefect.client.orchestration import get_client
@@ -26,16 +31,22 @@ from prefect.client.schemas.filters import (
     TaskRunFilter,
 )
 from prefect.client.schemas.sorting import ArtifactCollectionSort, FlowRunSort
+from prefect.deployments import run_deployment
 
 from level1_ct import registry
+from level1_ct.flows.training import training_pipeline
 from level2_cicd import remote
+from level2_cicd.flows.cd import DEPLOYMENT as CD
 from level2_cicd.settings import CicdSettings
+from level2_cicd.traffic import Traffic
 from shared.servers import MlflowServer, free_port, mlflow_server, running
+from shared.simulator import land_day, simulate
+from tests.conftest import SMALL
 from tests.integration.level1 import (
-    level1_service,
     pipeline_env,
     prefect,
     served_version,
+    service_process,
     wait_for,
 )
 
@@ -48,14 +59,25 @@ def git(*args: str, cwd: Path) -> str:
     ).stdout
 
 
+API_KEY = "test-admin-key"
+
+
+@contextmanager
+def production_service(root: Path, tracking_uri: str) -> Iterator[str]:
+    """Level 2's production service (champion + canary arm) as a real uvicorn process."""
+    settings = {"canary_share": "0.3", "api_key": API_KEY}
+    with service_process("level2_cicd.service", "L2_SERVE_", root, tracking_uri, settings) as url:
+        yield url
+
+
 @pytest.fixture(scope="module")
-def delivery(tmp_path_factory, landing):
+def delivery(tmp_path_factory):
     root = tmp_path_factory.mktemp("level2")
     own_landing = root / "landing"
-    shutil.copytree(landing, own_landing)
+    simulate(own_landing, replace(SMALL, days=SMALL.days - 3))  # the world before level 2
     with (
         mlflow_server(MlflowServer(root=root / "mlflow", port=free_port())) as tracking,
-        level1_service(root / "production", tracking.url) as production,
+        production_service(root / "production", tracking.url) as production,
         prefect(root) as orchestrator,
     ):
         env = {
@@ -63,13 +85,25 @@ def delivery(tmp_path_factory, landing):
             "L1_LANDING": str(own_landing),
             "L1_N_ITER": "3",
             "L1_SEED": "7",
+            # A candidate may be a little worse than the champion on this small data set
+            # (a hold-out of ~600 rows, slices of ~100); the worse model below is far worse.
+            "L1_CHAMPION_MARGIN": "-0.02",
+            "L1_MAX_SLICE_DROP": "0.1",
             "L2_REMOTE": str(root / "remote.git"),
             "L2_WORKSPACE": str(root / "ci"),
             "L2_BUILD_IMAGES": "never",
             "L2_STAGING_PORT": str(free_port()),
             "L2_PRODUCTION_URL": production,
+            "L2_ROLLOUT_WINDOW_SECONDS": "20",
+            "L2_ROLLOUT_CHECK_SECONDS": "2",
+            "L2_CANARY_MIN_REQUESTS": "100",
         }
         with pipeline_env(orchestrator, env):
+            # Level 1 left a champion behind; three more days have landed since.
+            state = training_pipeline(reason="before level 2", return_state=True)
+            assert "promoted to champion" in (state.message or ""), state.message
+            for day in range(SMALL.days - 3, SMALL.days):
+                land_day(own_landing, SMALL, day)
             remote.create(CicdSettings())
             runner_port = free_port()
             runner_env = {
@@ -79,7 +113,10 @@ def delivery(tmp_path_factory, landing):
             }
             command = [sys.executable, "-m", "level2_cicd.flows.deployments"]
             health = f"http://127.0.0.1:{runner_port}/health"
-            with running(command, health, root / "runner.log", env=runner_env, timeout=120):
+            with (
+                running(command, health, root / "runner.log", env=runner_env, timeout=120),
+                Traffic(production, rate=40) as traffic,
+            ):
                 clone = root / "clone"
                 subprocess.run(["git", "clone", "-q", env["L2_REMOTE"], str(clone)], check=True)
                 yield {
@@ -87,6 +124,7 @@ def delivery(tmp_path_factory, landing):
                     "clone": clone,
                     "mlflow": MlflowClient(tracking.url),
                     "production": production,
+                    "traffic": traffic,
                 }
 
 
@@ -145,7 +183,8 @@ def artifact(sha: str, stage: str = "ci") -> str:
 
 def test_a_good_push_is_tested_deployed_to_staging_and_served_in_production(delivery):
     clone, mlflow = delivery["clone"], delivery["mlflow"]
-    assert champion(delivery) is None  # production starts without a model
+    before = champion(delivery)
+    assert served_version(delivery["production"]) == before
     gate = clone / "shared" / "gate.py"
     source = gate.read_text()
     edited = source.replace("may a candidate replace the champion?", "may a candidate take over?")
@@ -167,9 +206,11 @@ def test_a_good_push_is_tested_deployed_to_staging_and_served_in_production(deli
     delivered = finished_run(f"cd-{sha[:12]}", timeout=900)
     assert delivered.state.is_completed(), delivered.state.message
     report = artifact(sha, "cd")
-    for step in ("deploy pipeline", "staging run", "staging service", "promote", "production"):
+    steps = ("deploy pipeline", "staging run", "staging service", "canary", "promote", "production")
+    for step in steps:
         assert f"| {step} | passed |" in report, report
     assert "contract answered; load:" in report
+    assert "| approval | skipped | automatic (L2_APPROVAL=auto) |" in report
 
     # The pipeline ran as the commit's versioned staging deployment ...
     with get_client(sync_client=True) as api:
@@ -179,13 +220,19 @@ def test_a_good_push_is_tested_deployed_to_staging_and_served_in_production(deli
     assert staged.deployment_id == staging.id and staged.parameters["promote_on_pass"] is False
     # ... produced the champion, with the commit in its lineage ...
     version = champion(delivery)
-    assert version is not None
+    assert version != before
     tags = mlflow.get_model_version("churn", version).tags
     assert tags["code_version"] == sha and tags["cd_commit"] == sha
     assert tags["gate"] == "passed" and tags["rollout"] == "promoted"
-    assert "candidate" not in mlflow.get_registered_model("churn").aliases
-    # ... which production serves.
+    assert tags["previous_champion"] == before
+    # ... that went through the canary on live traffic before it was promoted ...
+    assert tags["rollout_decision"].startswith("promote: "), tags["rollout_decision"]
+    assert {"candidate", "canary"}.isdisjoint(mlflow.get_registered_model("churn").aliases)
+    # ... and that production serves, having answered every request on the way.
     assert served_version(delivery["production"]) == version
+    answers = delivery["traffic"].answers
+    assert {status for status, _ in answers} == {200}
+    assert {before, version} <= {answered for _, answered in answers}
 
 
 def test_a_push_that_breaks_a_model_test_is_red_and_delivers_nothing(delivery):
@@ -240,3 +287,40 @@ def test_a_push_that_yields_a_worse_model_is_stopped_at_the_gate(delivery):
     assert [v.tags["rollout"] for v in rejected] == ["stopped at gate"]
     assert champion(delivery) == before  # production unchanged
     assert served_version(delivery["production"]) == before
+
+
+def test_a_canary_that_fails_in_production_is_rolled_back_and_clients_see_no_error(delivery):
+    mlflow, production = delivery["mlflow"], delivery["production"]
+    before = champion(delivery)
+    sha = mlflow.get_model_version("churn", before).tags["cd_commit"]
+    # The drill: every request that production routes to the canary fails
+    fault = {"error_rate": 1.0}
+    set_fault = httpx.post(f"{production}/admin/fault", json=fault, headers={"X-API-Key": API_KEY})
+    assert set_fault.status_code == 200
+    answered = len(delivery["traffic"].answers)
+    try:
+        # The champion's commit is delivered again (`make level2-cd SHA=...`): a new version
+        run = run_deployment(CD, parameters={"sha": sha}, flow_run_name=f"cd-{sha[:12]}-again",
+                             timeout=900)  # fmt: skip
+    finally:
+        httpx.post(f"{production}/admin/fault", json={}, headers={"X-API-Key": API_KEY})
+
+    assert run.state.is_failed()
+    assert f"CD stopped at canary for {sha[:12]}" in run.state.message, run.state.message
+    assert "canary rolled back: error rate 100.0%" in run.state.message
+    [rolled_back] = [
+        v for v in mlflow.search_model_versions(f"name = 'churn' and tags.cd_commit = '{sha}'")
+        if v.version != before
+    ]  # fmt: skip
+    assert rolled_back.tags["rollout"] == "rolled back"
+    assert rolled_back.tags["rollout_decision"].startswith("rollback: error rate")
+    assert {"candidate", "canary"}.isdisjoint(mlflow.get_registered_model("churn").aliases)
+    assert champion(delivery) == before and served_version(production) == before
+    figures = httpx.get(f"{production}/rollout").json()
+    assert figures["canary_version"] is None  # the canary arm is unloaded
+    assert figures["counted_version"] == rolled_back.version
+    assert figures["canary"]["errors"] == figures["canary"]["requests"] > 0
+    # Clients never saw the canary's errors: the champion answered those requests
+    during = delivery["traffic"].answers[answered:]
+    assert during and {status for status, _ in during} == {200}
+    assert {version for _, version in during} == {before}

@@ -3,7 +3,9 @@ with enough traffic inside every bound at the window's end is promoted."""
 
 from __future__ import annotations
 
-from level2_cicd.rollout import ArmStats, Bounds, decide, psi
+import numpy as np
+
+from level2_cicd.rollout import ArmStats, Bounds, decide, psi, sampling_psi
 
 SPREAD = (30, 20, 15, 10, 8, 6, 4, 3, 2, 2)
 BOUNDS = Bounds(min_requests=100)
@@ -18,13 +20,13 @@ def canary(**changes) -> ArmStats:
 def test_a_canary_like_the_champion_is_promoted_at_the_end_of_the_window_only():
     assert decide(CHAMPION, canary(), BOUNDS, window_over=False).action == "wait"
     decision = decide(CHAMPION, canary(), BOUNDS, window_over=True)
-    assert decision.action == "promote" and "within bounds" in decision.summary()
+    assert decision.action == "promote" and "within bounds" in decision.summary
 
 
 def test_errors_roll_back_at_once_naming_the_rates():
     decision = decide(CHAMPION, canary(errors=10), BOUNDS, window_over=False)
     assert decision.action == "rollback"
-    assert "error rate 10.0% vs champion 0.0%" in decision.summary()
+    assert "error rate 10.0% vs champion 0.0%" in decision.summary
 
 
 def test_a_few_errors_roll_back_before_the_canary_has_enough_traffic():
@@ -40,15 +42,28 @@ def test_a_slow_tail_rolls_back_but_a_small_absolute_difference_does_not():
 def test_shifted_predictions_roll_back():
     everyone_churns = (0, 0, 0, 0, 0, 0, 0, 10, 30, 60)
     decision = decide(CHAMPION, canary(histogram=everyone_churns), BOUNDS, True)
-    assert decision.action == "rollback" and "prediction PSI" in decision.summary()
+    assert decision.action == "rollback" and "prediction PSI" in decision.summary
 
 
 def test_too_little_traffic_is_not_promoted():
     decision = decide(CHAMPION, canary(requests=30, histogram=(3,) * 10), BOUNDS, True)
-    assert decision.action == "rollback" and "30 canary requests" in decision.summary()
+    assert decision.action == "rollback" and "30 canary requests" in decision.summary
+
+
+def test_a_canary_that_only_differs_by_chance_is_promoted():
+    # Two samples of one distribution, the canary's a small one: their PSI is not zero
+    rng = np.random.default_rng(3)
+    weights = np.array(SPREAD) / sum(SPREAD)
+    small = tuple(int(n) for n in rng.multinomial(100, weights))
+    large = tuple(int(n) for n in rng.multinomial(900, weights))
+    assert psi(large, small) > 0.02
+    champion = ArmStats(requests=900, errors=0, p99_ms=20.0, histogram=large)
+    assert decide(champion, canary(histogram=small), BOUNDS, True).action == "promote"
+    assert abs(sampling_psi(900, 100) - 0.1) < 1e-9
 
 
 def test_psi_is_zero_for_the_same_distribution_and_grows_with_the_shift():
-    assert psi(SPREAD, tuple(2 * n for n in SPREAD)) == 0.0
+    assert psi(SPREAD, tuple(2 * n for n in SPREAD)) < 0.01
+    assert psi(SPREAD, SPREAD) == 0.0
     slightly = (28, 21, 15, 11, 8, 6, 4, 3, 2, 2)
     assert 0 < psi(SPREAD, slightly) < psi(SPREAD, (0, 0, 0, 0, 0, 0, 0, 10, 30, 60))
