@@ -246,9 +246,9 @@ level2-runner: venv
 level2-ci: venv
 	$(PY) -m level2_cicd.run ci $(SHA)
 
-## Level 2: deliver a commit again by hand: staging, canary, promotion (SHA=..., default: tip)
+## Level 2: deliver a commit again by hand: staging, canary, promotion (SHA=..., APPROVAL=manual)
 level2-cd: venv
-	$(PY) -m level2_cicd.run cd $(SHA)
+	$(PY) -m level2_cicd.run cd $(SHA) $(if $(APPROVAL),--approval $(APPROVAL))
 
 ## Level 2: serve production (the champion, and a canary during a rollout) on :8001
 level2-serve: venv

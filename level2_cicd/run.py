@@ -38,12 +38,11 @@ def resolve(sha: str | None, settings: CicdSettings) -> str:
     return sha
 
 
-def run_stage(deployment: str, stage: str, sha: str, timeout: float) -> None:
-    name = f"{stage}-{sha[:12]}-by-hand"
-    print(f"started {deployment} for {sha[:12]} ({name}); waiting for the runner ...", flush=True)
-    flow_run = run_deployment(
-        deployment, parameters={"sha": sha}, flow_run_name=name, timeout=timeout
-    )
+def run_stage(deployment: str, parameters: dict, timeout: float) -> None:
+    """Start a deployment's run for a commit (the flow names it <stage>-<sha>) and wait."""
+    print(f"started {deployment} for {parameters['sha'][:12]}; waiting for the runner ...",
+          flush=True)  # fmt: skip
+    flow_run = run_deployment(deployment, parameters=parameters, timeout=timeout)
     print(f"{flow_run.name}: {flow_run.state.name}: {flow_run.state.message or ''}")
     if not flow_run.state.is_completed():
         sys.exit(1)
@@ -81,6 +80,9 @@ def main(argv: list[str] | None = None) -> None:
         command = commands.add_parser(stage, help=f"run {stage.upper()} on a commit and wait")
         command.add_argument("sha", nargs="?", help="a commit of the remote (default: its tip)")
         command.add_argument("--timeout", type=float, default=1800, help="seconds to wait")
+    commands.choices["cd"].add_argument(
+        "--approval", choices=["auto", "manual"], help="override L2_APPROVAL for this delivery"
+    )
     sending = commands.add_parser("traffic", help="send live requests to production")
     sending.add_argument("--rate", type=float, default=20.0, help="requests per second")
     sending.add_argument("--seconds", type=float, default=600.0)
@@ -89,9 +91,11 @@ def main(argv: list[str] | None = None) -> None:
     drill.add_argument("--delay-ms", type=float, default=0.0)
     args = parser.parse_args(argv)
     settings = get_settings()
-    if args.command in ("ci", "cd"):
-        deployment = CI if args.command == "ci" else CD
-        run_stage(deployment, args.command, resolve(args.sha, settings), args.timeout)
+    if args.command == "ci":
+        run_stage(CI, {"sha": resolve(args.sha, settings)}, args.timeout)
+    elif args.command == "cd":
+        parameters = {"sha": resolve(args.sha, settings), "approval_mode": args.approval}
+        run_stage(CD, parameters, args.timeout)
     elif args.command == "traffic":
         traffic(settings, args.rate, args.seconds)
     else:

@@ -36,6 +36,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import httpx
 from mlflow import MlflowClient
@@ -189,12 +190,15 @@ class Approval(RunInput):
     note: str = ""
 
 
-@cd_step
 def approval(candidate: Candidate, settings: CicdSettings) -> str:
+    """Pause the CD run until a person answers (a flow can pause, a task cannot: this step
+    is the flow's own code)."""
     get_run_logger().warning(
         "version %s waits for approval: resume this flow run in the Prefect UI", candidate.version
     )
-    answer = pause_flow_run(wait_for_input=Approval, timeout=settings.approval_timeout_seconds)
+    answer = pause_flow_run(
+        wait_for_input=Approval, timeout=settings.approval_timeout_seconds, poll_interval=2
+    )
     if not answer.approve:
         raise StepFailed(f"not approved: {answer.note or 'no reason given'}")
     return f"approved: {answer.note}" if answer.note else "approved"
@@ -285,9 +289,10 @@ def abandon(candidate: Candidate, step: str, reason: str, pipeline: PipelineSett
 
 
 @flow(name="cd", flow_run_name="cd-{sha:.12}", log_prints=True)
-def cd(sha: str):
+def cd(sha: str, approval_mode: Literal["auto", "manual"] | None = None):
     """Deliver one commit that passed CI: its pipeline to staging, its model through staging
-    to production. Stops at the first step that says no; production stays as it was."""
+    to production. Stops at the first step that says no; production stays as it was.
+    `approval_mode` overrides L2_APPROVAL for this run."""
     settings, pipeline = get_settings(), pipeline_settings()
     report = Report("CD", sha)
     candidate = None
@@ -296,7 +301,7 @@ def cd(sha: str):
         report.attempt("deploy pipeline", deploy_pipeline, sha, settings)
         candidate = report.attempt("staging run", run_staging, sha, settings, pipeline)
         report.attempt("staging service", staging_service, candidate, where, settings)
-        if settings.approval == "manual":
+        if (approval_mode or settings.approval) == "manual":
             report.attempt("approval", approval, candidate, settings)
         else:
             report.skip("approval", "automatic (L2_APPROVAL=auto)")

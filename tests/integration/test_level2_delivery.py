@@ -5,7 +5,7 @@ the remote at that commit and run; its model passes level 1's gate, the staging 
 contract and load checks, and a canary in production, and production ends up serving it.
 A commit that breaks a test goes red and delivers nothing; a commit whose model is worse
 than the champion stops at the gate; a canary that fails is rolled back while production's
-clients see no error.
+clients see no error; with manual approval on, a refused release stops before production.
 
 Images are not built here (L2_BUILD_IMAGES=never): the embedded mode's path."""
 
@@ -32,6 +32,7 @@ from prefect.client.schemas.filters import (
 )
 from prefect.client.schemas.sorting import ArtifactCollectionSort, FlowRunSort
 from prefect.deployments import run_deployment
+from prefect.flow_runs import resume_flow_run
 
 from level1_ct import registry
 from level1_ct.flows.training import training_pipeline
@@ -300,8 +301,7 @@ def test_a_canary_that_fails_in_production_is_rolled_back_and_clients_see_no_err
     answered = len(delivery["traffic"].answers)
     try:
         # The champion's commit is delivered again (`make level2-cd SHA=...`): a new version
-        run = run_deployment(CD, parameters={"sha": sha}, flow_run_name=f"cd-{sha[:12]}-again",
-                             timeout=900)  # fmt: skip
+        run = run_deployment(CD, parameters={"sha": sha}, timeout=900)
     finally:
         httpx.post(f"{production}/admin/fault", json={}, headers={"X-API-Key": API_KEY})
 
@@ -324,3 +324,33 @@ def test_a_canary_that_fails_in_production_is_rolled_back_and_clients_see_no_err
     during = delivery["traffic"].answers[answered:]
     assert during and {status for status, _ in during} == {200}
     assert {version for _, version in during} == {before}
+
+
+def test_with_manual_approval_a_refused_release_stops_before_production(delivery):
+    mlflow, production = delivery["mlflow"], delivery["production"]
+    before = champion(delivery)
+    sha = mlflow.get_model_version("churn", before).tags["cd_commit"]
+    started = run_deployment(CD, parameters={"sha": sha, "approval_mode": "manual"}, timeout=0)
+
+    def now():
+        with get_client(sync_client=True) as api:
+            return api.read_flow_run(started.id)
+
+    wait_for(lambda: now().state.is_paused() or now().state.is_final(), 600,
+             "CD to pause for approval", every=2)  # fmt: skip
+    assert now().state.is_paused()
+    assert champion(delivery) == before  # nothing moves while it waits
+    resume_flow_run(started.id, run_input={"approve": False, "note": "not on a Friday"})
+    run = wait_for(lambda: (run := now()).state.is_final() and run, 120, "CD to finish")
+
+    assert run.state.is_failed()
+    assert f"CD stopped at approval for {sha[:12]}: not approved: not on a Friday" in (
+        run.state.message
+    )
+    [refused] = [
+        v for v in mlflow.search_model_versions(f"name = 'churn' and tags.cd_commit = '{sha}'")
+        if v.tags.get("rollout") == "stopped at approval"
+    ]  # fmt: skip
+    assert {"candidate", "canary"}.isdisjoint(mlflow.get_registered_model("churn").aliases)
+    assert refused.version != before
+    assert champion(delivery) == before and served_version(production) == before
