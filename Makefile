@@ -39,10 +39,16 @@ LEVEL_DIR := $(or $(LEVEL_DIR_$(LEVEL)),$(error LEVEL must be 0, 1 or 2))
 COMPOSE = docker compose -f $(LEVEL_DIR)/compose.yaml
 L0_COMPOSE = docker compose -f level0_manual/compose.yaml
 L1_COMPOSE = docker compose -f level1_ct/compose.yaml
+L2_COMPOSE = docker compose -f level2_cicd/compose.yaml
+# Level 2's runner joins the Docker socket's group (CI builds images through it)
+export DOCKER_GID ?= $(shell stat -c %g /var/run/docker.sock 2>/dev/null || echo 0)
 ifeq ($(STACK),docker)
 L0_PY = $(L0_COMPOSE) run --rm -T workbench python
 # Level 1's on-demand runs go through the Prefect server in the stack (from the runner).
 L1_RUN = $(L1_COMPOSE) exec -T runner python -m level1_ct.run
+L2_RUN = $(L2_COMPOSE) exec -T runner python -m level2_cicd.run
+# The drill talks to production's admin API from production's container: it holds the key
+L2_DRILL = $(L2_COMPOSE) exec -T production python -m level2_cicd.run
 # The steps run in the stack's image: no local venv needed.
 L0_NEEDS = env
 LANDING = /data/landing
@@ -55,6 +61,8 @@ export DEMO_MLFLOW_PORT ?= $(MLFLOW_PORT)
 export PREFECT_API_URL ?= http://127.0.0.1:$(PREFECT_PORT)/api
 export L1_LANDING := $(LANDING)
 L1_RUN = $(PY) -m level1_ct.run
+L2_RUN = $(PY) -m level2_cicd.run
+L2_DRILL = $(L2_RUN)
 else
 $(error STACK must be local or docker)
 endif
@@ -163,7 +171,7 @@ up: env
 	@docker image inspect mlops-levels/python:latest mlops-levels/serving:latest mlops-levels/postgres:15 >/dev/null 2>&1 \
 		|| { echo "images missing: run make images first"; exit 1; }
 	$(COMPOSE) up -d --wait
-	@echo "level $(LEVEL) is up: MLflow http://127.0.0.1:$(MLFLOW_PORT)$(if $(filter 0,$(LEVEL)),  service http://127.0.0.1:$${L0_SERVE_PORT:-8000}/docs)$(if $(filter 1,$(LEVEL)),  Prefect http://127.0.0.1:$(PREFECT_PORT)  service http://127.0.0.1:$${L1_SERVE_PORT:-8001}/docs  Evidently http://127.0.0.1:$${EVIDENTLY_PORT:-8002})"
+	@echo "level $(LEVEL) is up: MLflow http://127.0.0.1:$(MLFLOW_PORT)$(if $(filter 0,$(LEVEL)),  service http://127.0.0.1:$${L0_SERVE_PORT:-8000}/docs)$(if $(filter 1,$(LEVEL)),  Prefect http://127.0.0.1:$(PREFECT_PORT)  service http://127.0.0.1:$${L1_SERVE_PORT:-8001}/docs  Evidently http://127.0.0.1:$${EVIDENTLY_PORT:-8002})$(if $(filter 2,$(LEVEL)),  Prefect http://127.0.0.1:$(PREFECT_PORT)  production http://127.0.0.1:$${L2_SERVE_PORT:-8001}/docs  git http://127.0.0.1:$${L2_GIT_PORT:-8003}/ml.git (logins: .env))"
 
 ## Stop the LEVEL stack; its volumes (MLflow runs, models, data) stay for the next `up`
 down:
@@ -243,24 +251,24 @@ level2-runner: venv
 	$(PY) -m level2_cicd.flows.deployments
 
 ## Level 2: run CI on a commit of the remote by hand (SHA=..., default: the tip of main)
-level2-ci: venv
-	$(PY) -m level2_cicd.run ci $(SHA)
+level2-ci: $(L0_NEEDS)
+	$(L2_RUN) ci $(SHA)
 
 ## Level 2: deliver a commit again by hand: staging, canary, promotion (SHA=..., APPROVAL=manual)
-level2-cd: venv
-	$(PY) -m level2_cicd.run cd $(SHA) $(if $(APPROVAL),--approval $(APPROVAL))
+level2-cd: $(L0_NEEDS)
+	$(L2_RUN) cd $(SHA) $(if $(APPROVAL),--approval $(APPROVAL))
 
 ## Level 2: serve production (the champion, and a canary during a rollout) on :8001
 level2-serve: venv
 	$(PY) -m level2_cicd.service
 
 ## Level 2: send live requests to production (RATE=20 per second, DURATION=600 s)
-level2-traffic: venv
-	$(PY) -m level2_cicd.run traffic --rate $(RATE) --seconds $(DURATION)
+level2-traffic: $(L0_NEEDS)
+	$(L2_RUN) traffic --rate $(RATE) --seconds $(DURATION)
 
 ## Level 2: the canary drill: production's canary arm fails (ERRORS=0.5) or slows (DELAY_MS=300)
-level2-fault: venv
-	$(PY) -m level2_cicd.run fault --error-rate $(or $(ERRORS),0) --delay-ms $(or $(DELAY_MS),0)
+level2-fault: $(L0_NEEDS)
+	$(L2_DRILL) fault --error-rate $(or $(ERRORS),0) --delay-ms $(or $(DELAY_MS),0)
 
 .PHONY: help venv env lock demo test test-ml bench bench-level1 bench-level2 bench-stack lint data mlflow prefect clean images engine up \
 	down logs ps level0-notebook level0-train level0-handoff level0-serve level0-predict \

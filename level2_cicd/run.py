@@ -15,8 +15,10 @@ python -m level2_cicd.run fault [--error-rate 0.5] [--delay-ms 0]
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
+from collections import Counter
 from pathlib import Path
 
 import httpx
@@ -24,7 +26,7 @@ from prefect.deployments import run_deployment
 
 from level2_cicd.flows.cd import DEPLOYMENT as CD
 from level2_cicd.hook import DEPLOYMENT as CI
-from level2_cicd.remote import git
+from level2_cicd.remote import git, git_auth_env
 from level2_cicd.service import ProductionSettings
 from level2_cicd.settings import CicdSettings, get_settings
 from level2_cicd.traffic import Traffic
@@ -49,13 +51,19 @@ def run_stage(deployment: str, parameters: dict, timeout: float) -> None:
 
 
 def traffic(settings: CicdSettings, rate: float, seconds: float) -> None:
+    """Send live traffic; every minute print what was answered (and forget it: this also
+    runs for days as the container stack's `traffic` service)."""
     print(f"sending ~{rate:.0f} requests/s to {settings.production_url} for {seconds:.0f} s")
+    ends = time.monotonic() + seconds
     with Traffic(settings.production_url, rate) as sent:
-        time.sleep(seconds)
-    by_status: dict = {}
-    for status, _ in sent.answers:
-        by_status[status] = by_status.get(status, 0) + 1
-    print(f"{len(sent.answers)} requests; answers by status: {by_status}")
+        while (left := ends - time.monotonic()) > 0:
+            time.sleep(min(60.0, left))
+            count = len(sent.answers)
+            answers = sent.answers[:count]
+            del sent.answers[:count]  # the sender appends on: only what was read goes
+            by_status = Counter(status for status, _ in answers)
+            by_version = Counter(version for _, version in answers if version)
+            print(f"{count} requests; by status {dict(by_status)}; by version {dict(by_version)}")
 
 
 def fault(settings: CicdSettings, error_rate: float, delay_ms: float) -> None:
@@ -91,6 +99,7 @@ def main(argv: list[str] | None = None) -> None:
     drill.add_argument("--delay-ms", type=float, default=0.0)
     args = parser.parse_args(argv)
     settings = get_settings()
+    os.environ.update(git_auth_env(settings))  # `git ls-remote` of the git server
     if args.command == "ci":
         run_stage(CI, {"sha": resolve(args.sha, settings)}, args.timeout)
     elif args.command == "cd":

@@ -11,6 +11,7 @@ from functools import cache
 from pathlib import Path
 from typing import Literal
 
+from pydantic import SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from level2_cicd.rollout import Bounds
@@ -22,6 +23,9 @@ class CicdSettings(BaseSettings):
     # Source control: the remote a push goes to, and the branch that is delivered
     remote: str = "var/level2/remote.git"  # a path (embedded mode) or the git server's URL
     branch: str = "main"
+    # The git server's login (the container stack's remote asks for one)
+    git_username: str = ""
+    git_password: SecretStr = SecretStr("")
     workspace: Path = Path("var/level2/ci")  # one checkout per commit under test
 
     # CI: each step gets this long; the test sections are the ML Test Score's
@@ -41,7 +45,11 @@ class CicdSettings(BaseSettings):
     work_pool: str = "level2-pipeline"
     staging_timeout_seconds: int = 1800  # the staging run, queued and trained
 
-    # The staging service: the candidate served with the commit's code, then checked
+    # The staging service: the candidate served with the commit's code, then checked. As a
+    # process of the checkout (the embedded mode), or as a container of the commit's serving
+    # image on the stack's network (the container stack, where CI built that image).
+    staging: Literal["process", "container"] = "process"
+    docker_network: str = ""  # the network a staging container joins (container mode)
     staging_port: int = 8002
     load_connections: int = 4
     load_seconds: float = 5.0
@@ -64,6 +72,10 @@ class CicdSettings(BaseSettings):
     approval_timeout_seconds: int = 3600
     production_url: str = "http://127.0.0.1:8001"  # level 2's production service
     production_timeout_seconds: int = 60  # for it to serve the promoted version
+
+    # The container stack's first start (level2_cicd/bootstrap.py): days landed, and their seed
+    bootstrap_days: int = 10
+    bootstrap_seed: int = 42
 
     def bounds(self) -> Bounds:
         return Bounds(

@@ -10,8 +10,9 @@
    level 1's gate judges the candidate against the champion on the same hold-out. A rejected
    candidate stops the delivery here; production never sees it.
 3. **Staging service.** The candidate (alias `candidate`) is served by the commit's own
-   serving code, which must answer its API contract and a short load test within the
-   throughput and p99 thresholds.
+   serving code (in the container stack: a container of the serving image CI built for the
+   commit), which must answer its API contract and a short load test within the throughput
+   and p99 thresholds.
 4. **Approval.** With L2_APPROVAL=manual the run pauses until a person approves it in the
    Prefect UI (Google's level 2 has a manual gate before production as an option).
 5. **Canary.** The registry alias `canary` points at the candidate: the production service
@@ -33,7 +34,9 @@ import asyncio
 import os
 import sys
 import time
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -54,14 +57,14 @@ from level1_ct import registry
 from level1_ct.flows.training import training_pipeline
 from level1_ct.settings import PipelineSettings
 from level1_ct.settings import get_settings as pipeline_settings
-from level2_cicd.flows.ci import checkout, remote_url
+from level2_cicd.flows.ci import IMAGES, checkout, remote_url
 from level2_cicd.report import Report, StepFailed, record
 from level2_cicd.rollout import ArmStats, Decision, decide
 from level2_cicd.service import CANARY
 from level2_cicd.settings import CicdSettings, get_settings
 from shared.loadtest import load
 from shared.schema import example_record
-from shared.servers import running
+from shared.servers import is_healthy, running
 
 DEPLOYMENT = "cd/level2-cd"
 STAGING = "staging"  # the training pipeline's deployment that CD deploys and runs
@@ -146,9 +149,14 @@ def check_contract(url: str, version: str) -> None:
             raise StepFailed(f"a malformed record got {bad.status_code}: {bad.text[:200]}")
 
 
-@cd_step
-def staging_service(candidate: Candidate, where: Path, settings: CicdSettings) -> str:
-    """The commit's serving code serves the candidate; contract, then load."""
+# What a staging container is told (the runner's MLflow login included, when it has one)
+STAGING_ENV = ("MLFLOW_TRACKING_URI", "MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD",
+               "MODEL_NAME")  # fmt: skip
+
+
+@contextmanager
+def staging_process(where: Path, settings: CicdSettings) -> Iterator[str]:
+    """The embedded mode: the commit's serving code as a process (PYTHONPATH: its checkout)."""
     url = f"http://127.0.0.1:{settings.staging_port}"
     env = {
         **os.environ,
@@ -160,6 +168,51 @@ def staging_service(candidate: Candidate, where: Path, settings: CicdSettings) -
     }
     command = [sys.executable, "-m", "level1_ct.service"]
     with running(command, f"{url}/health", where / "staging-service.log", env=env, timeout=120):
+        yield url
+
+
+@contextmanager
+def staging_container(sha: str, settings: CicdSettings) -> Iterator[str]:
+    """The container stack: the commit's serving image (built by CI) as a container on the
+    stack's network, reached by its name; removed afterwards, its log kept in the step's."""
+    import docker
+
+    client = docker.from_env(timeout=60)
+    name = f"level2-staging-{sha[:12]}"
+    for stale in client.containers.list(all=True, filters={"name": f"^{name}$"}):
+        stale.remove(force=True)  # a retried delivery of the same commit
+    image = f"{settings.image_prefix}/{IMAGES['serving']}:{sha[:12]}"
+    try:
+        container = client.containers.run(
+            image, name=name, detach=True, network=settings.docker_network or None,
+            environment={**{k: os.environ[k] for k in STAGING_ENV if k in os.environ},
+                         "L1_SERVE_ALIAS": CANDIDATE,
+                         "PREDICTION_STORE_URL": "sqlite:////tmp/staging-predictions.db"},
+        )  # fmt: skip
+    except docker.errors.ImageNotFound as error:
+        raise StepFailed(f"{image} is missing: CI builds it (L2_BUILD_IMAGES)") from error
+    url = f"http://{name}:8001"  # the serving image's port
+    try:
+        deadline = time.monotonic() + 120
+        while not is_healthy(f"{url}/health"):
+            container.reload()
+            if container.status == "exited" or time.monotonic() > deadline:
+                raise StepFailed(f"{name} did not answer /health:\n"
+                                 f"{container.logs(tail=30).decode(errors='replace')}")  # fmt: skip
+            time.sleep(1)
+        yield url
+    finally:
+        container.remove(force=True)
+
+
+@cd_step
+def staging_service(candidate: Candidate, sha: str, where: Path, settings: CicdSettings) -> str:
+    """The commit's serving code serves the candidate; contract, then load."""
+    if settings.staging == "container":
+        staging = staging_container(sha, settings)
+    else:
+        staging = staging_process(where, settings)
+    with staging as url:
         check_contract(url, candidate.version)
         body, connections, seconds = (
             example_record(),
@@ -300,7 +353,7 @@ def cd(sha: str, approval_mode: Literal["auto", "manual"] | None = None):
         where = report.attempt("checkout", checkout, settings.remote, sha, settings.workspace)
         report.attempt("deploy pipeline", deploy_pipeline, sha, settings)
         candidate = report.attempt("staging run", run_staging, sha, settings, pipeline)
-        report.attempt("staging service", staging_service, candidate, where, settings)
+        report.attempt("staging service", staging_service, candidate, sha, where, settings)
         if (approval_mode or settings.approval) == "manual":
             report.attempt("approval", approval, candidate, settings)
         else:

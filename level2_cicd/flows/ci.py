@@ -34,6 +34,7 @@ from prefect.cache_policies import NO_CACHE
 from prefect.deployments import run_deployment
 from prefect.states import Completed, Failed
 
+from level2_cicd.remote import git_auth_env
 from level2_cicd.report import Report, StepFailed, record
 from level2_cicd.settings import CicdSettings, get_settings
 
@@ -50,10 +51,10 @@ ci_step = task(cache_policy=NO_CACHE)
 STEP_ENV = ("PATH", "HOME", "LANG", "LC_ALL", "TMPDIR", "OMP_NUM_THREADS")
 
 
-def _run(command: list[str], cwd: Path, timeout: int) -> str:
-    """Run a step's command in the checkout; raise StepFailed with the end of its output.
-    Returns its standard output."""
-    env = {k: os.environ[k] for k in STEP_ENV if k in os.environ}
+def _run(command: list[str], cwd: Path, timeout: int, env: dict[str, str] | None = None) -> str:
+    """Run a step's command in the checkout, with `env` added to STEP_ENV; raise StepFailed
+    with the end of its output. Returns its standard output."""
+    env = {k: os.environ[k] for k in STEP_ENV if k in os.environ} | (env or {})
     env |= {"PYTHONPATH": str(cwd), "PYTHONDONTWRITEBYTECODE": "1"}
     try:
         result = subprocess.run(
@@ -80,7 +81,7 @@ def checkout(remote: str, sha: str, workspace: Path) -> Path:
     shutil.rmtree(target, ignore_errors=True)
     target.parent.mkdir(parents=True, exist_ok=True)
     _run(["git", "clone", "--quiet", "--no-checkout", remote_url(remote), str(target)],
-         workspace, 300)  # fmt: skip
+         workspace, 300, git_auth_env(get_settings()))  # fmt: skip
     _run(["git", "-c", "advice.detachedHead=false", "checkout", "--quiet", sha], target, 300)
     subject = _run(["git", "log", "-1", "--format=%h %an: %s"], target, 30)
     get_run_logger().info("checked out %s", subject)

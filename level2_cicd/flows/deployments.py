@@ -28,6 +28,7 @@ from prefect import serve
 from level2_cicd.flows import cd as cd_flow
 from level2_cicd.flows.ci import ci
 from level2_cicd.hook import DEPLOYMENT as CI
+from level2_cicd.remote import git_auth_env
 from level2_cicd.settings import get_settings
 
 
@@ -59,6 +60,9 @@ def worker() -> subprocess.Popen:
 
 def main() -> None:
     os.environ.setdefault("OMP_NUM_THREADS", "1")  # see level1_ct.flows.deployments
+    # The git server's login, for CI's checkouts and the worker's pulls (the flow runs it
+    # starts inherit this environment)
+    os.environ.update(git_auth_env(get_settings()))
     pipeline_worker = worker()
     try:
         serve(*deployments())

@@ -56,7 +56,7 @@ def test_every_long_running_service_has_a_healthcheck(compose_cli, path: Path):
     assert "HEALTHCHECK" in serving_stage
     images = {"mlops-levels/serving:latest"}
     for name, service in services.items():
-        if service.get("profiles") == ["manual"]:
+        if service.get("profiles") == ["manual"] or service.get("restart") == "no":
             continue  # one-off commands
         assert "healthcheck" in service or service["image"] in images, name
 
@@ -70,3 +70,20 @@ def test_no_secret_is_written_in_a_compose_file():
             value = match.group(2).strip("\"'")
             assert value.startswith("$"), f"{path.name}: {match.group(0)}"
         assert not uri_with_credentials.search(text), path.name
+
+
+def test_level_2_runs_with_security_on(compose_cli):
+    services = config(ROOT / "level2_cicd/compose.yaml")["services"]
+    assert services["mlflow"]["environment"]["MLFLOW_SERVER_APP"] == "basic-auth"
+    assert "--app-name $$MLFLOW_SERVER_APP" in " ".join(services["mlflow"]["command"])
+    assert services["prefect"]["environment"]["PREFECT_SERVER_API_AUTH_STRING"]
+    assert services["production"]["environment"]["L2_SERVE_API_KEY"]
+    for name, service in services.items():
+        if service["image"].startswith("mlops-levels/python"):
+            assert service["user"] == "10001", f"{name} runs as root"
+        mounts = [volume["source"] for volume in service.get("volumes", [])]
+        if "/var/run/docker.sock" in mounts:  # root on the host: only the CI/CD runner
+            assert name == "runner", f"{name} mounts the Docker socket"
+    # Levels 0 and 1 keep the tools open (a workshop's first hour): no login to learn yet
+    level1 = config(ROOT / "level1_ct/compose.yaml")["services"]
+    assert not level1["mlflow"]["environment"]["MLFLOW_SERVER_APP"]

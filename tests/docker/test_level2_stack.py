@@ -1,0 +1,202 @@
+"""Level 2 in containers, through `make up LEVEL=2` and a real `git push` to the stack's git
+server: CI in the runner container (the commit's make targets, its images built through the
+Docker socket), CD deploying the commit's pipeline to staging on the stack's work pool, the
+candidate served by a staging container of the commit's serving image, a canary in the
+production container under the stack's live traffic, and production serving the new model
+(test 1 of the issue). Security is on: MLflow, Prefect, git and production's admin API
+refuse calls without credentials (test 5). Everything over published ports."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+import docker
+import httpx
+import pytest
+from mlflow import MlflowClient
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterName
+from prefect.client.schemas.sorting import FlowRunSort
+from prefect.settings import PREFECT_API_AUTH_STRING, PREFECT_API_URL, temporary_settings
+
+from level2_cicd.remote import git_auth_env
+from level2_cicd.settings import CicdSettings
+from shared.servers import free_port
+from tests.docker.conftest import ROOT, run
+from tests.integration.level1 import served_version, wait_for
+
+AUTHOR = ["-c", "user.name=Learner", "-c", "user.email=learner@example.org"]
+
+
+def dotenv() -> dict[str, str]:
+    """The stack's credentials, as `make env` wrote them."""
+    pairs = (line.split("=", 1) for line in (ROOT / ".env").read_text().splitlines())
+    return {key: value for key, value in pairs if not key.startswith("#")}
+
+
+@dataclass
+class Stack:
+    project: str
+    env: dict[str, str]
+    ports: dict[str, int]
+    secrets: dict[str, str]
+    clone: Path
+
+    def url(self, service: str) -> str:
+        return f"http://127.0.0.1:{self.ports[service]}"
+
+    def mlflow(self) -> MlflowClient:
+        return MlflowClient(self.url("mlflow"))  # the login: MLFLOW_TRACKING_* (fixture)
+
+    def prefect(self):
+        updates = {
+            PREFECT_API_URL: f"{self.url('prefect')}/api",
+            PREFECT_API_AUTH_STRING: self.secrets["L2_PREFECT_AUTH_STRING"],
+        }
+        with temporary_settings(updates=updates):
+            return get_client(sync_client=True)
+
+    def flow_run(self, name: str):
+        with self.prefect() as api:
+            runs = api.read_flow_runs(
+                flow_run_filter=FlowRunFilter(name=FlowRunFilterName(any_=[name])),
+                sort=FlowRunSort.START_TIME_DESC,
+                limit=1,
+            )
+        return runs[0] if runs else None
+
+    def finished(self, name: str, timeout: float):
+        def done():
+            found = self.flow_run(name)
+            return found if found and found.state and found.state.is_final() else None
+
+        return wait_for(done, timeout, f"{name} to finish", every=5)
+
+    def git(self, *args: str) -> str:
+        result = subprocess.run(["git", *AUTHOR, *args], cwd=self.clone, capture_output=True,
+                                text=True, env={**os.environ, **self.login()})  # fmt: skip
+        assert result.returncode == 0, result.stderr
+        return result.stdout + result.stderr
+
+    def login(self) -> dict[str, str]:
+        return git_auth_env(CicdSettings(git_username=self.secrets["L2_GIT_USERNAME"],
+                                         git_password=self.secrets["L2_GIT_PASSWORD"]))  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def stack(images, request, tmp_path_factory):
+    project = f"l2test{uuid.uuid4().hex[:8]}"
+    ports = {name: free_port() for name in ("mlflow", "prefect", "production", "git")}
+    env = {
+        **os.environ,
+        "COMPOSE_PROJECT_NAME": project,
+        "MLFLOW_PORT": str(ports["mlflow"]),
+        "PREFECT_PORT": str(ports["prefect"]),
+        "L2_SERVE_PORT": str(ports["production"]),
+        "L2_GIT_PORT": str(ports["git"]),
+        "L1_N_ITER": "2",
+        # A candidate within 0.02 of the champion passes (the hold-out is small), as in the
+        # embedded delivery test; a short canary window on brisk traffic.
+        "L1_CHAMPION_MARGIN": "-0.02",
+        "L1_MAX_SLICE_DROP": "0.1",
+        "L2_ROLLOUT_WINDOW_SECONDS": "20",
+        "L2_SERVE_CANARY_SHARE": "0.3",
+        "L2_TRAFFIC_RATE": "40",
+    }
+    compose = ["docker", "compose", "-p", project, "-f", str(ROOT / "level2_cicd/compose.yaml")]
+    failed_before = request.session.testsfailed
+    try:
+        run(["make", "up", "LEVEL=2"], env=env, timeout=900)
+        secrets = dotenv()
+        clone = tmp_path_factory.mktemp("level2-stack") / "ml"
+        stack = Stack(project, env, ports, secrets, clone)
+        clone_url = f"{stack.url('git')}/ml.git"
+        run(["git", "clone", "-q", clone_url, str(clone)], env={**env, **stack.login()})
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setenv("MLFLOW_TRACKING_USERNAME", secrets["L2_MLFLOW_USERNAME"])
+            patch.setenv("MLFLOW_TRACKING_PASSWORD", secrets["L2_MLFLOW_PASSWORD"])
+            yield stack
+    finally:
+        if request.session.testsfailed > failed_before:
+            logs = subprocess.run([*compose, "logs", "--tail=150"], capture_output=True, text=True)
+            print(f"\n---- logs of {project} ----\n{logs.stdout[-30000:]}{logs.stderr[-3000:]}")
+        subprocess.run([*compose, "down", "-v", "--remove-orphans"], capture_output=True, env=env)
+
+
+def test_security_is_on_mlflow_prefect_git_and_admin_calls_need_credentials(stack):
+    secrets = stack.secrets
+    # MLflow: the basic-auth app; the health check stays open
+    search = f"{stack.url('mlflow')}/api/2.0/mlflow/registered-models/search"
+    assert httpx.get(search).status_code == 401
+    assert httpx.get(search, auth=("admin", "wrong-password")).status_code == 401
+    login = (secrets["L2_MLFLOW_USERNAME"], secrets["L2_MLFLOW_PASSWORD"])
+    assert httpx.get(search, auth=login).status_code == 200
+    assert httpx.get(f"{stack.url('mlflow')}/health").status_code == 200
+    # Prefect: the API's auth string; /api/health stays open
+    flows = f"{stack.url('prefect')}/api/flows/filter"
+    assert httpx.post(flows, json={}).status_code == 401
+    assert httpx.post(flows, json={}, auth=("admin", "wrong")).status_code == 401
+    user, password = secrets["L2_PREFECT_AUTH_STRING"].split(":", 1)
+    assert httpx.post(flows, json={}, auth=(user, password)).status_code == 200
+    assert httpx.get(f"{stack.url('prefect')}/api/health").status_code == 200
+    # git: every request needs the login
+    refs = f"{stack.url('git')}/ml.git/info/refs?service=git-upload-pack"
+    assert httpx.get(refs).status_code == 401
+    # Production: predictions are open, the admin API needs the key
+    fault = f"{stack.url('production')}/admin/fault"
+    assert httpx.post(fault, json={"error_rate": 1.0}).status_code in (401, 403)
+    wrong = httpx.post(fault, json={"error_rate": 1.0}, headers={"X-API-Key": "guess"})
+    assert wrong.status_code in (401, 403)
+
+
+def test_the_stack_starts_where_level_1_left_off(stack):
+    """The bootstrap service trained a first champion with level 1's pipeline; production
+    serves it; the runner's worker waits on the pipeline's work pool."""
+    mlflow = stack.mlflow()
+    champion = mlflow.get_registered_model("churn").aliases["champion"]
+    run_id = mlflow.get_model_version("churn", champion).run_id
+    assert mlflow.get_run(run_id).data.tags["trigger"] == "bootstrap"
+    assert served_version(stack.url("production")) == champion
+    with stack.prefect() as api:
+        pools = {pool.name: pool for pool in api.read_work_pools()}
+    assert pools["level2-pipeline"].type == "process"
+
+
+def test_a_good_push_is_built_staged_canaried_and_served_in_production(stack):
+    mlflow = stack.mlflow()
+    before = mlflow.get_registered_model("churn").aliases["champion"]
+    gate = stack.clone / "shared" / "gate.py"
+    source = gate.read_text()
+    edited = source.replace("may a candidate replace the champion?", "may a candidate take over?")
+    assert edited != source
+    gate.write_text(edited)
+    stack.git("commit", "-q", "-am", "Gate: reviewed")
+    sha = stack.git("rev-parse", "HEAD").strip()
+    pushed = stack.git("push", "origin", "main")
+    assert f"CI/CD started for {sha[:12]}" in pushed  # the hook, in the git container
+
+    ci = stack.finished(f"ci-{sha[:12]}", timeout=1200)
+    assert ci.state.is_completed(), ci.state.message
+    # The commit's images, built by CI through the Docker socket, tagged with the commit
+    engine = docker.from_env()
+    for name in ("level2-pipeline", "level2-serving"):
+        image = engine.images.get(f"mlops-levels/{name}:{sha[:12]}")
+        assert f"CODE_VERSION={sha}" in image.attrs["Config"]["Env"]
+    delivered = stack.finished(f"cd-{sha[:12]}", timeout=1200)
+    assert delivered.state.is_completed(), delivered.state.message
+
+    with stack.prefect() as api:
+        staging = api.read_deployment_by_name("ct-training/staging")
+    assert staging.version == sha[:12] and staging.work_pool_name == "level2-pipeline"
+    version = mlflow.get_registered_model("churn").aliases["champion"]
+    assert version != before
+    tags = mlflow.get_model_version("churn", version).tags
+    assert tags["code_version"] == sha and tags["cd_commit"] == sha
+    assert tags["rollout"] == "promoted" and tags["rollout_decision"].startswith("promote: ")
+    assert served_version(stack.url("production")) == version
+    # The staging container is gone with its checks
+    assert engine.containers.list(all=True, filters={"name": f"level2-staging-{sha[:12]}"}) == []
