@@ -121,9 +121,9 @@ bench: venv
 bench-level1: venv
 	$(PY) -m bench.level1
 
-## Print level 2's lead time from git push to the new model in production (embedded mode)
-bench-level2: venv
-	$(PY) -m bench.level2
+## Print level 2's lead time from git push to the new model in production (STACK=local|docker)
+bench-level2: venv $(if $(filter docker,$(STACK)),env)
+	$(PY) -m bench.level2 --stack $(STACK)
 
 ## Print a stack's time from up to healthy and its idle memory (LEVEL=0|1|2; needs make images)
 bench-stack: venv env

@@ -24,6 +24,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from level1_ct.flows.landing import LAST_SEEN
 from level1_ct.run import DEPLOYMENTS
+from level1_ct.service import served_version
 from shared.data import feature_files
 from shared.schema import example_record
 from shared.servers import (
@@ -60,12 +61,8 @@ def wait_for_version(url: str, other_than: str | None, timeout: float) -> str:
     """Poll the service's /model until it serves a version other than `other_than`."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        try:
-            answer = httpx.get(f"{url}/model", timeout=5)
-            if answer.status_code == 200 and answer.json()["version"] != other_than:
-                return answer.json()["version"]
-        except httpx.HTTPError:
-            pass
+        if (version := served_version(url)) not in (None, other_than):
+            return version
         time.sleep(1)
     raise RuntimeError(
         f"the service at {url} still serves version {other_than} after {timeout:.0f} s"

@@ -29,6 +29,7 @@ from datetime import UTC, datetime
 from functools import cache
 from typing import Any
 
+import httpx
 import numpy as np
 import pandas as pd
 import uvicorn
@@ -322,6 +323,16 @@ def _store_problem(prediction_log: PredictionLog) -> str | None:
     if prediction_log.dropped:
         return f"{prediction_log.dropped} predictions dropped while the store was unreachable"
     return None
+
+
+def served_version(url: str) -> str | None:
+    """The model version the service at `url` answers with now (None: no model, or no
+    answer). What demos, CD and tests wait on."""
+    try:
+        response = httpx.get(f"{url}/model", timeout=5)
+    except httpx.HTTPError:
+        return None
+    return response.json()["version"] if response.status_code == 200 else None
 
 
 def main() -> None:

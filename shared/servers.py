@@ -33,6 +33,13 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def read_dotenv(path: Path) -> dict[str, str]:
+    """The settings of a `.env` file (KEY=value lines; comments and blank lines skipped):
+    how a test or a bench on the host learns the credentials `make env` generated."""
+    lines = Path(path).read_text().splitlines()
+    return dict(line.split("=", 1) for line in lines if "=" in line and not line.startswith("#"))
+
+
 def is_healthy(url: str, timeout: float = 2.0) -> bool:
     """True when `url` answers 200 within `timeout` seconds."""
     try:

@@ -55,6 +55,7 @@ from prefect.states import Completed, Failed
 # is loaded (to deploy it): that load then reuses them instead of importing the checkout's.
 from level1_ct import registry
 from level1_ct.flows.training import training_pipeline
+from level1_ct.service import served_version
 from level1_ct.settings import PipelineSettings
 from level1_ct.settings import get_settings as pipeline_settings
 from level2_cicd.flows.ci import IMAGES, checkout, remote_url
@@ -311,19 +312,12 @@ def promote(candidate: Candidate, sha: str, pipeline: PipelineSettings) -> str:
 def production_serves(candidate: Candidate, settings: CicdSettings) -> str:
     """Wait until the production service answers with the new champion."""
     deadline = time.monotonic() + settings.production_timeout_seconds
-    shown = "no answer"
-    while time.monotonic() < deadline:
-        try:
-            response = httpx.get(f"{settings.production_url}/model", timeout=5)
-            shown = f"{response.status_code} {response.text[:200]}"
-            if response.status_code == 200 and response.json()["version"] == candidate.version:
-                return f"{settings.production_url} serves version {candidate.version}"
-        except httpx.HTTPError as error:
-            shown = f"{type(error).__name__}: {error}"
+    while (served := served_version(settings.production_url)) != candidate.version:
+        if time.monotonic() > deadline:
+            raise StepFailed(f"{settings.production_url} serves version {served}, not "
+                             f"{candidate.version}, after {settings.production_timeout_seconds} s")  # fmt: skip
         time.sleep(1)
-    raise StepFailed(
-        f"{settings.production_url} does not serve version {candidate.version}: {shown}"
-    )
+    return f"{settings.production_url} serves version {candidate.version}"
 
 
 def abandon(candidate: Candidate, step: str, reason: str, pipeline: PipelineSettings) -> None:

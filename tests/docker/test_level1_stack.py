@@ -21,11 +21,12 @@ from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterNam
 from prefect.client.schemas.sorting import FlowRunSort
 from prefect.settings import PREFECT_API_URL, temporary_settings
 
+from level1_ct.service import served_version
 from shared.schema import FEATURE_NAMES, ID, example_record
 from shared.servers import free_port
 from shared.simulator import SimulationConfig, generate_day
 from tests.docker.conftest import ROOT, run
-from tests.integration.level1 import served_version, wait_for
+from tests.integration.level1 import wait_for
 
 
 @dataclass

@@ -8,8 +8,10 @@ refuse calls without credentials (test 5). Everything over published ports."""
 
 from __future__ import annotations
 
+import concurrent.futures
 import os
 import subprocess
+import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,19 +25,15 @@ from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterName
 from prefect.client.schemas.sorting import FlowRunSort
 from prefect.settings import PREFECT_API_AUTH_STRING, PREFECT_API_URL, temporary_settings
 
+from level1_ct.service import served_version
 from level2_cicd.remote import git_auth_env
 from level2_cicd.settings import CicdSettings
-from shared.servers import free_port
+from shared.schema import example_record
+from shared.servers import free_port, read_dotenv
 from tests.docker.conftest import ROOT, run
-from tests.integration.level1 import served_version, wait_for
+from tests.integration.level1 import wait_for
 
 AUTHOR = ["-c", "user.name=Learner", "-c", "user.email=learner@example.org"]
-
-
-def dotenv() -> dict[str, str]:
-    """The stack's credentials, as `make env` wrote them."""
-    pairs = (line.split("=", 1) for line in (ROOT / ".env").read_text().splitlines())
-    return {key: value for key, value in pairs if not key.startswith("#")}
 
 
 @dataclass
@@ -76,6 +74,9 @@ class Stack:
 
         return wait_for(done, timeout, f"{name} to finish", every=5)
 
+    def make(self, *args: str, timeout: int = 900) -> str:
+        return run(["make", *args, "LEVEL=2"], env=self.env, timeout=timeout)
+
     def git(self, *args: str) -> str:
         result = subprocess.run(["git", *AUTHOR, *args], cwd=self.clone, capture_output=True,
                                 text=True, env={**os.environ, **self.login()})  # fmt: skip
@@ -111,7 +112,7 @@ def stack(images, request, tmp_path_factory):
     failed_before = request.session.testsfailed
     try:
         run(["make", "up", "LEVEL=2"], env=env, timeout=900)
-        secrets = dotenv()
+        secrets = read_dotenv(ROOT / ".env")
         clone = tmp_path_factory.mktemp("level2-stack") / "ml"
         stack = Stack(project, env, ports, secrets, clone)
         clone_url = f"{stack.url('git')}/ml.git"
@@ -162,8 +163,8 @@ def test_the_stack_starts_where_level_1_left_off(stack):
     assert mlflow.get_run(run_id).data.tags["trigger"] == "bootstrap"
     assert served_version(stack.url("production")) == champion
     with stack.prefect() as api:
-        pools = {pool.name: pool for pool in api.read_work_pools()}
-    assert pools["level2-pipeline"].type == "process"
+        pool = api.read_work_pool("level2-pipeline")
+    assert pool.type == "process"
 
 
 def test_a_good_push_is_built_staged_canaried_and_served_in_production(stack):
@@ -200,3 +201,93 @@ def test_a_good_push_is_built_staged_canaried_and_served_in_production(stack):
     assert served_version(stack.url("production")) == version
     # The staging container is gone with its checks
     assert engine.containers.list(all=True, filters={"name": f"level2-staging-{sha[:12]}"}) == []
+
+
+def test_a_push_that_breaks_a_model_test_is_red_builds_nothing_and_delivers_nothing(stack):
+    before = stack.mlflow().get_registered_model("churn").aliases["champion"]
+    train = stack.clone / "shared" / "train.py"
+    source = train.read_text()
+    broken = source.replace("frame[frame[DATE] < cutoff]", "frame[frame[DATE] <= cutoff]", 1)
+    assert broken != source
+    train.write_text(broken)
+    stack.git("commit", "-q", "-am", "Train on everything")
+    sha = stack.git("rev-parse", "HEAD").strip()
+    stack.git("push", "origin", "main")
+
+    ci = stack.finished(f"ci-{sha[:12]}", timeout=900)
+    assert ci.state.is_failed() and f"CI red at model tests for {sha[:12]}" in ci.state.message
+    engine = docker.from_env()
+    assert not [
+        i for i in engine.images.list("mlops-levels/level2-serving") if sha[:12] in str(i.tags)
+    ]
+    assert stack.flow_run(f"cd-{sha[:12]}") is None
+    assert stack.mlflow().get_registered_model("churn").aliases["champion"] == before
+    assert served_version(stack.url("production")) == before
+    # The next change starts from working code (the remote's main keeps the red commit:
+    # a push now would start a delivery that the tests below do not expect)
+    stack.git("reset", "-q", "--hard", "HEAD~1")
+
+
+def test_a_commit_that_yields_a_worse_model_is_stopped_at_the_gate(stack):
+    """Pushed to a branch that is not delivered, then delivered by hand with `make level2-cd
+    STACK=docker SHA=...` (CD alone: the embedded delivery test covers its CI)."""
+    mlflow = stack.mlflow()
+    before = mlflow.get_registered_model("churn").aliases["champion"]
+    stack.git("checkout", "-q", "-b", "faster")
+    training = stack.clone / "level1_ct" / "flows" / "training.py"
+    source = training.read_text()
+    anchor = "else dict(PARAM_SPACE)\n"
+    assert anchor in source
+    faster = (
+        anchor + '    space |= {"max_iter": [2], "max_leaf_nodes": [2], "learning_rate": [0.03]}\n'
+    )
+    training.write_text(source.replace(anchor, faster, 1))
+    stack.git("commit", "-q", "-am", "Train faster")
+    sha = stack.git("rev-parse", "HEAD").strip()
+    pushed = stack.git("push", "-q", "origin", "faster")
+    assert "CI/CD started" not in pushed  # only the delivered branch triggers
+    try:
+        stack.make("level2-cd", "STACK=docker", f"SHA={sha}", timeout=900)
+        pytest.fail("CD of a worse model succeeded")
+    except pytest.fail.Exception as failure:
+        assert f"CD stopped at staging run for {sha[:12]}" in str(failure), str(failure)
+        assert "roc_auc >= champion + margin" in str(failure)
+    finally:
+        stack.git("checkout", "-q", "main")
+    rejected = mlflow.search_model_versions(f"name = 'churn' and tags.cd_commit = '{sha}'")
+    assert [v.tags["rollout"] for v in rejected] == ["stopped at gate"]
+    assert mlflow.get_registered_model("churn").aliases["champion"] == before
+    assert served_version(stack.url("production")) == before
+
+
+def test_a_canary_that_fails_is_rolled_back_while_production_answers_every_request(stack):
+    mlflow, production = stack.mlflow(), stack.url("production")
+    before = mlflow.get_registered_model("churn").aliases["champion"]
+    sha = mlflow.get_model_version("churn", before).tags["cd_commit"]
+    stack.make("level2-fault", "STACK=docker", "ERRORS=1")  # the drill, with production's key
+    answers: list[tuple[int, str]] = []
+    try:
+        with concurrent.futures.ThreadPoolExecutor(1) as pool:
+            delivery = pool.submit(stack.make, "level2-cd", "STACK=docker", f"SHA={sha}")
+            with httpx.Client(base_url=production, timeout=10) as client:
+                while not delivery.done():
+                    answer = client.post("/predict", json=example_record())
+                    answers.append((answer.status_code, answer.json().get("model_version")))
+                    time.sleep(0.1)
+            with pytest.raises(pytest.fail.Exception, match="canary rolled back: error rate 100"):
+                delivery.result()
+    finally:
+        stack.make("level2-fault", "STACK=docker")
+    rolled_back = [
+        v for v in mlflow.search_model_versions(f"name = 'churn' and tags.cd_commit = '{sha}'")
+        if v.version != before
+    ]  # fmt: skip
+    assert [v.tags["rollout"] for v in rolled_back] == ["rolled back"]
+    assert {"candidate", "canary"}.isdisjoint(mlflow.get_registered_model("churn").aliases)
+    assert served_version(production) == before
+    figures = httpx.get(f"{production}/rollout").json()
+    assert figures["counted_version"] == rolled_back[0].version
+    assert figures["canary"]["errors"] == figures["canary"]["requests"] > 0
+    # The canary's share failed, and the champion answered each of those requests
+    assert answers and {status for status, _ in answers} == {200}
+    assert {version for _, version in answers} == {before}

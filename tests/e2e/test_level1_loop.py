@@ -22,6 +22,7 @@ from prefect.variables import Variable
 from level1_ct import registry
 from level1_ct.flows.landing import LAST_SEEN
 from level1_ct.flows.training import training_pipeline
+from level1_ct.service import served_version
 from shared.data import feature_files
 from shared.schema import FEATURE_NAMES, ID
 from shared.servers import MlflowServer, free_port, mlflow_server, running
@@ -30,7 +31,6 @@ from tests.integration.level1 import (
     level1_service,
     pipeline_env,
     prefect,
-    served_version,
     wait_for,
 )
 

@@ -11,7 +11,6 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-import httpx
 import mlflow
 import pytest
 from mlflow import MlflowClient
@@ -108,11 +107,3 @@ def wait_for(condition, timeout: float, what: str, every: float = 0.5) -> Any:
             return value
         time.sleep(every)
     raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
-
-
-def served_version(url: str) -> str | None:
-    try:
-        response = httpx.get(f"{url}/model", timeout=5)
-    except httpx.HTTPError:
-        return None
-    return response.json()["version"] if response.status_code == 200 else None

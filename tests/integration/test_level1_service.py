@@ -11,10 +11,11 @@ from collections import Counter
 import httpx
 import pytest
 
+from level1_ct.service import served_version
 from shared.schema import example_record
 from shared.servers import MlflowServer, free_port, mlflow_server
 from shared.train import TrainingConfig, train
-from tests.integration.level1 import level1_service, register_champion, served_version, wait_for
+from tests.integration.level1 import level1_service, register_champion, wait_for
 
 
 @pytest.fixture(scope="module")

@@ -36,6 +36,7 @@ from prefect.flow_runs import resume_flow_run
 
 from level1_ct import registry
 from level1_ct.flows.training import training_pipeline
+from level1_ct.service import served_version
 from level2_cicd import remote
 from level2_cicd.flows.cd import DEPLOYMENT as CD
 from level2_cicd.settings import CicdSettings
@@ -46,7 +47,6 @@ from tests.conftest import SMALL
 from tests.integration.level1 import (
     pipeline_env,
     prefect,
-    served_version,
     service_process,
     wait_for,
 )
