@@ -38,7 +38,8 @@ LEVEL_DIR_2 := level2_cicd
 LEVEL_DIR := $(or $(LEVEL_DIR_$(LEVEL)),$(error LEVEL must be 0, 1 or 2))
 COMPOSE = docker compose -f $(LEVEL_DIR)/compose.yaml
 L0_COMPOSE = docker compose -f level0_manual/compose.yaml
-L1_COMPOSE = docker compose -f level1_ct/compose.yaml
+# Level 1's targets run in the level-2 stack with LEVEL=2 (its runner serves level 1's loop)
+L1_COMPOSE = docker compose -f $(if $(filter 2,$(LEVEL)),level2_cicd,level1_ct)/compose.yaml
 L2_COMPOSE = docker compose -f level2_cicd/compose.yaml
 # Level 2's runner joins the Docker socket's group (CI builds images through it)
 export DOCKER_GID ?= $(shell stat -c %g /var/run/docker.sock 2>/dev/null || echo 0)

@@ -73,6 +73,11 @@ class CicdSettings(BaseSettings):
     production_url: str = "http://127.0.0.1:8001"  # level 2's production service
     production_timeout_seconds: int = 60  # for it to serve the promoted version
 
+    # Level 1's loop around the delivered pipeline, served by the CI/CD runner: the landing
+    # watcher and monitoring, whose events trigger ct-training/production, and the replay
+    # that lands days and sends their traffic (the container stack turns it on)
+    ct_loop: bool = False
+
     # The container stack's first start (level2_cicd/bootstrap.py): days landed, and their seed
     bootstrap_days: int = 10
     bootstrap_seed: int = 42

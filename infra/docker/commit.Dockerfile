@@ -9,13 +9,15 @@
 ARG BASE_IMAGE=mlops-levels/python:latest
 
 FROM ${BASE_IMAGE} AS pipeline
-ARG CODE_VERSION=unknown
+# Not named CODE_VERSION: the base image sets that ENV, and an ENV wins over an ARG of the
+# same name, so the base's commit would be recorded instead of this one.
+ARG COMMIT=unknown
 USER root
 RUN rm -rf /app/shared /app/level0_manual /app/level1_ct /app/level2_cicd
 COPY shared/ /app/shared/
 COPY level1_ct/ /app/level1_ct/
 COPY level2_cicd/ /app/level2_cicd/
-ENV CODE_VERSION=${CODE_VERSION}
+ENV CODE_VERSION=${COMMIT}
 USER app
 
 FROM pipeline AS serving

@@ -42,17 +42,18 @@ def _on(event: str, reason: str) -> DeploymentEventTrigger:
     )
 
 
-def pipeline(settings: PipelineSettings) -> list:
-    """The CT pipeline: training with its four triggers, monitoring, the landing watcher."""
-    training = training_pipeline.to_deployment(
-        name="ct-training",
-        schedules=[Cron(settings.train_cron, timezone="UTC", parameters={"reason": "schedule"})],
-        triggers=[_on(events.DATA_LANDED, "new-data"), _on(events.DRIFT_DETECTED, "drift")],
-        concurrency_limit=1,  # runs triggered together queue up instead of racing for the alias
-        description="Train, gate and register; promote a passing candidate to champion.",
-    )
+def training_triggers(settings: PipelineSettings) -> dict:
+    """When the training deployment runs by itself: the cron schedule, new data, drift.
+    Level 2 gives the same triggers to the pipeline version it delivers."""
+    return {
+        "schedules": [Cron(settings.train_cron, timezone="UTC", parameters={"reason": "schedule"})],
+        "triggers": [_on(events.DATA_LANDED, "new-data"), _on(events.DRIFT_DETECTED, "drift")],
+    }
+
+
+def watchers(settings: PipelineSettings) -> list:
+    """The flows whose events trigger training: monitoring and the landing watcher."""
     return [
-        training,
         monitoring_flow.to_deployment(
             name="ct-monitoring", interval=settings.monitor_interval_seconds, concurrency_limit=1
         ),
@@ -60,6 +61,17 @@ def pipeline(settings: PipelineSettings) -> list:
             name="ct-watch-landing", interval=settings.watch_interval_seconds, concurrency_limit=1
         ),
     ]
+
+
+def pipeline(settings: PipelineSettings) -> list:
+    """The CT pipeline: training with its four triggers, monitoring, the landing watcher."""
+    training = training_pipeline.to_deployment(
+        name="ct-training",
+        **training_triggers(settings),
+        concurrency_limit=1,  # runs triggered together queue up instead of racing for the alias
+        description="Train, gate and register; promote a passing candidate to champion.",
+    )
+    return [training, *watchers(settings)]
 
 
 def simulator() -> list:

@@ -22,6 +22,10 @@
    bounds for the whole window, with enough canary traffic: promoted.
 6. **Promote.** `champion` moves to the candidate (the old one keeps `previous-champion`);
    the production service swaps it in and CD waits until it answers with it.
+7. **Production pipeline.** The commit's pipeline is deployed as `ct-training/production`
+   (version: the commit) with level 1's triggers: its schedule, new data landing, drift. From
+   then on the delivered code is what retrains in production (Google's automated
+   triggering); such a retrain is judged by level 1's gate and promoted by it, as at level 1.
 
 Every step is a row of the `cd-<sha>` artifact, every canary check a line of the flow run's
 log, and the version's MLflow tags say where its rollout stands (`rollout`: staging, canary,
@@ -54,6 +58,7 @@ from prefect.states import Completed, Failed
 # The runner's own level-1 modules are imported before a commit's copy of the training flow
 # is loaded (to deploy it): that load then reuses them instead of importing the checkout's.
 from level1_ct import registry
+from level1_ct.flows.deployments import training_triggers
 from level1_ct.flows.training import training_pipeline
 from level1_ct.service import served_version
 from level1_ct.settings import PipelineSettings
@@ -69,30 +74,53 @@ from shared.servers import is_healthy, running
 
 DEPLOYMENT = "cd/level2-cd"
 STAGING = "staging"  # the training pipeline's deployment that CD deploys and runs
+PRODUCTION = "production"  # the one level 1's triggers run, once a commit is delivered
 ENTRYPOINT = "level1_ct/flows/training.py:training_pipeline"
 CANDIDATE = "candidate"  # the registry alias of the version being delivered
 
 cd_step = task(cache_policy=NO_CACHE)
 
 
-@cd_step
-def deploy_pipeline(sha: str, settings: CicdSettings) -> str:
-    """`ct-training/staging`, version = the commit, run from the commit in the git remote."""
+def pipeline_deployment(sha: str, settings: CicdSettings, name: str, **options):
+    """The commit's training pipeline as deployment `ct-training/<name>`: version = the
+    commit, on the work pool, its code pulled from the git remote at that commit."""
     source = GitRepository(url=remote_url(settings.remote), commit_sha=sha)
     pipeline = training_pipeline.from_source(source=source, entrypoint=ENTRYPOINT)
     # to_deployment + apply, not deploy(): Prefect 3.8.8's deploy() asks for the pool's
     # workers with a request its own server refuses (422 on a null `limit`).
-    pipeline.to_deployment(
-        name=STAGING,
+    return pipeline.to_deployment(
+        name=name,
         work_pool_name=settings.work_pool,
         version=sha[:12],
-        parameters={"reason": f"staging {sha[:12]}", "promote_on_pass": False},
         job_variables={"env": {"CODE_VERSION": sha}},
         concurrency_limit=1,
+        tags=["level2", name],
+        **options,
+    )
+
+
+@cd_step
+def deploy_pipeline(sha: str, settings: CicdSettings) -> str:
+    """`ct-training/staging`, the commit's pipeline for its staging run."""
+    pipeline_deployment(
+        sha, settings, STAGING,
+        parameters={"reason": f"staging {sha[:12]}", "promote_on_pass": False},
         description=f"The training pipeline of commit {sha[:12]}, run by CD before production.",
-        tags=["level2", "staging"],
-    ).apply()
+    ).apply()  # fmt: skip
     return f"{training_pipeline.name}/{STAGING} version {sha[:12]} on pool {settings.work_pool}"
+
+
+@cd_step
+def deploy_production_pipeline(sha: str, settings: CicdSettings, pipeline: PipelineSettings) -> str:
+    """`ct-training/production`: from now on the commit's pipeline is the one level 1's
+    triggers run (schedule, new data, drift), replacing the previous commit's."""
+    pipeline_deployment(
+        sha, settings, PRODUCTION,
+        **training_triggers(pipeline),
+        description=f"The production training pipeline: commit {sha[:12]}, delivered by CD. "
+        "Retrains on its schedule, on new data and on drift; the gate promotes.",
+    ).apply()  # fmt: skip
+    return f"{training_pipeline.name}/{PRODUCTION} version {sha[:12]}, triggers: schedule, new data, drift"
 
 
 @dataclass(frozen=True)
@@ -361,6 +389,7 @@ def cd(sha: str, approval_mode: Literal["auto", "manual"] | None = None):
         return Failed(message=f"CD stopped at {report.last_step} for {sha[:12]}: {error}"[:2000])
     try:
         report.attempt("production", production_serves, candidate, settings)
+        report.attempt("production pipeline", deploy_production_pipeline, sha, settings, pipeline)
     except Exception as error:
         record(report)
         return Failed(message=f"version {candidate.version} promoted, but: {error}"[:2000])

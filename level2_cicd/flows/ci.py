@@ -134,7 +134,7 @@ def build_images(checkout: Path, sha: str, settings: CicdSettings) -> list[str]:
             client.images.build(
                 path=str(checkout), dockerfile=COMMIT_DOCKERFILE, target=target, tag=tag,
                 buildargs={"BASE_IMAGE": f"{settings.image_prefix}/python:{settings.base_tag}",
-                           "CODE_VERSION": sha},
+                           "COMMIT": sha},
                 rm=True, forcerm=True,
             )  # fmt: skip
         except docker.errors.BuildError as error:

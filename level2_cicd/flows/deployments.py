@@ -5,6 +5,11 @@ process (the CI/CD runner):
     cd/level2-cd            for each commit CI found green
     ct-training/staging     deployed by CD, one version per commit, on the work pool
                             `level2-pipeline`: run by the process worker started here
+    ct-training/production  deployed by CD once a commit is delivered, same pool, with level
+                            1's triggers (schedule, new data, drift)
+    ct-monitoring, ct-watch-landing, ct-replay
+                            with L2_CT_LOOP=true: level 1's loop, whose events trigger
+                            ct-training/production (the container stack turns it on)
 
     python -m level2_cicd.flows.deployments
 
@@ -25,6 +30,8 @@ import sys
 
 from prefect import serve
 
+from level1_ct.flows.deployments import simulator, watchers
+from level1_ct.settings import get_settings as pipeline_settings
 from level2_cicd.flows import cd as cd_flow
 from level2_cicd.flows.ci import ci
 from level2_cicd.hook import DEPLOYMENT as CI
@@ -36,7 +43,9 @@ def deployments() -> list:
     ci_flow, ci_name = CI.split("/")
     cd_name, cd_deployment = cd_flow.DEPLOYMENT.split("/")
     assert ci_flow == ci.name and cd_name == cd_flow.cd.name
+    loop = [*watchers(pipeline_settings()), *simulator()] if get_settings().ct_loop else []
     return [
+        *loop,
         ci.to_deployment(
             name=ci_name,
             concurrency_limit=1,  # commits are checked one at a time, in push order
