@@ -14,7 +14,6 @@ from __future__ import annotations
 import concurrent.futures
 import os
 import subprocess
-import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,7 +35,7 @@ from prefect.settings import PREFECT_API_AUTH_STRING, PREFECT_API_URL, temporary
 from level1_ct.service import served_version
 from level2_cicd.remote import git_auth_env
 from level2_cicd.settings import CicdSettings
-from shared.schema import example_record
+from level2_cicd.traffic import Traffic
 from shared.servers import free_port, read_dotenv
 from tests.docker.conftest import ROOT, run
 from tests.integration.level1 import wait_for
@@ -278,19 +277,19 @@ def test_a_canary_that_fails_is_rolled_back_while_production_answers_every_reque
     before = mlflow.get_registered_model("churn").aliases["champion"]
     sha = mlflow.get_model_version("churn", before).tags["cd_commit"]
     stack.make("level2-fault", "STACK=docker", "ERRORS=1")  # the drill, with production's key
-    answers: list[tuple[int, str]] = []
+    # Production's clients, as the stack's own traffic: real customers (identical requests
+    # would look like drift to level 1's monitoring, which would then retrain by itself)
     try:
-        with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        with (
+            Traffic(production, rate=10) as clients,
+            concurrent.futures.ThreadPoolExecutor(1) as pool,
+        ):
             delivery = pool.submit(stack.make, "level2-cd", "STACK=docker", f"SHA={sha}")
-            with httpx.Client(base_url=production, timeout=10) as client:
-                while not delivery.done():
-                    answer = client.post("/predict", json=example_record())
-                    answers.append((answer.status_code, answer.json().get("model_version")))
-                    time.sleep(0.1)
             with pytest.raises(pytest.fail.Exception, match="canary rolled back: error rate 100"):
                 delivery.result()
     finally:
         stack.make("level2-fault", "STACK=docker")
+    answers = clients.answers
     rolled_back = [
         v for v in mlflow.search_model_versions(f"name = 'churn' and tags.cd_commit = '{sha}'")
         if v.version != before
