@@ -114,6 +114,10 @@ test: venv
 test-ml: venv
 	$(PY) -m pytest -q -p no:cacheprovider -m $(SECTION) tests/unit
 
+## Replay one scenario through levels 0, 1 and 2: report, plots, table (COMPARE_*: compare/settings.py)
+compare: venv
+	OMP_NUM_THREADS=1 $(PY) -m compare
+
 ## Print serving latency and throughput figures of the level-0 service (bench/)
 bench: venv
 	$(PY) -m bench.serving_latency
@@ -271,7 +275,7 @@ level2-traffic: $(L0_NEEDS)
 level2-fault: $(L0_NEEDS)
 	$(L2_DRILL) fault --error-rate $(or $(ERRORS),0) --delay-ms $(or $(DELAY_MS),0)
 
-.PHONY: help venv env lock demo test test-ml bench bench-level1 bench-level2 bench-stack lint data mlflow prefect clean images engine up \
+.PHONY: help venv env lock demo compare test test-ml bench bench-level1 bench-level2 bench-stack lint data mlflow prefect clean images engine up \
 	down logs ps level0-notebook level0-train level0-handoff level0-serve level0-predict \
 	level1-runner level1-serve level1-train level1-replay level2-remote level2-runner level2-ci level2-cd \
 	level2-serve level2-traffic level2-fault

@@ -36,7 +36,7 @@ import numpy as np
 import pandas as pd
 
 from shared.data import batch_path, features_dir, labels_dir
-from shared.scenarios import DayConditions, get_scenario
+from shared.scenarios import DayConditions, Scenario, get_scenario
 from shared.schema import DATE, FEATURES, ID, LABEL
 
 _CATEGORIES = {c.name: c.categories for c in FEATURES if c.kind == "category"}
@@ -139,13 +139,16 @@ def _corrupt(batch: pd.DataFrame, incident: str, rng: np.random.Generator) -> pd
     return batch
 
 
-def generate_day(config: SimulationConfig, day: int) -> tuple[pd.DataFrame, pd.DataFrame]:
+def generate_day(
+    config: SimulationConfig, day: int, scenario: Scenario | None = None
+) -> tuple[pd.DataFrame, pd.DataFrame]:
     """The feature batch and the label file of day `day` (0-based), as they land.
 
     Labels are true churn outcomes of the clean customers: a broken export corrupts the
-    features that land, not what the customers did.
+    features that land, not what the customers did. `scenario` replaces the named one of
+    `config` (e.g. a comparison with its own drift days).
     """
-    conditions = get_scenario(config.scenario).conditions(day)
+    conditions = (scenario or get_scenario(config.scenario)).conditions(day)
     rng = np.random.default_rng([config.seed, day])
     customers = _customers(conditions, config.rows_per_day, rng)
     churned = rng.random(len(customers)) < churn_probability(customers, conditions)

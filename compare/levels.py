@@ -1,0 +1,467 @@
+"""The three levels' processes, side by side: what each does with a day, and with a change.
+
+Every level starts the replay serving the same model, trained by hand on the days before
+`start_day`, and gets the same days and the same two pushes. After each day:
+
+- **Level 0** (manual): nobody retrains. A pushed change is released by hand days later:
+  the person retrains with the new code and hands the file over. A week after a release
+  the person looks at how the model did since (labels have arrived) and reverts the
+  release if quality collapsed. No monitoring.
+- **Level 1** (continuous training): level 1's pipeline runs on every landed batch: the
+  data contract (a bad batch is quarantined and the run stops), training on the window,
+  the model gate, promotion. Monitoring checks drift and live quality against level 1's
+  thresholds and triggers retraining. Code is still released by hand, untested; a person
+  reverts a release when a live-quality alert follows it.
+- **Level 2** (CI/CD): level 1's loop, and every push goes through CI (model, serving
+  contract and consistency checks), the staging run through the gate, and a canary on a
+  share of the next day's traffic judged by level 2's rollout rule. No manual step.
+
+The decisions are made by the levels' own code: `shared.validation`, `shared.train`,
+`shared.evaluate`, `shared.gate.judge` with level 1's `PipelineSettings`, level 1's drift
+report and alert rule, level 2's canary share and `rollout.decide`. What the replay
+simulates is time and the servers around them: a day is a step, and the registry, the
+Prefect runs and the HTTP calls are function calls (the demos and stacks run them for real).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from compare.changes import Change, Code
+from compare.settings import CompareSettings
+from compare.world import World
+from level1_ct import reports
+from level1_ct.flows.monitoring import alerts
+from level1_ct.settings import PipelineSettings
+from level2_cicd.rollout import BINS, ArmStats, decide
+from level2_cicd.service import ProductionSettings
+from level2_cicd.settings import CicdSettings
+from shared.evaluate import beats_baseline, classification_metrics, evaluate
+from shared.gate import Verdict, judge
+from shared.schema import LABEL, example_record
+from shared.train import split_holdout, train, train_baseline
+
+PIPELINE = PipelineSettings()  # level 1's defaults: window, gate, monitoring thresholds
+CICD = CicdSettings()  # level 2's canary bounds
+CANARY_SHARE = ProductionSettings().canary_share
+MANUAL_REVERT_DROP = 0.10  # a person reverts a release after a live ROC AUC drop this large
+
+
+@dataclass(frozen=True)
+class Fitted:
+    pipeline: Any
+    days: tuple[int, ...]
+    train_frame: pd.DataFrame
+    holdout: pd.DataFrame
+
+
+@dataclass(frozen=True)
+class Model:
+    """A model serving at one level: its version there, and the training run behind it."""
+
+    version: int
+    code: Code
+    fitted: Fitted
+    holdout_auc: float
+
+    @property
+    def pipeline(self) -> Any:
+        return self.fitted.pipeline
+
+
+@dataclass(frozen=True)
+class Event:
+    day: int
+    kind: str  # train, promote, release, handoff, revert, batch-rejected, alert, ci, gate, canary
+    text: str
+    manual: bool = False  # a step a person took
+
+
+@dataclass
+class Served:
+    """One level's service on one day: who was answered, with what, by which arm."""
+
+    day: int
+    version: int
+    requests: int
+    failed: int  # requests refused (422) by the contract
+    ids: np.ndarray
+    probability: np.ndarray
+    canary: np.ndarray  # True where the canary answered
+    model_code: str  # the code that trained the champion
+    serving_code: str  # the code the service runs
+    bad_changes: tuple[str, ...]  # the replay's ground truth: bad changes serving today
+
+
+class Runs:
+    """Training runs and drift checks of the shared code, shared by the levels: the same
+    code on the same days gives the same model (fixed seed), and the same model's drift on
+    the same day is the same, so each is computed once per replay."""
+
+    def __init__(self, world: World, settings: CompareSettings):
+        self.world, self.settings = world, settings
+        self._fitted: dict[tuple, Fitted] = {}
+        self._drift: dict[tuple, reports.DriftResult] = {}
+
+    def fit(self, code: Code, days: list[int]) -> Fitted:
+        key = (code.n_iter, tuple(days))
+        if key not in self._fitted:
+            frame = pd.concat([self.world.labelled(d) for d in days], ignore_index=True)
+            train_frame, holdout = split_holdout(frame, PIPELINE.holdout_fraction)
+            result = train(train_frame, code.training(self.settings))
+            self._fitted[key] = Fitted(result.pipeline, tuple(days), train_frame, holdout)
+        return self._fitted[key]
+
+    def drift(self, model: Model, day: int) -> reports.DriftResult:
+        """Level 1's drift report of the day's answered requests against the model's
+        training rows (the reference logged with it)."""
+        key = (id(model.fitted), day)
+        if key not in self._drift:
+            live = self.world.features(day)[self.world.answerable(day)]
+            self._drift[key] = reports.data_drift(
+                live, model.fitted.train_frame, PIPELINE.drift_share_threshold, summary=False
+            )
+        return self._drift[key]
+
+    def judge(self, candidate: Fitted, champion: Model | None) -> Verdict:
+        """Level 1's gate: candidate, baseline and champion on the candidate's hold-out."""
+        holdout = candidate.holdout
+        return judge(
+            evaluate(candidate.pipeline, holdout),
+            evaluate(train_baseline(candidate.train_frame), holdout),
+            evaluate(champion.pipeline, holdout) if champion is not None else None,
+            PIPELINE.gate(),
+        )
+
+
+def first_model(world: World, runs: Runs, code: Code) -> Model:
+    """The model every level starts with: trained by hand on the labelled days before the
+    replay, and handed over (level 0's way; the other levels registered it as champion)."""
+    days = [d for d in world.labels_landed(world.settings.start_day - 1) if world.batch_ok(d)]
+    fitted = runs.fit(code, days[-PIPELINE.window_days :])
+    return _model(1, code, fitted)
+
+
+def _model(version: int, code: Code, fitted: Fitted) -> Model:
+    return Model(
+        version, code, fitted, evaluate(fitted.pipeline, fitted.holdout).overall["roc_auc"]
+    )
+
+
+class Level:
+    """What every level has: a champion and the code serving it, a history, a record."""
+
+    number: int
+    title: str
+    monitored = False
+
+    def __init__(self, world: World, runs: Runs, initial: Model):
+        self.world, self.runs, self.settings = world, runs, world.settings
+        self.champion, self.code = initial, initial.code
+        self.code_since = world.settings.start_day  # the first day the current code served
+        self.versions = initial.version
+        self.served: dict[int, Served] = {}
+        self.events: list[Event] = []
+        self.drift: dict[int, float] = {}  # monitoring's drift share by day
+        self.releases: list[tuple[int, Change, Code]] = []  # (day, change, code before it)
+        self.bad_changes_serving: set[str] = set()
+        self.trained: list[Fitted] = []  # every training run this level made
+
+    # ---- serving ------------------------------------------------------------------------
+
+    def serve(self, day: int) -> Served:
+        features = self.world.features(day)
+        ok = self.world.answerable(day)
+        answered = features[ok]
+        probability = (
+            self.code.score(self.champion.pipeline, answered) if len(answered) else np.array([])
+        )
+        served = Served(
+            day, self.champion.version, len(features), int((~ok).sum()), answered["customer_id"].to_numpy(),
+            probability, np.zeros(len(answered), dtype=bool), self.champion.code.name, self.code.name,
+            tuple(sorted(self.bad_changes_serving)),
+        )  # fmt: skip
+        self.served[day] = served
+        return served
+
+    def live_auc(self, days: list[int]) -> float:
+        """ROC AUC of what this level answered on `days` (whose labels have landed)."""
+        y, p = [], []
+        for day in days:
+            if day in self.served and len(self.served[day].ids):
+                labels = self.world.labels(day).set_index("customer_id")[LABEL]
+                y.append(labels.loc[self.served[day].ids].to_numpy().astype(int))
+                p.append(self.served[day].probability)
+        if not y:
+            return math.nan
+        return classification_metrics(np.concatenate(y), np.concatenate(p))["roc_auc"]
+
+    # ---- the process --------------------------------------------------------------------
+
+    def record(self, day: int, kind: str, text: str, manual: bool = False) -> None:
+        self.events.append(Event(day, kind, text, manual))
+
+    def push(self, change: Change, day: int) -> None:
+        """A developer pushed `change` on `day`."""
+        raise NotImplementedError
+
+    def end_of_day(self, day: int, pushed: list[Change]) -> None:
+        raise NotImplementedError
+
+    def release(self, day: int, change: Change, manual: bool) -> None:
+        """The change's code serves from tomorrow."""
+        self.releases.append((day, change, self.code))
+        self.code, self.code_since = change.apply(self.code), day + 1
+        if change.bad:
+            self.bad_changes_serving.add(change.title)
+        self.record(day, "release", f"released '{change.title}' ({self.code.name})", manual)
+
+    def revert_if_broken(self, day: int, reason: str) -> bool:
+        """A person compares live quality since the current code serves with the week before
+        the newest release, and reverts that release when quality collapsed."""
+        if not self.releases:
+            return False
+        released, change, before = self.releases[-1]
+        labelled = set(self.world.labels_landed(day))
+        after = [d for d in range(self.code_since, day + 1) if d in labelled]
+        prior = [d for d in range(released - 7, released + 1) if d in labelled]
+        auc_after, auc_before = self.live_auc(after), self.live_auc(prior)
+        if not after or not auc_after < auc_before - MANUAL_REVERT_DROP:
+            return False
+        self.releases.pop()
+        self.code, self.code_since = before, day + 1
+        self.bad_changes_serving.discard(change.title)
+        self.record(
+            day, "revert",
+            f"{reason}: live ROC AUC {auc_after:.2f} since '{change.title}' vs {auc_before:.2f} "
+            "before it; reverted by hand",
+            manual=True,
+        )  # fmt: skip
+        return True
+
+    def promote(self, day: int, fitted: Fitted, code: Code, why: str) -> None:
+        self.versions += 1
+        self.champion = _model(self.versions, code, fitted)
+        self.record(day, "promote", f"v{self.versions} promoted: {why}")
+
+
+class Level0(Level):
+    number, title = 0, "manual"
+
+    def __init__(self, *args):
+        super().__init__(*args)
+        self.due: list[tuple[int, Change]] = []  # releases waiting for the person
+        self.look_at: list[int] = []  # days the person looks at quality after a release
+
+    def push(self, change: Change, day: int) -> None:
+        self.due.append((day + self.settings.manual_release_days, change))
+
+    def end_of_day(self, day: int, pushed: list[Change]) -> None:
+        for when, change in [d for d in self.due if d[0] == day]:
+            self.due.remove((when, change))
+            self.release(day, change, manual=True)
+            self.retrain_by_hand(day, f"with the code of '{change.title}'")
+            self.look_at.append(day + self.settings.notice_days)
+        weeks = self.settings.level0_retrain_weeks
+        if weeks and (day - self.settings.start_day) % (7 * weeks) == 7 * weeks - 1:
+            self.retrain_by_hand(day, f"the {weeks}-weekly retrain")
+        if day in self.look_at:
+            self.revert_if_broken(day, "a person checked quality after the release")
+
+    def retrain_by_hand(self, day: int, why: str) -> None:
+        """level0_manual/train.py and handoff.py, run by a person: the contract refuses bad
+        batches, so the person leaves them out; the model file is handed over as it is."""
+        days = self.world.labels_landed(day)[-PIPELINE.window_days :]
+        bad = [d for d in days if not self.world.batch_ok(d)]
+        if bad:
+            self.record(
+                day,
+                "batch-rejected",
+                f"days {bad} break the data contract: left out by hand",
+                manual=True,
+            )
+        fitted = self.runs.fit(self.code, [d for d in days if d not in bad])
+        self.trained.append(fitted)
+        self.versions += 1
+        self.champion = _model(self.versions, self.code, fitted)
+        self.record(day, "train", f"v{self.versions} trained by hand ({why})", manual=True)
+        self.record(
+            day, "handoff", f"v{self.versions} handed over, service rebuilt by hand", manual=True
+        )
+
+
+class Level1(Level):
+    number, title = 1, "continuous training"
+    monitored = True
+
+    def __init__(self, *args):
+        super().__init__(*args)
+        self.due: list[tuple[int, Change]] = []
+        self.respond_on: list[tuple[int, str]] = []  # (day, alert) a person will look at
+        self.run_reasons: list[str] = []  # why each training run was triggered
+
+    def push(self, change: Change, day: int) -> None:
+        self.due.append((day + self.settings.manual_release_days, change))
+
+    def end_of_day(self, day: int, pushed: list[Change]) -> None:
+        for when, change in [d for d in self.due if d[0] == day]:
+            self.due.remove((when, change))
+            self.release(day, change, manual=True)  # untested: level 1 has no CI
+        for when, alert in [r for r in self.respond_on if r[0] == day]:
+            self.respond_on.remove((when, alert))
+            self.revert_if_broken(day, f"a person looked into '{alert}'")
+        found = self.monitor(day)
+        self.train_run(day, "new-data" + (" + drift" if found else ""), self.code)
+
+    def monitor(self, day: int) -> list[str]:
+        """Level 1's monitoring: drift of today's traffic against the champion's training
+        data, live quality of the newest day whose labels landed today; its alert rule."""
+        live = self.world.features(day)[self.world.answerable(day)]
+        if len(live) < PIPELINE.monitor_min_rows:
+            self.record(day, "monitoring", f"only {len(live)} answered requests: too few to judge")
+            return []
+        drift = self.runs.drift(self.champion, day)
+        self.drift[day] = drift.share
+        metrics = {"drift_share": drift.share}
+        newest_labelled = day - self.settings.label_delay_days
+        if newest_labelled in self.served:
+            metrics["live_roc_auc"] = self.live_auc([newest_labelled])
+        found = alerts(PIPELINE, metrics, drift.drifted, self.champion.holdout_auc)
+        for alert in found:
+            self.record(day, "alert", alert)
+            if alert.startswith("live ROC AUC"):
+                self.respond_on.append((day + self.settings.response_days, "live quality alert"))
+        return found
+
+    def train_run(self, day: int, reason: str, code: Code) -> Fitted | None:
+        """Level 1's training pipeline on today's landing: contract, window, train, gate."""
+        if not self.world.batch_ok(day):
+            self.record(
+                day, "batch-rejected",
+                f"run stopped before training, batch quarantined: {self.world.violations(day)}",
+            )  # fmt: skip
+            return None
+        days = [d for d in self.world.labels_landed(day) if self.world.batch_ok(d)]
+        fitted = self.runs.fit(code, days[-PIPELINE.window_days :])
+        self.trained.append(fitted)
+        self.run_reasons.append(reason)
+        verdict = self.runs.judge(fitted, self.champion)
+        if verdict.passed:
+            self.promote(day, fitted, code, f"retrained ({reason})")
+        else:
+            self.record(day, "train", f"retrained ({reason}), gate rejected: {verdict.reasons[0]}")
+        return fitted
+
+
+class Level2(Level1):
+    number, title = 2, "CI/CD"
+
+    def __init__(self, *args):
+        super().__init__(*args)
+        self.canary: tuple[Change, Code, Fitted, int] | None = None  # change, code, model, push day
+
+    def push(self, change: Change, day: int) -> None:
+        """CI, then CD's staging run through the gate; a green, gated candidate becomes
+        tomorrow's canary."""
+        code = change.apply(self.code)
+        failures = ci_checks(code, self.runs, self.world)
+        if failures:
+            self.record(
+                day, "ci", f"CI red for '{change.title}': {failures[0]}; nothing built or deployed"
+            )
+            return
+        days = [d for d in self.world.labels_landed(day - 1) if self.world.batch_ok(d)]
+        fitted = self.runs.fit(code, days[-PIPELINE.window_days :])
+        self.trained.append(fitted)
+        verdict = self.runs.judge(fitted, self.champion)
+        if not verdict.passed:
+            self.record(
+                day, "gate", f"'{change.title}' stopped at the staging gate: {verdict.reasons[0]}"
+            )
+            return
+        self.record(
+            day, "ci", f"CI green, staging gate passed for '{change.title}': canary tomorrow"
+        )
+        self.canary = (change, code, fitted, day)
+
+    def serve(self, day: int) -> Served:
+        served = super().serve(day)
+        if self.canary is None or self.canary[3] == day or not len(served.ids):
+            return served
+        change, code, fitted, _ = self.canary
+        arm = (np.arange(len(served.ids)) % 100) < round(100 * CANARY_SHARE)
+        answered = self.world.features(day)[self.world.answerable(day)]
+        served.probability = served.probability.copy()
+        served.probability[arm] = code.score(fitted.pipeline, answered[arm])
+        served.canary = arm
+        return served
+
+    def end_of_day(self, day: int, pushed: list[Change]) -> None:
+        if self.canary is not None and self.canary[3] < day:
+            self.judge_canary(day)
+        super().end_of_day(day, pushed)
+
+    def judge_canary(self, day: int) -> None:
+        change, code, fitted, _ = self.canary
+        self.canary = None
+        served = self.served[day]
+        arms = [_arm(served.probability[~served.canary]), _arm(served.probability[served.canary])]
+        decision = decide(arms[0], arms[1], CICD.bounds(), window_over=True)
+        if decision.action != "promote":
+            self.record(
+                day, "canary", f"canary of '{change.title}' rolled back: {decision.summary}"
+            )
+            return
+        self.release(day, change, manual=False)
+        self.promote(day, fitted, code, f"canary of '{change.title}' within bounds")
+
+
+def _arm(probability: np.ndarray) -> ArmStats:
+    """One arm's day as the service counts it. Latency is not simulated (0 ms on both)."""
+    histogram = np.histogram(probability, bins=BINS, range=(0.0, 1.0))[0]
+    return ArmStats(
+        requests=len(probability), errors=0, p99_ms=0.0, histogram=tuple(int(h) for h in histogram)
+    )
+
+
+def ci_checks(code: Code, runs: Runs, world: World) -> list[str]:
+    """Level 2's CI on the pushed code, by ML Test Score section; the failures, in words.
+
+    model: the pipeline trains on a sample and beats the baseline on its hold-out.
+    infrastructure: the service answers a contract example with a probability, the same
+    one the model gives offline (training/serving consistency), and a customer with more
+    late deliveries and complaints is scored riskier (a directional expectation).
+    """
+    days = [d for d in world.labels_landed(world.settings.start_day - 1) if world.batch_ok(d)]
+    fitted = runs.fit(code, days[: max(4, len(days) // 2)])
+    model, holdout = evaluate(fitted.pipeline, fitted.holdout), fitted.holdout
+    failures = []
+    if not beats_baseline(
+        model, evaluate(train_baseline(fitted.train_frame), holdout), PIPELINE.min_auc_lift
+    ):
+        failures.append(
+            f"model: hold-out ROC AUC {model.overall['roc_auc']:.3f} does not beat the baseline"
+        )
+    calm = pd.DataFrame([example_record()])
+    risky = calm.assign(late_deliveries_30d=6, orders_30d=6, complaints_90d=5)
+    answered = code.score(fitted.pipeline, pd.concat([calm, risky], ignore_index=True))
+    offline = fitted.pipeline.predict_proba(pd.concat([calm, risky], ignore_index=True))[:, 1]
+    if not np.allclose(answered, offline):
+        failures.append(
+            f"infrastructure: the service answers {answered[0]:.3f} where the model gives "
+            f"{offline[0]:.3f} (training/serving skew)"
+        )
+    if not answered[1] > answered[0]:
+        failures.append(
+            f"infrastructure: more late deliveries and complaints scored {answered[1]:.3f}, "
+            f"below {answered[0]:.3f}"
+        )
+    return failures
+
+
+LEVELS = (Level0, Level1, Level2)

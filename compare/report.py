@@ -1,0 +1,168 @@
+"""The comparison's outputs: plots (PNG), an HTML report that embeds them, and the tables.
+
+<out>/report.html   the plots, the summary table, every level's events by day
+<out>/quality.png   live ROC AUC per day, the three levels on one axis, events marked
+<out>/drift.png     the share of drifted features monitoring saw (levels 1 and 2)
+<out>/summary.md    the summary table, as printed
+<out>/summary.json  the same figures, for tests and notebooks
+<out>/days.csv      one row per level and day
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import json
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only, no display
+import matplotlib.pyplot as plt  # noqa: E402
+import pandas as pd  # noqa: E402
+
+from compare.levels import Level  # noqa: E402
+from compare.settings import CompareSettings  # noqa: E402
+from compare.summary import fmt, markdown  # noqa: E402
+
+COLORS = {0: "#d62728", 1: "#1f77b4", 2: "#2ca02c"}
+STYLES = {0: "-", 1: "--", 2: "-"}
+MARKERS = {
+    "release": "^",
+    "revert": "v",
+    "ci": "x",
+    "canary": "x",
+    "gate": "s",
+    "batch-rejected": "D",
+}
+
+
+def _story(ax, settings: CompareSettings) -> None:
+    """Shade the scenario's changes on an axis."""
+    spans = [
+        (
+            settings.covariate_shift_day,
+            settings.covariate_shift_days,
+            "#f2e6ff",
+            "user base gets younger",
+        ),
+        (
+            settings.concept_drift_day,
+            settings.concept_drift_days,
+            "#ffe6e6",
+            "churn drivers change",
+        ),
+    ]
+    for start, days, color, label in spans:
+        if start is not None:
+            ax.axvspan(start, start + days, color=color, label=label, zorder=0)
+    if settings.incident_day is not None:
+        ax.axvline(
+            settings.incident_day,
+            color="#999999",
+            linestyle=":",
+            label=f"export breaks ({settings.incident})",
+        )
+    for day, label in (
+        (settings.good_change_day, "good push"),
+        (settings.bad_change_day, "bad push"),
+    ):
+        if day is not None:
+            ax.axvline(day, color="#555555", linestyle="--", linewidth=0.8)
+            ax.annotate(label, (day, 1.0), xycoords=("data", "axes fraction"), fontsize=8,
+                        rotation=90, va="top", ha="right")  # fmt: skip
+
+
+def plot_quality(
+    days: pd.DataFrame, levels: list[Level], settings: CompareSettings, path: Path
+) -> None:
+    fig, ax = plt.subplots(figsize=(11, 4.5))
+    _story(ax, settings)
+    for level in levels:
+        table = days[days.level == level.number]
+        ax.plot(
+            table.day,
+            table.roc_auc,
+            color=COLORS[level.number],
+            linestyle=STYLES[level.number],  # level 1 dashed: it runs under level 2 at times
+            label=f"level {level.number} ({level.title})",
+        )
+        for kind, marker in MARKERS.items():
+            marked = sorted({e.day for e in level.events if e.kind == kind})
+            values = table.set_index("day").roc_auc.reindex(marked)
+            ax.scatter(marked, values, marker=marker, color=COLORS[level.number], s=40, zorder=3)
+    ax.set(xlabel="day", ylabel="live ROC AUC (by day answered)", ylim=(0, 1),
+           title="Live quality per level (markers: ^ release, v revert, x stopped, D bad batch)")  # fmt: skip
+    ax.legend(loc="lower left", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def plot_drift(days: pd.DataFrame, settings: CompareSettings, path: Path) -> None:
+    fig, ax = plt.subplots(figsize=(11, 3))
+    _story(ax, settings)
+    for number in (1, 2):
+        table = days[days.level == number]
+        ax.plot(
+            table.day,
+            table.drift_share,
+            color=COLORS[number],
+            linestyle=STYLES[number],
+            label=f"level {number} monitoring",
+        )
+    ax.axhline(0.3, color="black", linewidth=0.8, linestyle="--", label="alert threshold")
+    ax.set(
+        xlabel="day",
+        ylabel="share of features drifted",
+        ylim=(0, 1),
+        title="Drift monitoring (level 0 has none)",
+    )
+    ax.legend(loc="upper left", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def _image(path: Path) -> str:
+    data = base64.b64encode(path.read_bytes()).decode()
+    return f'<img alt="{path.stem}" src="data:image/png;base64,{data}">'
+
+
+def write(out: Path, settings: CompareSettings, levels: list[Level], days: pd.DataFrame,
+          summary: pd.DataFrame, description: str) -> Path:  # fmt: skip
+    out.mkdir(parents=True, exist_ok=True)
+    plot_quality(days, levels, settings, out / "quality.png")
+    plot_drift(days, settings, out / "drift.png")
+    days.to_csv(out / "days.csv", index=False)
+    (out / "summary.md").write_text(markdown(summary) + "\n")
+    figures = {str(c): {k: summary.loc[k, c] for k in summary.index} for c in summary.columns}
+    (out / "summary.json").write_text(json.dumps(figures, indent=2, default=float) + "\n")
+    table = "".join(
+        f"<tr><th>{html.escape(str(k))}</th>"
+        + "".join(f"<td>{html.escape(fmt(v))}</td>" for v in row)
+        + "</tr>"
+        for k, row in summary.iterrows()
+    )
+    events = "".join(
+        f"<tr><td>{e.day}</td><td>{lv.number}</td><td>{e.kind}</td><td>{'yes' if e.manual else ''}</td>"
+        f"<td>{html.escape(e.text)}</td></tr>"
+        for lv in levels for e in lv.events if e.kind != "alert" or e.text.startswith("live")
+    )  # fmt: skip
+    head = "".join(f"<th>level {html.escape(str(c))}</th>" for c in summary.columns)
+    page = f"""<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>MLOps levels compared</title>
+<style>body{{font-family:sans-serif;max-width:1150px;margin:2em auto}}table{{border-collapse:collapse}}
+td,th{{border:1px solid #ccc;padding:3px 8px;text-align:left;font-size:14px}}img{{max-width:100%}}</style>
+</head><body>
+<h1>One scenario, three maturity levels</h1>
+<p>{html.escape(description)} Seed {settings.seed}; the levels take over on day {settings.start_day}.</p>
+<h2>Live quality</h2><figure id="quality">{_image(out / "quality.png")}</figure>
+<h2>Drift monitoring</h2><figure id="drift">{_image(out / "drift.png")}</figure>
+<h2>Summary</h2><table id="summary"><tr><th>figure</th>{head}</tr>{table}</table>
+<h2>What each level did</h2>
+<table id="events"><tr><th>day</th><th>level</th><th>kind</th><th>manual</th><th>what</th></tr>{events}</table>
+</body></html>
+"""
+    (out / "report.html").write_text(page)
+    return out / "report.html"

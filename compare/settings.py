@@ -1,0 +1,68 @@
+"""What `make compare` replays, from COMPARE_* environment variables or `--flags`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class CompareSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="COMPARE_", frozen=True)
+
+    # The story: 60 days; the levels take over on `start_day` with one model trained by
+    # hand on the labelled days before it; then the user base gets younger, an export
+    # breaks, and what drives churn changes.
+    days: int = Field(60, ge=20)
+    seed: int = 42
+    rows_per_day: int = Field(500, ge=200)
+    label_delay_days: int = Field(3, ge=1)
+    start_day: int = Field(14, ge=7)
+    covariate_shift_day: int | None = 20
+    covariate_shift_days: int = 14
+    incident_day: int | None = 35
+    incident: str = "nulls"
+    concept_drift_day: int | None = 45
+    concept_drift_days: int = 7
+
+    # The code changes a developer pushes (None: no such change)
+    good_change_day: int | None = 16
+    bad_change_day: int | None = 26
+
+    # People: a change is released by hand `manual_release_days` after its push (levels 0
+    # and 1); a person acts `response_days` after an alert, or `notice_days` after a bad
+    # release when nothing alerts (level 0, no monitoring); level 0's person retrains by
+    # hand every `level0_retrain_weeks` weeks (0: never, the level-0 default).
+    manual_release_days: int = Field(3, ge=0)
+    response_days: int = Field(1, ge=0)
+    notice_days: int = Field(7, ge=1)
+    level0_retrain_weeks: int = Field(0, ge=0)
+
+    # Training in the replay: a small search, so 60 days of daily retraining fit in minutes
+    n_iter: int = Field(2, ge=1)
+    cv_folds: int = Field(2, ge=2)
+
+    # Summary: recovered = the 3-day mean live ROC AUC back within `recovery_tolerance` of
+    # its mean before any drift; a level with continuous training should get there within
+    # `recovery_window_days` of the concept drift's start (what the tests hold level 1 to)
+    recovery_tolerance: float = 0.03
+    recovery_window_days: int = 12
+
+    # Where the report goes; STACK: only the embedded replay is implemented so far
+    out: Path = Path("var/compare")
+    stack: Literal["embedded"] = "embedded"
+
+    @model_validator(mode="after")
+    def _days_in_range(self) -> CompareSettings:
+        for name in ("start_day", "covariate_shift_day", "incident_day", "concept_drift_day",
+                     "good_change_day", "bad_change_day"):  # fmt: skip
+            value = getattr(self, name)
+            if value is not None and not 0 <= value < self.days:
+                raise ValueError(f"{name}={value} is outside the replay's days 0..{self.days - 1}")
+        if self.start_day <= self.label_delay_days + 2:
+            raise ValueError(
+                "start_day must leave at least 3 labelled days to train the first model"
+            )
+        return self

@@ -1,0 +1,112 @@
+"""The replayed world: each day's batch as it lands, the requests it brings, its labels.
+
+Every level sees the same days. A day's customers send one request each to the level's
+service; the rows that break the request contract (a broken export) get a 422 there, as
+they would from the real API (`shared/api.py`), and are counted as failed requests.
+"""
+
+from __future__ import annotations
+
+from functools import cached_property
+
+import numpy as np
+import pandas as pd
+from pydantic import ValidationError
+
+from compare.settings import CompareSettings
+from shared.scenarios import Ramp, Scenario, get_scenario
+from shared.schema import DATE, ID, LABEL, request_model
+from shared.simulator import SimulationConfig, generate_day
+from shared.validation import validate
+
+
+def scenario_of(settings: CompareSettings) -> Scenario:
+    """The "compare" scenario with the days the settings give (the defaults are its own)."""
+
+    def ramp(day: int | None, days: int) -> Ramp | None:
+        return None if day is None else Ramp(start=day, days=days)
+
+    base = get_scenario("compare")
+    return Scenario(
+        name=base.name,
+        description=base.description,
+        covariate_shift=ramp(settings.covariate_shift_day, settings.covariate_shift_days),
+        concept_drift=ramp(settings.concept_drift_day, settings.concept_drift_days),
+        incidents={}
+        if settings.incident_day is None
+        else {settings.incident_day: settings.incident},
+        drifted=base.drifted,
+    )
+
+
+def _answerable(features: pd.DataFrame) -> np.ndarray:
+    """Which rows the API would answer: those that meet the request contract."""
+    record = request_model()
+    columns = [c for c in features.columns if c not in (ID, DATE)]
+    ok = np.zeros(len(features), dtype=bool)
+    for i, row in enumerate(features[columns].to_dict("records")):
+        try:
+            record.model_validate({k: (None if pd.isna(v) else v) for k, v in row.items()})
+            ok[i] = True
+        except (ValidationError, TypeError, ValueError):
+            pass
+    return ok
+
+
+class World:
+    """The simulated days, generated once and shared by the three levels."""
+
+    def __init__(self, settings: CompareSettings):
+        self.settings = settings
+        self.scenario = scenario_of(settings)
+        self.config = SimulationConfig(
+            scenario=self.scenario.name,
+            days=settings.days,
+            seed=settings.seed,
+            rows_per_day=settings.rows_per_day,
+            label_delay_days=settings.label_delay_days,
+        )
+        self._days: dict[int, tuple[pd.DataFrame, pd.DataFrame]] = {}
+        self._answerable: dict[int, np.ndarray] = {}
+        self._valid: dict[int, bool] = {}
+
+    def _generated(self, day: int) -> tuple[pd.DataFrame, pd.DataFrame]:
+        if day not in self._days:
+            self._days[day] = generate_day(self.config, day, self.scenario)
+        return self._days[day]
+
+    def features(self, day: int) -> pd.DataFrame:
+        """Day `day`'s batch as it landed (broken, on an incident day)."""
+        return self._generated(day)[0]
+
+    def labels(self, day: int) -> pd.DataFrame:
+        return self._generated(day)[1]
+
+    def labelled(self, day: int) -> pd.DataFrame:
+        """Day `day`'s batch joined with its labels (once they have landed)."""
+        features, labels = self._generated(day)
+        frame = features.merge(labels, on=[ID, DATE], how="inner", validate="1:1")
+        return frame.assign(**{LABEL: frame[LABEL].astype(int)})
+
+    def labels_landed(self, today: int) -> list[int]:
+        """The days whose labels have landed by the end of `today`."""
+        return list(range(0, today - self.settings.label_delay_days + 1))
+
+    def batch_ok(self, day: int) -> bool:
+        """Does day `day`'s batch meet the data contract (shared/validation.py)?"""
+        if day not in self._valid:
+            self._valid[day] = validate(self.features(day)).ok
+        return self._valid[day]
+
+    def violations(self, day: int) -> str:
+        return validate(self.features(day)).summary()
+
+    def answerable(self, day: int) -> np.ndarray:
+        """Which of the day's requests the API answers (the others get a 422)."""
+        if day not in self._answerable:
+            self._answerable[day] = _answerable(self.features(day))
+        return self._answerable[day]
+
+    @cached_property
+    def replay_days(self) -> range:
+        return range(self.settings.start_day, self.settings.days)

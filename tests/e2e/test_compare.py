@@ -1,0 +1,129 @@
+"""`make compare`: the default scenario shows what each level claims, the outputs are written,
+and a seed gives the same comparison twice."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from compare.settings import CompareSettings
+
+ROOT = Path(__file__).resolve().parents[2]
+
+# A shorter story for the determinism check: the same kinds of events, in 30 days.
+SHORT = {
+    "COMPARE_DAYS": "30",
+    "COMPARE_START_DAY": "10",
+    "COMPARE_COVARIATE_SHIFT_DAY": "13",
+    "COMPARE_COVARIATE_SHIFT_DAYS": "5",
+    "COMPARE_INCIDENT_DAY": "18",
+    "COMPARE_CONCEPT_DRIFT_DAY": "21",
+    "COMPARE_CONCEPT_DRIFT_DAYS": "3",
+    "COMPARE_GOOD_CHANGE_DAY": "11",
+    "COMPARE_BAD_CHANGE_DAY": "14",
+    "COMPARE_SEED": "7",
+    "COMPARE_ROWS_PER_DAY": "300",
+}
+
+
+def compare(out: Path, **env: str) -> subprocess.CompletedProcess:
+    result = subprocess.run(
+        ["make", "compare"],
+        cwd=ROOT,
+        env={**os.environ, "COMPARE_OUT": str(out), **env},
+        capture_output=True,
+        text=True,
+        timeout=1200,
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    return result
+
+
+@pytest.fixture(scope="module")
+def default_run(tmp_path_factory) -> tuple[subprocess.CompletedProcess, Path]:
+    out = tmp_path_factory.mktemp("compare")
+    return compare(out), out
+
+
+def figures(out: Path) -> dict[str, dict]:
+    found = json.loads((out / "summary.json").read_text())
+    return {key.split(" ")[0]: value for key, value in found.items()}  # "0 (manual)" -> "0"
+
+
+def test_the_default_scenario_shows_what_each_level_claims(default_run):
+    _, out = default_run
+    level = figures(out)
+    # Level 0: nobody retrains, nothing watches: after the concept drift quality stays down.
+    assert level["0"]["days to recover from concept drift"] is None
+    assert level["0"]["days to detect concept drift"] is None
+    assert level["0"]["training runs"] == 2  # the person's retrains: the two releases
+    # Level 1: monitoring notices, the pipeline retrains through the gate and recovers.
+    recovered = level["1"]["days to recover from concept drift"]
+    assert recovered is not None and recovered <= CompareSettings().recovery_window_days, recovered
+    assert level["1"]["days to detect covariate shift"] is not None
+    assert level["1"]["training runs triggered by drift"] > 0
+    # The data incident is quarantined where a pipeline runs, never trained on anywhere.
+    for number in "012":
+        assert level[number]["bad data that reached training"] == 0
+    assert level["1"]["bad batches rejected"] == level["2"]["bad batches rejected"] == 1
+    # Untested code released by hand reaches production at levels 0 and 1; level 2's CI
+    # stops it, and ships the good change faster, with no manual step.
+    assert level["0"]["bad deployments in production"] == 1
+    assert level["1"]["bad deployments in production"] == 1
+    assert level["2"]["bad deployments in production"] == 0
+    assert level["2"]["days a bad change served"] == 0
+    lead = {n: level[n]["lead time of the good change (days)"] for n in "012"}
+    assert None not in lead.values(), lead
+    assert lead["2"] < lead["1"] and lead["2"] < lead["0"], lead
+    assert level["2"]["manual steps"] == 0 < level["1"]["manual steps"] < level["0"]["manual steps"]
+    # Quality over the whole replay ranks the levels.
+    auc = {n: level[n]["mean ROC AUC"] for n in "012"}
+    assert auc["0"] < auc["1"] <= auc["2"] + 0.005, auc
+
+
+def test_the_report_table_and_plots_are_written(default_run):
+    result, out = default_run
+    table = (out / "summary.md").read_text()
+    assert (
+        table.splitlines()[0]
+        == "| figure | level 0 (manual) | level 1 (continuous training) | level 2 (CI/CD) |"
+    )
+    assert table.strip() in result.stdout  # the same table printed at the end
+    assert "day 59" in result.stdout  # progress, day by day
+    for png in ("quality.png", "drift.png"):
+        assert (out / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    page = (out / "report.html").read_text()
+    assert page.count('src="data:image/png;base64,') == 2
+    assert "CI red for 'refactor the service&#x27;s scoring'" in page or "CI red for" in page
+    assert "reverted by hand" in page
+
+
+def test_a_seed_gives_the_same_comparison_twice(tmp_path):
+    compare(tmp_path / "a", **SHORT)
+    compare(tmp_path / "b", **SHORT)
+    first, second = (json.loads((tmp_path / run / "summary.json").read_text()) for run in "ab")
+    assert first == second
+    assert (tmp_path / "a" / "days.csv").read_text() == (tmp_path / "b" / "days.csv").read_text()
+    # Not the same by accident: the short story has its events, seen by level 1.
+    assert (
+        first["1 (continuous training)"]["training runs"] == 19
+    )  # a run a day, but the bad batch's
+    assert first["1 (continuous training)"]["bad batches rejected"] == 1
+
+
+def test_a_story_day_outside_the_replay_is_refused_by_name(tmp_path):
+    result = subprocess.run(
+        ["make", "compare"],
+        cwd=ROOT,
+        env={**os.environ, "COMPARE_OUT": str(tmp_path), "COMPARE_INCIDENT_DAY": "70"},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode != 0
+    assert "incident_day=70 is outside the replay's days 0..59" in result.stderr
+    assert not (tmp_path / "summary.json").exists()
