@@ -156,6 +156,18 @@ clean:
 	rm -rf var
 	if docker info >/dev/null 2>&1; then $(COMPOSE) --profile '*' down -v --remove-orphans; fi
 
+## Back to the starting state between exercises: remove var/ and every stack's volumes, restart the stacks that ran
+reset: env
+	rm -rf var
+	@if docker info >/dev/null 2>&1; then \
+		for pair in 0:level0_manual 1:level1_ct 2:level2_cicd; do \
+			level=$${pair%%:*}; compose="docker compose -f $${pair#*:}/compose.yaml"; \
+			running=$$($$compose ps -q); \
+			$$compose --profile '*' down -v --remove-orphans || exit 1; \
+			if [ -n "$$running" ]; then $(MAKE) --no-print-directory up LEVEL=$$level || exit 1; fi; \
+		done; \
+	fi
+
 # ---- CONTAINER STACKS (see infra/README.md) ---------------------------------------------------
 
 ## Create .env from .env.example with random passwords (once) and link it into the level folders
@@ -275,7 +287,7 @@ level2-traffic: $(L0_NEEDS)
 level2-fault: $(L0_NEEDS)
 	$(L2_DRILL) fault --error-rate $(or $(ERRORS),0) --delay-ms $(or $(DELAY_MS),0)
 
-.PHONY: help venv env lock demo compare test test-ml bench bench-level1 bench-level2 bench-stack lint data mlflow prefect clean images engine up \
+.PHONY: help venv env lock demo compare reset test test-ml bench bench-level1 bench-level2 bench-stack lint data mlflow prefect clean images engine up \
 	down logs ps level0-notebook level0-train level0-handoff level0-serve level0-predict \
 	level1-runner level1-serve level1-train level1-replay level2-remote level2-runner level2-ci level2-cd \
 	level2-serve level2-traffic level2-fault
