@@ -162,6 +162,16 @@ td,th{{border:1px solid #ccc;padding:3px 8px;text-align:left;font-size:14px}}img
 <h2>Summary</h2><table id="summary"><tr><th>figure</th>{head}</tr>{table}</table>
 <h2>What each level did</h2>
 <table id="events"><tr><th>day</th><th>level</th><th>kind</th><th>manual</th><th>what</th></tr>{events}</table>
+<script>
+// Mark each plot once the browser has decoded it (a plot that fails says so in its place).
+window.addEventListener("load", () => {{
+  for (const img of document.images) {{
+    img.dataset.rendered = img.complete && img.naturalWidth > 0;
+    if (img.dataset.rendered !== "true") img.replaceWith("plot missing: see " + img.alt + ".png");
+  }}
+  document.body.dataset.plots = [...document.images].filter((i) => i.naturalWidth > 0).length;
+}});
+</script>
 </body></html>
 """
     (out / "report.html").write_text(page)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 from pathlib import Path
 
@@ -101,6 +102,26 @@ def test_the_report_table_and_plots_are_written(default_run):
     assert page.count('src="data:image/png;base64,') == 2
     assert "CI red for 'refactor the service&#x27;s scoring'" in page or "CI red for" in page
     assert "reverted by hand" in page
+
+
+def test_the_report_renders_in_headless_chromium(default_run):
+    _, out = default_run
+    browser = shutil.which("chromium") or shutil.which("google-chrome")
+    if browser is None:
+        if os.environ.get("CI"):
+            pytest.fail("no chromium on PATH: .ci/run installs Debian's chromium")
+        pytest.skip("no chromium on PATH (apt-get install chromium)")
+    page = (out / "report.html").as_uri()
+    flags = ["--headless", "--no-sandbox", "--disable-gpu", "--virtual-time-budget=10000"]
+    result = subprocess.run(
+        [browser, *flags, "--dump-dom", page], capture_output=True, text=True, timeout=120
+    )
+    dom = result.stdout
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert 'data-plots="2"' in dom, dom[:500]  # both plots decoded by the browser
+    assert dom.count('data-rendered="true"') == 2
+    assert "see quality.png" not in dom and "see drift.png" not in dom  # no plot replaced
+    assert '<table id="summary">' in dom and '<table id="events">' in dom
 
 
 def test_a_seed_gives_the_same_comparison_twice(tmp_path):
