@@ -1,0 +1,57 @@
+"""The comparison's parts: level 2's CI checks judge the pushed code, level 0's person
+retrains on schedule when asked to, and a story day outside the replay is refused."""
+
+from __future__ import annotations
+
+import pytest
+from pydantic import ValidationError
+
+from compare.changes import initial_code, refactor_scoring, widen_search
+from compare.levels import Level0, Runs, ci_checks, first_model
+from compare.settings import CompareSettings
+from compare.world import World
+
+SMALL = CompareSettings(days=24, start_day=8, rows_per_day=300, n_iter=1,
+                        covariate_shift_day=None, incident_day=None, concept_drift_day=None,
+                        good_change_day=None, bad_change_day=None)  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def world() -> World:
+    return World(SMALL)
+
+
+@pytest.fixture(scope="module")
+def runs(world) -> Runs:
+    return Runs(world, SMALL)
+
+
+def test_ci_passes_the_good_change_and_names_the_bad_ones_failures(world, runs):
+    code = initial_code(SMALL)
+    assert ci_checks(code, runs, world) == []
+    assert ci_checks(widen_search(code), runs, world) == []
+    failures = ci_checks(refactor_scoring(code), runs, world)
+    assert any("training/serving skew" in f for f in failures), failures
+    assert any("more late deliveries and complaints" in f for f in failures), failures
+
+
+def test_level0_retrains_by_hand_every_k_weeks_only_when_asked():
+    for weeks, expected in ((0, []), (1, [SMALL.start_day + 6, SMALL.start_day + 13])):
+        settings = SMALL.model_copy(update={"level0_retrain_weeks": weeks})
+        world = World(settings)
+        runs = Runs(world, settings)
+        level = Level0(world, runs, first_model(world, runs, initial_code(settings)))
+        for day in range(settings.start_day, settings.start_day + 14):
+            level.serve(day)
+            level.end_of_day(day, [])
+        trained = [e.day for e in level.events if e.kind == "train"]
+        assert trained == expected
+        assert level.champion.version == 1 + len(expected)
+        assert all(e.manual for e in level.events)
+
+
+def test_a_story_day_outside_the_replay_is_refused_by_name():
+    with pytest.raises(
+        ValidationError, match="concept_drift_day=45 is outside the replay's days 0..39"
+    ):
+        CompareSettings(days=40)
