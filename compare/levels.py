@@ -171,6 +171,7 @@ class Level:
         self.releases: list[tuple[int, Change, Code]] = []  # (day, change, code before it)
         self.bad_changes_serving: set[str] = set()
         self.trained: list[Fitted] = []  # every training run this level made
+        self.due: list[tuple[int, Change]] = []  # (day, change): releases waiting for a person
 
     # ---- serving ------------------------------------------------------------------------
 
@@ -207,10 +208,16 @@ class Level:
         self.events.append(Event(day, kind, text, manual))
 
     def push(self, change: Change, day: int) -> None:
-        """A developer pushed `change` on `day`."""
-        raise NotImplementedError
+        """A developer pushed `change` on `day`: without CI/CD, a person releases it by hand
+        `manual_release_days` later, untested."""
+        self.due.append((day + self.settings.manual_release_days, change))
 
-    def end_of_day(self, day: int, pushed: list[Change]) -> None:
+    def releases_due(self, day: int) -> list[Change]:
+        due = [change for when, change in self.due if when == day]
+        self.due = [(when, change) for when, change in self.due if when != day]
+        return due
+
+    def end_of_day(self, day: int) -> None:
         raise NotImplementedError
 
     def release(self, day: int, change: Change, manual: bool) -> None:
@@ -255,15 +262,10 @@ class Level0(Level):
 
     def __init__(self, *args):
         super().__init__(*args)
-        self.due: list[tuple[int, Change]] = []  # releases waiting for the person
         self.look_at: list[int] = []  # days the person looks at quality after a release
 
-    def push(self, change: Change, day: int) -> None:
-        self.due.append((day + self.settings.manual_release_days, change))
-
-    def end_of_day(self, day: int, pushed: list[Change]) -> None:
-        for when, change in [d for d in self.due if d[0] == day]:
-            self.due.remove((when, change))
+    def end_of_day(self, day: int) -> None:
+        for change in self.releases_due(day):
             self.release(day, change, manual=True)
             self.retrain_by_hand(day, f"with the code of '{change.title}'")
             self.look_at.append(day + self.settings.notice_days)
@@ -301,16 +303,11 @@ class Level1(Level):
 
     def __init__(self, *args):
         super().__init__(*args)
-        self.due: list[tuple[int, Change]] = []
         self.respond_on: list[tuple[int, str]] = []  # (day, alert) a person will look at
         self.run_reasons: list[str] = []  # why each training run was triggered
 
-    def push(self, change: Change, day: int) -> None:
-        self.due.append((day + self.settings.manual_release_days, change))
-
-    def end_of_day(self, day: int, pushed: list[Change]) -> None:
-        for when, change in [d for d in self.due if d[0] == day]:
-            self.due.remove((when, change))
+    def end_of_day(self, day: int) -> None:
+        for change in self.releases_due(day):
             self.release(day, change, manual=True)  # untested: level 1 has no CI
         for when, alert in [r for r in self.respond_on if r[0] == day]:
             self.respond_on.remove((when, alert))
@@ -401,10 +398,10 @@ class Level2(Level1):
         served.canary = arm
         return served
 
-    def end_of_day(self, day: int, pushed: list[Change]) -> None:
+    def end_of_day(self, day: int) -> None:
         if self.canary is not None and self.canary[3] < day:
             self.judge_canary(day)
-        super().end_of_day(day, pushed)
+        super().end_of_day(day)
 
     def judge_canary(self, day: int) -> None:
         change, code, fitted, _ = self.canary

@@ -32,7 +32,7 @@ def replay(settings: CompareSettings, progress: Callable[[str], None] = print) -
             for change in today:
                 level.push(change, day)
             level.serve(day)
-            level.end_of_day(day, today)
+            level.end_of_day(day)
         versions = ", ".join(f"L{lv.number} v{lv.champion.version}" for lv in levels)
         news = [f"L{lv.number}: {e.text}" for lv in levels for e in lv.events if e.day == day]
         progress(f"day {day:2d} [{time.monotonic() - started:5.0f} s] {versions}")

@@ -43,7 +43,7 @@ def test_level0_retrains_by_hand_every_k_weeks_only_when_asked():
         level = Level0(world, runs, first_model(world, runs, initial_code(settings)))
         for day in range(settings.start_day, settings.start_day + 14):
             level.serve(day)
-            level.end_of_day(day, [])
+            level.end_of_day(day)
         trained = [e.day for e in level.events if e.kind == "train"]
         assert trained == expected
         assert level.champion.version == 1 + len(expected)
