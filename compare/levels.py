@@ -13,8 +13,9 @@ Every level starts the replay serving the same model, trained by hand on the day
   thresholds and triggers retraining. Code is still released by hand, untested; a person
   reverts a release when a live-quality alert follows it.
 - **Level 2** (CI/CD): level 1's loop, and every push goes through CI (model, serving
-  contract and consistency checks), the staging run through the gate, and a canary on a
-  share of the next day's traffic judged by level 2's rollout rule. No manual step.
+  contract and consistency checks), the staging run through the gate, and a canary on
+  level 2's share of live traffic, judged by level 2's rollout rule once it has answered
+  enough requests. No manual step.
 
 The decisions are made by the levels' own code: `shared.validation`, `shared.train`,
 `shared.evaluate`, `shared.gate.judge` with level 1's `PipelineSettings`, level 1's drift
@@ -26,7 +27,7 @@ Prefect runs and the HTTP calls are function calls (the demos and stacks run the
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -49,6 +50,7 @@ from shared.train import split_holdout, train, train_baseline
 PIPELINE = PipelineSettings()  # level 1's defaults: window, gate, monitoring thresholds
 CICD = CicdSettings()  # level 2's canary bounds
 CANARY_SHARE = ProductionSettings().canary_share
+CANARY_MAX_DAYS = 3  # the canary's window: until it has level 2's minimum of requests, at most this
 MANUAL_REVERT_DROP = 0.10  # a person reverts a release after a live ROC AUC drop this large
 
 
@@ -355,16 +357,27 @@ class Level1(Level):
         return fitted
 
 
+@dataclass
+class Canary:
+    """A candidate of level 2's CD in production, on the canary's share of live traffic."""
+
+    change: Change
+    code: Code
+    fitted: Fitted
+    pushed: int
+    days: list[int] = field(default_factory=list)  # the days it has answered on
+
+
 class Level2(Level1):
     number, title = 2, "CI/CD"
 
     def __init__(self, *args):
         super().__init__(*args)
-        self.canary: tuple[Change, Code, Fitted, int] | None = None  # change, code, model, push day
+        self.canary: Canary | None = None
 
     def push(self, change: Change, day: int) -> None:
         """CI, then CD's staging run through the gate; a green, gated candidate becomes
-        tomorrow's canary."""
+        the canary from tomorrow."""
         code = change.apply(self.code)
         failures = ci_checks(code, self.runs, self.world)
         if failures:
@@ -384,38 +397,51 @@ class Level2(Level1):
         self.record(
             day, "ci", f"CI green, staging gate passed for '{change.title}': canary tomorrow"
         )
-        self.canary = (change, code, fitted, day)
+        self.canary = Canary(change, code, fitted, day)
 
     def serve(self, day: int) -> Served:
         served = super().serve(day)
-        if self.canary is None or self.canary[3] == day or not len(served.ids):
+        if self.canary is None or self.canary.pushed == day or not len(served.ids):
             return served
-        change, code, fitted, _ = self.canary
         arm = (np.arange(len(served.ids)) % 100) < round(100 * CANARY_SHARE)
         answered = self.world.features(day)[self.world.answerable(day)]
         served.probability = served.probability.copy()
-        served.probability[arm] = code.score(fitted.pipeline, answered[arm])
+        served.probability[arm] = self.canary.code.score(self.canary.fitted.pipeline, answered[arm])
         served.canary = arm
+        self.canary.days.append(day)
         return served
 
     def end_of_day(self, day: int) -> None:
-        if self.canary is not None and self.canary[3] < day:
+        if self.canary is not None and day in self.canary.days:
             self.judge_canary(day)
         super().end_of_day(day)
 
     def judge_canary(self, day: int) -> None:
-        change, code, fitted, _ = self.canary
+        """Level 2's rollout rule on everything the arms answered since the canary started.
+        The window ends once the canary has its minimum of requests, or after
+        CANARY_MAX_DAYS (a small day of traffic may not be enough)."""
+        canary = self.canary
+        served = [self.served[d] for d in canary.days]
+        arms = [
+            _arm(np.concatenate([s.probability[~s.canary] for s in served])),
+            _arm(np.concatenate([s.probability[s.canary] for s in served])),
+        ]
+        window_over = (
+            arms[1].requests >= CICD.canary_min_requests or len(canary.days) >= CANARY_MAX_DAYS
+        )
+        decision = decide(arms[0], arms[1], CICD.bounds(), window_over=window_over)
+        if decision.action == "wait":
+            return
         self.canary = None
-        served = self.served[day]
-        arms = [_arm(served.probability[~served.canary]), _arm(served.probability[served.canary])]
-        decision = decide(arms[0], arms[1], CICD.bounds(), window_over=True)
-        if decision.action != "promote":
+        if decision.action == "rollback":
             self.record(
-                day, "canary", f"canary of '{change.title}' rolled back: {decision.summary}"
+                day, "canary", f"canary of '{canary.change.title}' rolled back: {decision.summary}"
             )
             return
-        self.release(day, change, manual=False)
-        self.promote(day, fitted, code, f"canary of '{change.title}' within bounds")
+        self.release(day, canary.change, manual=False)
+        self.promote(
+            day, canary.fitted, canary.code, f"canary of '{canary.change.title}' within bounds"
+        )
 
 
 def _arm(probability: np.ndarray) -> ArmStats:
