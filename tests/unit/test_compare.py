@@ -6,8 +6,8 @@ from __future__ import annotations
 import pytest
 from pydantic import ValidationError
 
-from compare.changes import initial_code, refactor_scoring, widen_search
-from compare.levels import Level0, Runs, ci_checks, first_model
+from compare.changes import initial_code, refactor_scoring, widen_search, widens_search
+from compare.levels import Canary, Level0, Level2, Runs, ci_checks, first_model
 from compare.settings import CompareSettings
 from compare.world import World
 
@@ -48,6 +48,25 @@ def test_level0_retrains_by_hand_every_k_weeks_only_when_asked():
         assert trained == expected
         assert level.champion.version == 1 + len(expected)
         assert all(e.manual for e in level.events)
+
+
+def test_a_canary_short_of_requests_waits_for_the_next_day_then_is_promoted(world, runs):
+    # 300 requests a day, a 20 % canary: 60 on its first day, short of level 2's minimum of
+    # 100; level 2's rule waits (it neither promotes nor rolls back an unjudged canary).
+    initial = first_model(world, runs, initial_code(SMALL))
+    level = Level2(world, runs, initial)
+    start = SMALL.start_day
+    change = widens_search(start)
+    level.canary = Canary(change, change.apply(level.code), initial.fitted, pushed=start)
+    level.serve(start + 1)
+    level.judge_canary(start + 1)
+    assert level.canary is not None and level.canary.days == [start + 1]
+    assert level.events == []
+    level.serve(start + 2)
+    level.judge_canary(start + 2)
+    assert level.canary is None
+    assert [e.kind for e in level.events] == ["release", "promote"]
+    assert level.champion.version == 2 and "wider-search" in level.code.name
 
 
 def test_a_story_day_outside_the_replay_is_refused_by_name():
