@@ -159,18 +159,19 @@ def load_labels(engine: Engine, landing: Path) -> int:
     return added
 
 
-def recent_predictions(engine: Engine, model_version: str, limit: int) -> pd.DataFrame:
-    """The newest `limit` predictions of one model version, with their label where it has
-    arrived (column `churned`, null until then), oldest first."""
-    query = (
-        sa.select(predictions, labels.c[LABEL])
-        .join(labels, predictions.c[ID] == labels.c[ID], isouter=True)
-        .where(predictions.c.model_version == model_version)
-        .order_by(predictions.c.id.desc())
-        .limit(limit)
+def recent_predictions(
+    engine: Engine, model_version: str | None, limit: int, labelled: bool = False
+) -> pd.DataFrame:
+    """The newest `limit` predictions of one model version (None: of any version), with
+    their label where it has arrived (column `churned`, null until then), oldest first.
+    `labelled`: only predictions whose label has arrived."""
+    query = sa.select(predictions, labels.c[LABEL]).join(
+        labels, predictions.c[ID] == labels.c[ID], isouter=not labelled
     )
+    if model_version is not None:
+        query = query.where(predictions.c.model_version == model_version)
     with engine.connect() as conn:
-        frame = pd.read_sql(query, conn)
+        frame = pd.read_sql(query.order_by(predictions.c.id.desc()).limit(limit), conn)
     return frame.iloc[::-1].reset_index(drop=True)
 
 

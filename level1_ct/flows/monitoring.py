@@ -50,12 +50,14 @@ def reference_of(settings: PipelineSettings, champion: registry.ModelRef):
 
 
 @step
-def check(settings: PipelineSettings, champion: registry.ModelRef, live, reference) -> dict:
-    """Drift of the live features, and quality where labels have arrived."""
+def check(
+    settings: PipelineSettings, champion: registry.ModelRef, live, labelled, reference
+) -> dict:
+    """Drift of the champion's live features against its reference, and the service's
+    quality on the newest predictions whose labels have arrived."""
     drift = reports.data_drift(live, reference, settings.drift_share_threshold)
     metrics = {**drift.metrics(), "rows": float(len(live))}
     snapshots = [drift.snapshot]
-    labelled = live.dropna(subset=[LABEL])
     metrics["labelled_rows"] = float(len(labelled))
     if len(labelled) >= settings.monitor_min_rows and labelled[LABEL].nunique() == 2:
         frame = labelled.assign(**{reports.TARGET: labelled[LABEL].astype(int)})
@@ -107,17 +109,21 @@ def monitoring_flow():
     champion, holdout_auc = found_champion
     engine = connect(settings.prediction_store_url)
     added = load_labels(engine, settings.landing)
+    # Drift: the champion's own traffic. Quality: the newest answers whose labels have
+    # arrived, whichever version gave them; labels come days late, and a champion replaced
+    # more often than that would never be judged on its own answers.
     live = recent_predictions(engine, champion.version, settings.monitor_rows)
+    labelled = recent_predictions(engine, None, settings.monitor_rows, labelled=True)
     logger.info(
-        "%d predictions of version %s, %d with labels (%d new labels)",
-        len(live), champion.version, int(live[LABEL].notna().sum()), added,
+        "%d predictions of version %s; %d newest labelled predictions (%d new labels)",
+        len(live), champion.version, len(labelled), added,
     )  # fmt: skip
     if len(live) < settings.monitor_min_rows:
         return Completed(
             message=f"{len(live)} predictions of version {champion.version}: "
             f"fewer than {settings.monitor_min_rows}, too few to judge"
         )
-    result = check(settings, champion, live, reference_of(settings, champion))
+    result = check(settings, champion, live, labelled, reference_of(settings, champion))
     metrics = result["metrics"]
     found = alerts(settings, metrics, result["drifted"], holdout_auc)
     cooling = _last_alert(engine)

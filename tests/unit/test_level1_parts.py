@@ -72,6 +72,13 @@ def test_labels_are_loaded_once_and_joined_to_predictions(tmp_path, landing):
     live = recent_predictions(engine, "1", limit=10)
     assert list(live["customer_id"]) == [labelled_id, "c-2"]  # version 1 only, oldest first
     assert live["churned"].notna().tolist() == [True, False]  # c-2 has no label yet
+    # What live quality is judged on: labelled answers, whichever version gave them
+    log.record([{**row(4, version="2"), "customer_id": labelled_id}])
+    log.flush()
+    labelled = recent_predictions(engine, None, limit=10, labelled=True)
+    assert list(labelled["customer_id"]) == [labelled_id, labelled_id]
+    assert list(labelled["model_version"]) == ["1", "2"]
+    assert labelled["churned"].notna().all()
 
 
 def settings(**overrides) -> PipelineSettings:
