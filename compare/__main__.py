@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import time
 
 import pandas as pd
@@ -11,13 +10,9 @@ from compare import report
 from compare.replay import replay
 from compare.settings import CompareSettings
 from compare.summary import days_table, markdown, summarize, summary_frame
-from compare.world import scenario_of
 
 
 def main() -> None:
-    os.environ.setdefault(
-        "OMP_NUM_THREADS", "1"
-    )  # measured: faster than threads fighting on 2 cores
     settings = CompareSettings(_cli_parse_args=True)
     started = time.monotonic()
     levels = replay(settings)
@@ -25,9 +20,7 @@ def main() -> None:
     summary = summary_frame(
         [summarize(level, days[days.level == level.number]) for level in levels]
     )
-    path = report.write(
-        settings.out, settings, levels, days, summary, scenario_of(settings).description
-    )
+    path = report.write(settings.out, settings, levels, days, summary)
     print()
     print(markdown(summary))
     print(

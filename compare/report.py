@@ -21,9 +21,10 @@ matplotlib.use("Agg")  # files only, no display
 import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from compare.levels import Level  # noqa: E402
+from compare.levels import PIPELINE, Level  # noqa: E402
 from compare.settings import CompareSettings  # noqa: E402
 from compare.summary import fmt, markdown  # noqa: E402
+from compare.world import story  # noqa: E402
 
 COLORS = {0: "#d62728", 1: "#1f77b4", 2: "#2ca02c"}
 STYLES = {0: "-", 1: "--", 2: "-"}
@@ -111,7 +112,13 @@ def plot_drift(days: pd.DataFrame, settings: CompareSettings, path: Path) -> Non
             linestyle=STYLES[number],
             label=f"level {number} monitoring",
         )
-    ax.axhline(0.3, color="black", linewidth=0.8, linestyle="--", label="alert threshold")
+    ax.axhline(
+        PIPELINE.drift_share_threshold,
+        color="black",
+        linewidth=0.8,
+        linestyle="--",
+        label="alert threshold",
+    )
     ax.set(
         xlabel="day",
         ylabel="share of features drifted",
@@ -130,7 +137,7 @@ def _image(path: Path) -> str:
 
 
 def write(out: Path, settings: CompareSettings, levels: list[Level], days: pd.DataFrame,
-          summary: pd.DataFrame, description: str) -> Path:  # fmt: skip
+          summary: pd.DataFrame) -> Path:  # fmt: skip
     out.mkdir(parents=True, exist_ok=True)
     plot_quality(days, levels, settings, out / "quality.png")
     plot_drift(days, settings, out / "drift.png")
@@ -156,7 +163,7 @@ def write(out: Path, settings: CompareSettings, levels: list[Level], days: pd.Da
 td,th{{border:1px solid #ccc;padding:3px 8px;text-align:left;font-size:14px}}img{{max-width:100%}}</style>
 </head><body>
 <h1>One scenario, three maturity levels</h1>
-<p>{html.escape(description)} Seed {settings.seed}; the levels take over on day {settings.start_day}.</p>
+<p>{html.escape(story(settings))} Seed {settings.seed}; the levels take over on day {settings.start_day}.</p>
 <h2>Live quality</h2><figure id="quality">{_image(out / "quality.png")}</figure>
 <h2>Drift monitoring</h2><figure id="drift">{_image(out / "drift.png")}</figure>
 <h2>Summary</h2><table id="summary"><tr><th>figure</th>{head}</tr>{table}</table>

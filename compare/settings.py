@@ -32,11 +32,12 @@ class CompareSettings(BaseSettings):
     bad_change_day: int | None = 26
 
     # People: a change is released by hand `manual_release_days` after its push (levels 0
-    # and 1); a person acts `response_days` after an alert, or `notice_days` after a bad
+    # and 1); a person acts `response_days` after an alert (alerts come in the evening: the
+    # next day at the earliest), or `notice_days` after a bad
     # release when nothing alerts (level 0, no monitoring); level 0's person retrains by
     # hand every `level0_retrain_weeks` weeks (0: never, the level-0 default).
     manual_release_days: int = Field(3, ge=0)
-    response_days: int = Field(1, ge=0)
+    response_days: int = Field(1, ge=1)
     notice_days: int = Field(7, ge=1)
     level0_retrain_weeks: int = Field(0, ge=0)
 

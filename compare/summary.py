@@ -14,8 +14,6 @@ import pandas as pd
 from compare.changes import changes
 from compare.levels import Level
 from compare.settings import CompareSettings
-from shared.evaluate import classification_metrics
-from shared.schema import ID, LABEL
 
 NEVER = None  # a figure that never happened within the replay
 
@@ -24,8 +22,7 @@ def days_table(level: Level) -> pd.DataFrame:
     """One row per replayed day: what served, how many requests failed, live quality."""
     rows = []
     for day, served in sorted(level.served.items()):
-        labels = level.world.labels(day).set_index(ID)[LABEL].astype(int)
-        metrics = classification_metrics(labels.loc[served.ids].to_numpy(), served.probability)
+        metrics = level.quality([(day, np.arange(len(served.ids)))])
         rows.append(
             {
                 "level": level.number,
@@ -45,10 +42,12 @@ def days_table(level: Level) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def _first_alert(level: Level, onset: int | None) -> int | None:
+def _first_alert(level: Level, onset: int | None, what: str) -> int | None:
+    """Days from `onset` to the first alert whose text starts with `what`: drift of the
+    features shows a covariate shift, only live quality shows a concept drift."""
     if onset is None or not level.monitored:
         return NEVER
-    days = [e.day for e in level.events if e.kind == "alert" and e.day >= onset]
+    days = [e.day for e in level.events if e.kind == "alert" and e.day >= onset and what in e.text]
     return min(days) - onset if days else NEVER
 
 
@@ -94,8 +93,12 @@ def summarize(level: Level, table: pd.DataFrame) -> dict[str, object]:
         "worst-week ROC AUC": float(weekly.min()),
         "mean F1": float(table.f1.mean()),
         "ROC AUC before drift": before,
-        "days to detect covariate shift": _first_alert(level, settings.covariate_shift_day),
-        "days to detect concept drift": _first_alert(level, settings.concept_drift_day),
+        "days to detect covariate shift": _first_alert(
+            level, settings.covariate_shift_day, "features drifted"
+        ),
+        "days to detect concept drift": _first_alert(
+            level, settings.concept_drift_day, "live ROC AUC"
+        ),
         "days to recover from concept drift": recovery,
         "lead time of the good change (days)": _lead_time(table, good[0].name, good[0].day)
         if good
@@ -109,7 +112,7 @@ def summarize(level: Level, table: pd.DataFrame) -> dict[str, object]:
         "bad deployments in production": len(served_bad),
         "days a bad change served": int((table.bad_changes != "").sum()),
         "reverts and rollbacks": sum(1 for e in level.events if e.kind in ("revert", "canary")),
-        "bad batches rejected": sum(1 for e in level.events if e.kind == "batch-rejected"),
+        "bad batches rejected": len(level.rejected_days),
         "bad data that reached training": bad_data,
         "failed requests (422)": int(table.failed.sum()),
         "manual steps": sum(1 for e in level.events if e.manual),

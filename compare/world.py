@@ -7,15 +7,14 @@ they would from the real API (`shared/api.py`), and are counted as failed reques
 
 from __future__ import annotations
 
-from functools import cached_property
-
 import numpy as np
 import pandas as pd
 from pydantic import ValidationError
 
 from compare.settings import CompareSettings
+from shared.api import Record
 from shared.scenarios import Ramp, Scenario, get_scenario
-from shared.schema import DATE, ID, LABEL, request_model
+from shared.schema import DATE, ID, LABEL
 from shared.simulator import SimulationConfig, generate_day
 from shared.validation import validate
 
@@ -29,7 +28,7 @@ def scenario_of(settings: CompareSettings) -> Scenario:
     base = get_scenario("compare")
     return Scenario(
         name=base.name,
-        description=base.description,
+        description=story(settings),
         covariate_shift=ramp(settings.covariate_shift_day, settings.covariate_shift_days),
         concept_drift=ramp(settings.concept_drift_day, settings.concept_drift_days),
         incidents={}
@@ -39,14 +38,31 @@ def scenario_of(settings: CompareSettings) -> Scenario:
     )
 
 
+def story(settings: CompareSettings) -> str:
+    """The replayed story in words, with the days the settings give."""
+    parts = [f"{settings.days} days"]
+    if settings.covariate_shift_day is not None:
+        parts.append(
+            f"from day {settings.covariate_shift_day} the user base gets younger "
+            f"(over {settings.covariate_shift_days} days)"
+        )
+    if settings.incident_day is not None:
+        parts.append(f"on day {settings.incident_day} the export breaks ({settings.incident})")
+    if settings.concept_drift_day is not None:
+        parts.append(
+            f"from day {settings.concept_drift_day}, over {settings.concept_drift_days} days, "
+            "discount users, the most loyal customers, turn into deal-seekers who leave"
+        )
+    return "; ".join(parts) + "."
+
+
 def _answerable(features: pd.DataFrame) -> np.ndarray:
     """Which rows the API would answer: those that meet the request contract."""
-    record = request_model()
     columns = [c for c in features.columns if c not in (ID, DATE)]
     ok = np.zeros(len(features), dtype=bool)
     for i, row in enumerate(features[columns].to_dict("records")):
         try:
-            record.model_validate({k: (None if pd.isna(v) else v) for k, v in row.items()})
+            Record.model_validate({k: (None if pd.isna(v) else v) for k, v in row.items()})
             ok[i] = True
         except (ValidationError, TypeError, ValueError):
             pass
@@ -107,6 +123,6 @@ class World:
             self._answerable[day] = _answerable(self.features(day))
         return self._answerable[day]
 
-    @cached_property
+    @property
     def replay_days(self) -> range:
         return range(self.settings.start_day, self.settings.days)

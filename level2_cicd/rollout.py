@@ -16,6 +16,19 @@ from dataclasses import dataclass, field
 BINS = 10  # probability histogram: [0, 0.1), [0.1, 0.2), ... [0.9, 1.0]
 
 
+def bin_of(probability: float) -> int:
+    """The histogram bin of a predicted probability."""
+    return min(int(probability * BINS), BINS - 1)
+
+
+def bin_counts(probabilities) -> list[int]:
+    """How many of `probabilities` fall in each of the BINS bins."""
+    counts = [0] * BINS
+    for p in probabilities:
+        counts[bin_of(p)] += 1
+    return counts
+
+
 @dataclass(frozen=True)
 class ArmStats:
     """What the service counted for one arm during the window."""

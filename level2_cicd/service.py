@@ -37,7 +37,7 @@ from pydantic import BaseModel, Field, SecretStr
 from pydantic_settings import SettingsConfigDict
 
 from level1_ct.service import MicroBatcher, ModelFollower, Served, ServiceSettings, create_app
-from level2_cicd.rollout import BINS
+from level2_cicd.rollout import BINS, bin_of
 
 log = logging.getLogger("level2.service")
 CANARY = "canary"  # the registry alias CD points at the version being rolled out
@@ -75,7 +75,7 @@ class ArmCounter:
             return
         self.latencies_ms.append((time.perf_counter() - started) * 1000)
         for p in probabilities:
-            self.histogram[min(int(p * BINS), BINS - 1)] += 1
+            self.histogram[bin_of(p)] += 1
 
     def snapshot(self) -> dict[str, Any]:
         p99 = float(np.percentile(self.latencies_ms, 99)) if self.latencies_ms else 0.0

@@ -1,14 +1,23 @@
-"""The comparison's parts: level 2's CI checks judge the pushed code, level 0's person
-retrains on schedule when asked to, and a story day outside the replay is refused."""
+"""The comparison's parts: level 2's CI checks judge the pushed code and a push waits for
+the running canary, level 0's person retrains on schedule when asked to and reverts only
+the newest release, the summary tells drift from concept drift, and a story day outside
+the replay is refused."""
 
 from __future__ import annotations
 
 import pytest
 from pydantic import ValidationError
 
-from compare.changes import initial_code, refactor_scoring, widen_search, widens_search
-from compare.levels import Canary, Level0, Level2, Runs, ci_checks, first_model
+from compare.changes import (
+    initial_code,
+    refactor_scoring,
+    refactors_scoring,
+    widen_search,
+    widens_search,
+)
+from compare.levels import Canary, Event, Level0, Level2, Runs, ci_checks, first_model
 from compare.settings import CompareSettings
+from compare.summary import _first_alert
 from compare.world import World
 
 SMALL = CompareSettings(days=24, start_day=8, rows_per_day=300, n_iter=1,
@@ -67,6 +76,54 @@ def test_a_canary_short_of_requests_waits_for_the_next_day_then_is_promoted(worl
     assert level.canary is None
     assert [e.kind for e in level.events] == ["release", "promote"]
     assert level.champion.version == 2 and "wider-search" in level.code.name
+
+
+def test_a_push_during_a_canary_waits_for_it_then_goes_through_ci(world, runs):
+    initial = first_model(world, runs, initial_code(SMALL))
+    level = Level2(world, runs, initial)
+    start = SMALL.start_day
+    good = widens_search(start)
+    level.canary = Canary(good, good.apply(level.code), initial.fitted, pushed=start)
+    level.push(refactors_scoring(start + 1), start + 1)
+    assert [e.kind for e in level.events] == ["queued"] and level.canary.change is good
+    for day in (start + 1, start + 2):
+        level.serve(day)
+        level.end_of_day(day)
+    kinds = [e.kind for e in level.events]
+    assert kinds.index("promote") < kinds.index("ci"), kinds  # the canary ended first
+    assert level.queued == [] and level.canary is None
+    assert "CI red for 'refactor the service's scoring'" in level.events[kinds.index("ci")].text
+    assert level.bad_changes_serving == set()
+
+
+def test_a_person_reverts_the_newest_release_once_and_never_an_older_one(world, runs):
+    level = Level0(world, runs, first_model(world, runs, initial_code(SMALL)))
+    start = SMALL.start_day
+    before = level.code
+    level.serve(start)
+    level.release(start, refactors_scoring(start), manual=True)  # inverted probabilities
+    assert level.bad_changes_serving == {"refactor the service's scoring"}
+    last = start + 1 + SMALL.label_delay_days + 2  # labels of three days after it landed
+    for day in range(start + 1, last + 1):
+        level.serve(day)
+    level.revert_if_broken(last, "a person checked")
+    assert level.events[-1].kind == "revert" and level.events[-1].manual
+    assert level.code == before and level.bad_changes_serving == set()
+    level.revert_if_broken(last + 1, "a person checked again")  # nothing left to blame
+    assert level.events[-1].kind == "check" and "no release to suspect" in level.events[-1].text
+    assert level.code == before
+
+
+def test_drift_of_the_features_detects_a_shift_only_live_quality_a_concept_drift(world, runs):
+    level = Level2(world, runs, first_model(world, runs, initial_code(SMALL)))
+    level.events = [
+        Event(12, "alert", "40% of features drifted (threshold 30%): age"),
+        Event(14, "alert", "live ROC AUC 0.610 is below 0.700 (hold-out 0.740 - 0.04)"),
+    ]
+    assert _first_alert(level, 10, "features drifted") == 2
+    assert _first_alert(level, 10, "live ROC AUC") == 4
+    assert _first_alert(level, 13, "features drifted") is None
+    assert _first_alert(level, None, "live ROC AUC") is None
 
 
 def test_a_story_day_outside_the_replay_is_refused_by_name():
