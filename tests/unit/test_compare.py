@@ -5,6 +5,7 @@ the replay is refused."""
 
 from __future__ import annotations
 
+import pandas as pd
 import pytest
 from pydantic import ValidationError
 
@@ -17,7 +18,7 @@ from compare.changes import (
 )
 from compare.levels import Canary, Event, Level0, Level2, Runs, ci_checks, first_model
 from compare.settings import CompareSettings
-from compare.summary import _first_alert
+from compare.summary import _first_alert, _lead_time, _recovery
 from compare.world import World
 
 SMALL = CompareSettings(days=24, start_day=8, rows_per_day=300, n_iter=1,
@@ -124,6 +125,51 @@ def test_drift_of_the_features_detects_a_shift_only_live_quality_a_concept_drift
     assert _first_alert(level, 10, "live ROC AUC") == 4
     assert _first_alert(level, 13, "features drifted") is None
     assert _first_alert(level, None, "live ROC AUC") is None
+
+
+def test_a_canary_that_answers_the_probability_of_staying_is_rolled_back(world, runs):
+    # CI would stop this change; pushed past it, the canary's prediction distribution
+    # (PSI against the champion's) is what stops it in production.
+    initial = first_model(world, runs, initial_code(SMALL))
+    level = Level2(world, runs, initial)
+    start = SMALL.start_day
+    bad = refactors_scoring(start)
+    level.canary = Canary(bad, bad.apply(level.code), initial.fitted, pushed=start)
+    for day in (start + 1, start + 2):
+        level.serve(day)
+        level.judge_canary(day)
+    assert level.canary is None
+    assert [e.kind for e in level.events] == ["canary"]
+    assert "rolled back" in level.events[0].text and "PSI" in level.events[0].text
+    assert level.code == initial.code and level.champion.version == 1
+    assert level.bad_changes_serving == set()  # the canary share never counted as released
+
+
+def days(auc: list[float], start: int = 0, **columns) -> pd.DataFrame:
+    return pd.DataFrame(
+        {"day": range(start, start + len(auc)), "roc_auc": auc, "bad_changes": "", **columns}
+    )
+
+
+def test_recovery_counts_days_from_the_concept_drift_until_the_3_day_mean_is_back():
+    settings = SMALL.model_copy(
+        update={"covariate_shift_day": None, "concept_drift_day": 4, "recovery_tolerance": 0.03}
+    )
+    #          before drift (mean 0.8) | drift: falls, then back from day 9
+    auc = [0.8, 0.8, 0.8, 0.8, 0.6, 0.6, 0.6, 0.79, 0.79, 0.79, 0.79]
+    assert _recovery(days(auc), settings) == (9 - 4, pytest.approx(0.8))
+    assert _recovery(days(auc[:8] + [0.6] * 3), settings)[0] is None  # never back
+    assert _recovery(days([0.8] * 11), settings)[0] == 0  # never fell
+    # A bad change serving before the drift is not the level's healthy quality
+    table = days(auc).assign(bad_changes=["x", "", "", "", *[""] * 7])
+    table.loc[0, "roc_auc"] = 0.2
+    assert _recovery(table, settings)[1] == pytest.approx(0.8)
+
+
+def test_lead_time_is_days_from_the_push_until_a_model_of_its_code_answers():
+    table = days([0.8] * 6, start=10, model_code=["main"] * 3 + ["main+wider-search"] * 3)
+    assert _lead_time(table, "wider-search", pushed=10) == 3
+    assert _lead_time(table, "scoring-refactor", pushed=10) is None
 
 
 def test_a_story_day_outside_the_replay_is_refused_by_name():
