@@ -60,14 +60,18 @@ def test_level0_retrains_by_hand_every_k_weeks_only_when_asked():
         assert all(e.manual for e in level.events)
 
 
+def level2_with_canary(world, runs, change) -> Level2:
+    """Level 2 serving the first model, with `change` as its canary from the next day."""
+    level = Level2(world, runs, first_model(world, runs, initial_code(SMALL)))
+    level.canary = Canary(change, change.apply(level.code), level.champion.fitted, SMALL.start_day)
+    return level
+
+
 def test_a_canary_short_of_requests_waits_for_the_next_day_then_is_promoted(world, runs):
     # 300 requests a day, a 20 % canary: 60 on its first day, short of level 2's minimum of
     # 100; level 2's rule waits (it neither promotes nor rolls back an unjudged canary).
-    initial = first_model(world, runs, initial_code(SMALL))
-    level = Level2(world, runs, initial)
     start = SMALL.start_day
-    change = widens_search(start)
-    level.canary = Canary(change, change.apply(level.code), initial.fitted, pushed=start)
+    level = level2_with_canary(world, runs, widens_search(start))
     level.serve(start + 1)
     level.judge_canary(start + 1)
     assert level.canary is not None and level.canary.days == [start + 1]
@@ -80,11 +84,9 @@ def test_a_canary_short_of_requests_waits_for_the_next_day_then_is_promoted(worl
 
 
 def test_a_push_during_a_canary_waits_for_it_then_goes_through_ci(world, runs):
-    initial = first_model(world, runs, initial_code(SMALL))
-    level = Level2(world, runs, initial)
     start = SMALL.start_day
     good = widens_search(start)
-    level.canary = Canary(good, good.apply(level.code), initial.fitted, pushed=start)
+    level = level2_with_canary(world, runs, good)
     level.push(refactors_scoring(start + 1), start + 1)
     assert [e.kind for e in level.events] == ["queued"] and level.canary.change is good
     for day in (start + 1, start + 2):
@@ -130,11 +132,9 @@ def test_drift_of_the_features_detects_a_shift_only_live_quality_a_concept_drift
 def test_a_canary_that_answers_the_probability_of_staying_is_rolled_back(world, runs):
     # CI would stop this change; pushed past it, the canary's prediction distribution
     # (PSI against the champion's) is what stops it in production.
-    initial = first_model(world, runs, initial_code(SMALL))
-    level = Level2(world, runs, initial)
     start = SMALL.start_day
-    bad = refactors_scoring(start)
-    level.canary = Canary(bad, bad.apply(level.code), initial.fitted, pushed=start)
+    level = level2_with_canary(world, runs, refactors_scoring(start))
+    initial = level.champion
     for day in (start + 1, start + 2):
         level.serve(day)
         level.judge_canary(day)
