@@ -43,7 +43,7 @@ def days_table(level: Level) -> pd.DataFrame:
 
 
 def _first_alert(level: Level, onset: int | None, what: str) -> int | None:
-    """Days from `onset` to the first alert whose text starts with `what`: drift of the
+    """Days from `onset` to the first alert whose text contains `what`: drift of the
     features shows a covariate shift, only live quality shows a concept drift."""
     if onset is None or not level.monitored:
         return NEVER
