@@ -514,7 +514,7 @@ def _arm(probability: np.ndarray) -> ArmStats:
     """One arm's answers as the service counts them (one request each). Latency is not
     simulated (0 ms on both)."""
     return ArmStats(
-        len(probability), errors=0, p99_ms=0.0, histogram=tuple(bin_counts(probability))
+        len(probability), errors=0, p95_ms=0.0, histogram=tuple(bin_counts(probability))
     )
 
 

@@ -49,7 +49,7 @@ from shared.api import (
     predict_body,
 )
 from shared.evaluate import THRESHOLD
-from shared.schema import FEATURE_NAMES, ID
+from shared.schema import FEATURE_NAMES, ID, example_record
 
 # Fail fast when MLflow is down: the service keeps its model and says "degraded" instead of
 # hanging in the client's retries (minutes by default).
@@ -136,6 +136,12 @@ class ModelFollower:
             )
             log.warning(self.problem)
             return False
+        try:  # a model's first call pays its lazy setup: here, not in a client's request
+            pipeline.predict_proba(pd.DataFrame([example_record()], columns=[*FEATURE_NAMES, ID]))
+        except Exception as error:
+            self.problem = f"version {ref.version} cannot score: {type(error).__name__}: {error}"
+            log.warning(self.problem)
+            return False
         old = self.current.ref.version if self.current else None
         now = datetime.now(UTC).isoformat(timespec="seconds")
         self.current = Served(ref, pipeline, now)  # the swap: one reference assignment
@@ -216,6 +222,7 @@ class MicroBatcher:
 
     def start(self) -> None:
         self._worker = asyncio.create_task(self._run())
+        self._scorer.submit(lambda: None)  # the thread starts now, not in the first request
 
     async def stop(self) -> None:
         if self._worker:

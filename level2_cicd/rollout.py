@@ -35,7 +35,7 @@ class ArmStats:
 
     requests: int
     errors: int
-    p99_ms: float
+    p95_ms: float  # the arm's latency tail (a p99 of the canary's ~100 requests is its max)
     histogram: tuple[int, ...] = field(default=(0,) * BINS)  # predictions per probability bin
 
     @property
@@ -49,8 +49,8 @@ class Bounds:
 
     min_requests: int = 100  # fewer canary requests than this: keep watching
     max_error_rate_increase: float = 0.01  # absolute, over the champion's error rate
-    max_p99_ratio: float = 1.5  # the canary's p99 over the champion's ...
-    p99_slack_ms: float = 10.0  # ... plus this, so that a 2 ms vs 3 ms tail is no verdict
+    max_p95_ratio: float = 1.5  # the canary's p95 over the champion's ...
+    p95_slack_ms: float = 10.0  # ... plus this, so that a 2 ms vs 3 ms tail is no verdict
     max_prediction_psi: float = 0.2  # the predictions' PSI, above what chance explains
 
 
@@ -96,10 +96,10 @@ def decide(champion: ArmStats, canary: ArmStats, bounds: Bounds, window_over: bo
             f"error rate {canary.error_rate:.1%} vs champion {champion.error_rate:.1%} "
             f"(bound +{bounds.max_error_rate_increase:.1%})"
         )
-    slowest = champion.p99_ms * bounds.max_p99_ratio + bounds.p99_slack_ms
-    if canary.requests and canary.p99_ms > slowest:
+    slowest = champion.p95_ms * bounds.max_p95_ratio + bounds.p95_slack_ms
+    if canary.requests and canary.p95_ms > slowest:
         problems.append(
-            f"p99 {canary.p99_ms:.0f} ms vs champion {champion.p99_ms:.0f} ms "
+            f"p95 {canary.p95_ms:.0f} ms vs champion {champion.p95_ms:.0f} ms "
             f"(bound {slowest:.0f} ms)"
         )
     shift = psi(champion.histogram, canary.histogram)
@@ -122,6 +122,6 @@ def decide(champion: ArmStats, canary: ArmStats, bounds: Bounds, window_over: bo
         "promote",
         (
             f"{canary.requests} canary requests: error rate {canary.error_rate:.1%}, "
-            f"p99 {canary.p99_ms:.0f} ms, prediction PSI {shift:.2f}, all within bounds",
+            f"p95 {canary.p95_ms:.0f} ms, prediction PSI {shift:.2f}, all within bounds",
         ),
     )

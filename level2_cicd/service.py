@@ -78,9 +78,9 @@ class ArmCounter:
             self.histogram[bin_of(p)] += 1
 
     def snapshot(self) -> dict[str, Any]:
-        p99 = float(np.percentile(self.latencies_ms, 99)) if self.latencies_ms else 0.0
-        return {"requests": self.requests, "errors": self.errors, "p99_ms": round(p99, 2),
-                "histogram": list(self.histogram)}  # fmt: skip
+        p50, p95 = np.percentile(self.latencies_ms, [50, 95]) if self.latencies_ms else (0, 0)
+        return {"requests": self.requests, "errors": self.errors, "p50_ms": round(p50, 2),
+                "p95_ms": round(p95, 2), "histogram": list(self.histogram)}  # fmt: skip
 
 
 class CanaryRouter:

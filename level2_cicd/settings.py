@@ -63,8 +63,8 @@ class CicdSettings(BaseSettings):
     rollout_check_seconds: float = 5.0
     canary_min_requests: int = 100
     canary_max_error_rate_increase: float = 0.01
-    canary_max_p99_ratio: float = 1.5
-    canary_p99_slack_ms: float = 10.0
+    canary_max_p95_ratio: float = 1.5
+    canary_p95_slack_ms: float = 10.0
     canary_max_prediction_psi: float = 0.2
 
     # Production: "manual" pauses each delivery before production until approved in the UI
@@ -86,8 +86,8 @@ class CicdSettings(BaseSettings):
         return Bounds(
             min_requests=self.canary_min_requests,
             max_error_rate_increase=self.canary_max_error_rate_increase,
-            max_p99_ratio=self.canary_max_p99_ratio,
-            p99_slack_ms=self.canary_p99_slack_ms,
+            max_p95_ratio=self.canary_max_p95_ratio,
+            p95_slack_ms=self.canary_p95_slack_ms,
             max_prediction_psi=self.canary_max_prediction_psi,
         )
 

@@ -17,7 +17,7 @@
    Prefect UI (Google's level 2 has a manual gate before production as an option).
 5. **Canary.** The registry alias `canary` points at the candidate: the production service
    (level2_cicd/service.py) sends a share of live traffic to it and counts each arm. Every
-   `rollout_check_seconds` CD compares the arms (level2_cicd/rollout.py): errors, p99
+   `rollout_check_seconds` CD compares the arms (level2_cicd/rollout.py): errors, p95
    latency, the predictions' distribution. Clearly worse: rolled back at once. Within the
    bounds for the whole window, with enough canary traffic: promoted.
 6. **Promote.** `champion` moves to the candidate (the old one keeps `previous-champion`);
@@ -293,7 +293,7 @@ def production_rollout(settings: CicdSettings) -> dict:
 
 
 def arm(figures: dict) -> ArmStats:
-    return ArmStats(figures["requests"], figures["errors"], figures["p99_ms"],
+    return ArmStats(figures["requests"], figures["errors"], figures["p95_ms"],
                     tuple(figures["histogram"]))  # fmt: skip
 
 

@@ -135,3 +135,28 @@ def test_the_training_deployment_has_all_four_triggers():
     assert monitoring.schedules[0].schedule.interval.total_seconds() == 60
     assert watcher.schedules[0].schedule.interval.total_seconds() == 30
     assert [d.name for d in simulator()] == ["ct-replay"]
+
+
+def test_a_version_that_cannot_score_is_not_swapped_in(monkeypatch, trained):
+    """The follower scores the example record with a new version before swapping: a model
+    that fails there keeps the old one serving, and /health's reason names the version."""
+    from level1_ct import registry, service
+
+    class Broken:
+        def predict_proba(self, frame):
+            raise ValueError("columns in the wrong order")
+
+    refs = {
+        "1": registry.ModelRef("churn", "1", "r1", "d1"),
+        "2": registry.ModelRef("churn", "2", "r2", "d2"),
+    }
+    pipelines = {"1": trained.pipeline, "2": Broken()}
+    alias = {"version": "1"}
+    monkeypatch.setattr(registry, "lookup", lambda client, name, a: refs[alias["version"]])
+    monkeypatch.setattr(registry, "load_model", lambda ref, uri: pipelines[ref.version])
+    follower = service.ModelFollower(service.ServiceSettings())
+    assert follower.check() and follower.current.ref.version == "1"
+    alias["version"] = "2"
+    assert not follower.check()
+    assert follower.current.ref.version == "1"
+    assert follower.problem.startswith("version 2 cannot score: ValueError: columns")

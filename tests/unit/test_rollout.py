@@ -3,17 +3,21 @@ with enough traffic inside every bound at the window's end is promoted."""
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
 
+from level2_cicd.flows.cd import arm
 from level2_cicd.rollout import ArmStats, Bounds, decide, psi, sampling_psi
+from level2_cicd.service import ArmCounter
 
 SPREAD = (30, 20, 15, 10, 8, 6, 4, 3, 2, 2)
 BOUNDS = Bounds(min_requests=100)
-CHAMPION = ArmStats(requests=900, errors=0, p99_ms=20.0, histogram=tuple(9 * n for n in SPREAD))
+CHAMPION = ArmStats(requests=900, errors=0, p95_ms=20.0, histogram=tuple(9 * n for n in SPREAD))
 
 
 def canary(**changes) -> ArmStats:
-    values = {"requests": 100, "errors": 0, "p99_ms": 22.0, "histogram": SPREAD} | changes
+    values = {"requests": 100, "errors": 0, "p95_ms": 22.0, "histogram": SPREAD} | changes
     return ArmStats(**values)
 
 
@@ -35,8 +39,8 @@ def test_a_few_errors_roll_back_before_the_canary_has_enough_traffic():
 
 
 def test_a_slow_tail_rolls_back_but_a_small_absolute_difference_does_not():
-    assert decide(CHAMPION, canary(p99_ms=200.0), BOUNDS, True).action == "rollback"
-    assert decide(CHAMPION, canary(p99_ms=38.0), BOUNDS, True).action == "promote"
+    assert decide(CHAMPION, canary(p95_ms=200.0), BOUNDS, True).action == "rollback"
+    assert decide(CHAMPION, canary(p95_ms=38.0), BOUNDS, True).action == "promote"
 
 
 def test_shifted_predictions_roll_back():
@@ -57,7 +61,7 @@ def test_a_canary_that_only_differs_by_chance_is_promoted():
     small = tuple(int(n) for n in rng.multinomial(100, weights))
     large = tuple(int(n) for n in rng.multinomial(900, weights))
     assert psi(large, small) > 0.02
-    champion = ArmStats(requests=900, errors=0, p99_ms=20.0, histogram=large)
+    champion = ArmStats(requests=900, errors=0, p95_ms=20.0, histogram=large)
     assert decide(champion, canary(histogram=small), BOUNDS, True).action == "promote"
     assert abs(sampling_psi(900, 100) - 0.1) < 1e-9
 
@@ -67,3 +71,21 @@ def test_psi_is_zero_for_the_same_distribution_and_grows_with_the_shift():
     assert psi(SPREAD, SPREAD) == 0.0
     slightly = (28, 21, 15, 11, 8, 6, 4, 3, 2, 2)
     assert 0 < psi(SPREAD, slightly) < psi(SPREAD, (0, 0, 0, 0, 0, 0, 0, 10, 30, 60))
+
+
+def counted(latencies_ms: list[float]) -> ArmStats:
+    """An arm as production's service counts it and CD reads it from GET /rollout."""
+    counter = ArmCounter()
+    probabilities = np.random.default_rng(0).beta(2, 5, len(latencies_ms))
+    for ms, p in zip(latencies_ms, probabilities, strict=True):
+        counter.count(time.perf_counter() - ms / 1000, np.array([p]))
+    return arm(counter.snapshot())
+
+
+def test_two_stalls_of_the_machine_do_not_roll_a_good_canary_back_but_a_slow_one_is():
+    champion = counted([5.0] * 880 + [40.0] * 20)
+    stalled = counted([5.0] * 98 + [90.0] * 2)  # its p99 would be 90 ms
+    assert decide(champion, stalled, BOUNDS, window_over=True).action == "promote"
+    slow = counted([5.0] * 85 + [300.0] * 15)  # an injected delay on some of its requests
+    decision = decide(champion, slow, BOUNDS, window_over=False)
+    assert decision.action == "rollback" and "p95 300 ms" in decision.summary
