@@ -46,7 +46,9 @@ class Code:
     score: Callable[[object, pd.DataFrame], np.ndarray]
 
     def training(self, settings: CompareSettings) -> TrainingConfig:
-        return TrainingConfig(n_iter=self.n_iter, cv_folds=settings.cv_folds, seed=settings.seed)
+        return TrainingConfig(
+            n_iter=self.n_iter, cv_folds=settings.cv_folds, seed=settings.seed, n_jobs=settings.jobs
+        )
 
 
 @dataclass(frozen=True)

@@ -44,6 +44,7 @@ class CompareSettings(BaseSettings):
     # Training in the replay: a small search, so 60 days of daily retraining fit in minutes
     n_iter: int = Field(2, ge=1)
     cv_folds: int = Field(2, ge=2)
+    jobs: int = -1  # processes for a search's fits (-1: one per core); the same models
 
     # Summary: recovered = the 3-day mean live ROC AUC back within `recovery_tolerance` of
     # its mean before any drift; a level with continuous training should get there within

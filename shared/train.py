@@ -35,6 +35,9 @@ class TrainingConfig:
     seed: int = 42
     holdout_fraction: float = 0.2
     scoring: str = "roc_auc"
+    # Processes for the search's cross-validation fits (None: one; -1: a core each). The
+    # result does not depend on it: every fit has its own fixed seed.
+    n_jobs: int | None = None
     param_space: dict[str, list[Any]] = field(default_factory=lambda: dict(PARAM_SPACE))
 
 
@@ -73,6 +76,7 @@ def train(frame: pd.DataFrame, config: TrainingConfig) -> TrainingResult:
         cv=StratifiedKFold(config.cv_folds, shuffle=True, random_state=config.seed),
         random_state=config.seed,
         refit=True,
+        n_jobs=config.n_jobs,
     )
     started = time.perf_counter()
     search.fit(X, y)

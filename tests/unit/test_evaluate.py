@@ -8,6 +8,14 @@ import math
 import numpy as np
 import pandas as pd
 import pytest
+from sklearn.metrics import (
+    accuracy_score,
+    f1_score,
+    log_loss,
+    precision_score,
+    recall_score,
+    roc_auc_score,
+)
 
 from shared.evaluate import Evaluation, age_band, beats_baseline, classification_metrics, evaluate
 
@@ -37,6 +45,28 @@ def test_reversed_predictions_score_zero_auc():
 
 def test_auc_is_nan_when_only_one_class_is_present():
     assert math.isnan(classification_metrics(np.array([1, 1]), np.array([0.2, 0.9]))["roc_auc"])
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_the_metrics_are_scikit_learns(seed):
+    """Computed with numpy for speed; the values are scikit-learn's, ties and all."""
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, 2, 200)
+    proba = np.round(np.clip(0.3 * y + rng.uniform(0, 0.7, 200), 0, 1), 2)  # ties
+    proba[:3] = [0.0, 1.0, 0.5]  # the clipped ends and the threshold itself
+    m = classification_metrics(y, proba)
+    predicted = (proba >= 0.5).astype(int)
+    expected = {
+        "roc_auc": roc_auc_score(y, proba),
+        "f1": f1_score(y, predicted, zero_division=0),
+        "precision": precision_score(y, predicted, zero_division=0),
+        "recall": recall_score(y, predicted, zero_division=0),
+        "log_loss": log_loss(y, np.clip(proba, 1e-6, 1 - 1e-6), labels=[0, 1]),
+        "accuracy": accuracy_score(y, predicted),
+    }
+    assert m == pytest.approx(expected, rel=1e-12, abs=1e-12)
+    nobody_flagged = classification_metrics(y, np.zeros(200))
+    assert nobody_flagged["precision"] == nobody_flagged["f1"] == 0.0
 
 
 def test_age_bands_cover_teenagers_to_seniors():
