@@ -206,3 +206,53 @@ def test_the_openapi_schema_documents_the_request_from_the_contract(client):
     assert set(record["required"]) == {c.name for c in FEATURES}
     assert record["properties"]["age"]["maximum"] == 100
     assert record["properties"]["platform"]["enum"] == ["ios", "android", "web"]
+
+
+@pytest.fixture(scope="module")
+def level1_client(tmp_path_factory):
+    """Level 1's service with no registry to reach: it validates before it scores."""
+    from level1_ct import service as level1
+
+    settings = level1.ServiceSettings(
+        MLFLOW_TRACKING_URI="http://127.0.0.1:9",
+        PREDICTION_STORE_URL=f"sqlite:///{tmp_path_factory.mktemp('level1')}/predictions.db",
+        max_records=50,
+        max_body_bytes=1_000_000,
+        poll_seconds=3600,
+    )
+    with TestClient(level1.create_app(settings)) as c:
+        yield c
+
+
+BAD_BODIES = [
+    json.dumps({k: v for k, v in example_record().items() if k != "orders_30d"}),
+    json.dumps({**example_record(), "age": "old"}),
+    json.dumps({**example_record(), "platform": "smart_tv"}),
+    json.dumps(example_record()).replace("0.4", "NaN"),
+    json.dumps({**example_record(), "age": 999}),
+    json.dumps({**example_record(), "late_deliveries_30d": 99}),
+    json.dumps([example_record(), example_record(), {**example_record(), "city_tier": "moon"}]),
+    json.dumps([example_record()] * 51),
+    "[]",
+    "{not json",
+    "",
+    "null",
+    '"text"',
+    "[1, 2]",
+]
+
+
+@pytest.mark.parametrize("body", BAD_BODIES)
+def test_level_1_answers_a_bad_body_exactly_as_level_0(client, level1_client, body):
+    """Level 1's /predict skips FastAPI's routing for speed (shared.api.DirectPost), but
+    every level answers alike: the same status and the same 422 naming the field."""
+    ours, reference = post_raw(level1_client, body), post_raw(client, body)
+    assert ours.status_code == reference.status_code == 422, ours.text
+    assert ours.json() == reference.json()
+
+
+def test_level_1_answers_a_good_body_503_while_no_champion_is_loaded(level1_client):
+    response = level1_client.post("/predict", json=example_record())
+    assert response.status_code == 503
+    assert response.json()["detail"].startswith("no model loaded: cannot reach the model registry")
+    assert level1_client.post("/predict", json=[example_record()] * 5000).status_code == 413
