@@ -108,7 +108,7 @@ demo: venv
 
 ## Run every test kind: unit, integration, e2e, container (docker; builds the images once)
 test: venv
-	$(PY) -m pytest
+	$(PY) -m pytest --durations=25  # the slowest tests, to watch CI's 90-minute budget
 
 ## Run one ML Test Score section of the tests, SECTION=data|model|infrastructure (level 2's CI steps)
 test-ml: venv
