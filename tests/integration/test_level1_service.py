@@ -99,14 +99,17 @@ def test_every_prediction_is_logged_with_its_model_version(tmp_path, two_models)
             def logged():
                 if not store.exists():
                     return None
-                with sqlite3.connect(store) as db:
-                    rows = db.execute(
-                        "SELECT request_id, customer_id, model_version, age, probability, churn "
-                        "FROM predictions ORDER BY id"
-                    ).fetchall()
+                try:
+                    with sqlite3.connect(store) as db:
+                        rows = db.execute(
+                            "SELECT request_id, customer_id, model_version, age, probability, "
+                            "churn FROM predictions ORDER BY id"
+                        ).fetchall()
+                except sqlite3.OperationalError:  # the writer's first flush creates the table
+                    return None
                 return rows if len(rows) == 7 else None
 
-            rows = wait_for(logged, 10, "7 logged predictions")
+            rows = wait_for(logged, 30, "7 logged predictions")
     assert [r[1] for r in rows] == [f"c-{i}" for i in range(7)]
     assert {r[2] for r in rows} == {version}
     assert {r[0] for r in rows[:3]} == {first.headers["x-request-id"]}
