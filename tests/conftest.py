@@ -16,17 +16,25 @@ KINDS = ("unit", "integration", "e2e", "docker")
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Mark each test with its kind from its folder: tests/unit -> unit, and so on.
-
-    `make test` runs two pytest-xdist workers (`--dist loadgroup`): one takes the container
-    tests, which share the images built once and one engine; the other takes the rest, a
-    module at a time, since a module's tests share its servers and build on each other."""
+    """Mark each test with its kind from its folder: tests/unit -> unit, and so on."""
     for item in items:
         kind = Path(item.path).parent.name
         if kind in KINDS:
             item.add_marker(getattr(pytest.mark, kind))
-        group = "containers" if kind == "docker" else item.nodeid.split("::")[0]
-        item.add_marker(pytest.mark.xdist_group(group))
+
+
+def pytest_xdist_make_scheduler(config: pytest.Config, log):
+    """`make test` runs two pytest-xdist workers. A worker takes a module at a time, since a
+    module's tests share its servers and build on each other, and one worker takes all the
+    container tests, which share one engine and the images built once for the session."""
+    from xdist.scheduler import LoadScopeScheduling
+
+    class ModulesWithTheContainerTestsTogether(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            module = nodeid.split("::", 1)[0]
+            return "tests/docker" if module.startswith("tests/docker/") else module
+
+    return ModulesWithTheContainerTestsTogether(config, log)
 
 
 SMALL = SimulationConfig(scenario="stable", days=10, seed=7, rows_per_day=400, label_delay_days=2)
