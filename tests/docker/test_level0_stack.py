@@ -49,7 +49,11 @@ def stack(images, request):
         if request.session.testsfailed > failed_before:
             logs = subprocess.run([*compose, "logs", "--tail=200"], capture_output=True, text=True)
             print(f"\n---- logs of {project} ----\n{logs.stdout}{logs.stderr}")
-        subprocess.run([*compose, "down", "-v", "--remove-orphans"], capture_output=True, env=env)
+        subprocess.run(  # every profile's services, so the workbench's volume goes too
+            [*compose, "--profile", "*", "down", "-v", "--remove-orphans"],
+            capture_output=True,
+            env=env,
+        )
 
 
 def test_the_stack_is_healthy_and_the_service_waits_for_a_model(stack):
