@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
-from shared.evaluate import Evaluation, beats_baseline
+if TYPE_CHECKING:  # evaluate imports scipy and scikit-learn: settings need only GateConfig
+    from shared.evaluate import Evaluation
 
 
 @dataclass(frozen=True)
@@ -68,6 +70,8 @@ def judge(
 ) -> Verdict:
     """Judge a candidate against absolute bars, the dummy baseline and, if there is one,
     the current champion overall and per slice (all evaluated on the same data)."""
+    from shared.evaluate import beats_baseline
+
     auc = candidate.overall["roc_auc"]
     lift = config.min_auc_lift_over_baseline
     checks = [

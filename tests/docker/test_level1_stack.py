@@ -71,8 +71,8 @@ def stack(images, request):
         "L1_SERVE_PORT": str(ports["serving"]),
         "EVIDENTLY_PORT": str(ports["evidently"]),
         "L1_N_ITER": "2",
-        "L1_WATCH_INTERVAL_SECONDS": "10",
-        "L1_MONITOR_INTERVAL_SECONDS": "10",
+        "L1_WATCH_INTERVAL_SECONDS": "15",
+        "L1_MONITOR_INTERVAL_SECONDS": "20",
         # Which batches each triggered run sees depends on timing: let a candidate within
         # 0.02 of the champion pass, so the outcome does not hang on a coin flip.
         "L1_CHAMPION_MARGIN": "-0.02",

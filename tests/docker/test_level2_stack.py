@@ -114,7 +114,7 @@ def stack(images, request, tmp_path_factory):
         "L2_ROLLOUT_WINDOW_SECONDS": "20",
         "L2_SERVE_CANARY_SHARE": "0.3",
         "L2_TRAFFIC_RATE": "40",
-        "L1_WATCH_INTERVAL_SECONDS": "10",
+        "L1_WATCH_INTERVAL_SECONDS": "15",
     }
     compose = ["docker", "compose", "-p", project, "-f", str(ROOT / "level2_cicd/compose.yaml")]
     failed_before = request.session.testsfailed

@@ -67,7 +67,7 @@ def loop(tmp_path_factory):
             "L1_N_ITER": "3",
             "L1_SEED": "7",
             "L1_EVIDENTLY_WORKSPACE": str(root / "evidently"),
-            "L1_MONITOR_INTERVAL_SECONDS": "5",
+            "L1_MONITOR_INTERVAL_SECONDS": "15",
             "L1_MONITOR_MIN_ROWS": "300",
             "L1_MONITOR_ROWS": "1500",
             "L1_WATCH_INTERVAL_SECONDS": "86400",  # this test is about the drift trigger
