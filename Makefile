@@ -108,9 +108,7 @@ demo: venv
 
 ## Run every test kind: unit, integration, e2e, container (docker; builds the images once)
 test: venv
-	@# Two workers (tests/conftest.py: who takes what), one OpenMP thread each: two
-	@# workers that each spin two OpenMP threads on two cores run several times slower.
-	OMP_NUM_THREADS=1 $(PY) -m pytest -n 2 --durations=25
+	$(PY) -m pytest --durations=25  # the slowest tests, to watch CI's 90-minute budget
 
 ## Run one ML Test Score section of the tests, SECTION=data|model|infrastructure (level 2's CI steps)
 test-ml: venv

@@ -23,20 +23,6 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             item.add_marker(getattr(pytest.mark, kind))
 
 
-def pytest_xdist_make_scheduler(config: pytest.Config, log):
-    """`make test` runs two pytest-xdist workers. A worker takes a module at a time, since a
-    module's tests share its servers and build on each other, and one worker takes all the
-    container tests, which share one engine and the images built once for the session."""
-    from xdist.scheduler import LoadScopeScheduling
-
-    class ModulesWithTheContainerTestsTogether(LoadScopeScheduling):
-        def _split_scope(self, nodeid: str) -> str:
-            module = nodeid.split("::", 1)[0]
-            return "tests/docker" if module.startswith("tests/docker/") else module
-
-    return ModulesWithTheContainerTestsTogether(config, log)
-
-
 SMALL = SimulationConfig(scenario="stable", days=10, seed=7, rows_per_day=400, label_delay_days=2)
 FAST = TrainingConfig(n_iter=3, cv_folds=3, seed=7)
 

@@ -8,33 +8,31 @@
 
 Why a served process rather than a work pool and a worker: level 1 has one machine and one
 image, and `serve` needs nothing else (no pool to create, no job template); each flow run
-still runs in its own subprocess. Level 2 moves to versioned deployments.
+still runs in its own subprocess (`python -m prefect.engine`, which imports the flow's module
+and what it imports: a landing check that imported the training stack would cost seconds of
+CPU every few seconds). Level 2 moves to versioned deployments.
 
     python -m level1_ct.flows.deployments [pipeline|simulator|all]   (default: all)
 
 PREFECT_API_URL must point at the Prefect server. The container stack runs `pipeline` in the
 runner container and `simulator` in the simulator container.
-
-Each flow run `serve` starts is a spawned Python process, which imports this module again
-(as `__mp_main__`) before the flow's own. So the flows are imported where they are deployed,
-not at the top: a landing check every few seconds then imports what the watcher needs
-(about 5 s of CPU), not the training and monitoring stack (about 16 s, and 400 MB).
 """
 
 from __future__ import annotations
 
 import argparse
 import os
-from typing import TYPE_CHECKING
 
 from prefect import serve
 from prefect.events import DeploymentEventTrigger
 from prefect.schedules import Cron
 
 from level1_ct import events
-
-if TYPE_CHECKING:
-    from level1_ct.settings import PipelineSettings
+from level1_ct.flows.landing import watch_landing
+from level1_ct.flows.monitoring import monitoring_flow
+from level1_ct.flows.replay import replay
+from level1_ct.flows.training import training_pipeline
+from level1_ct.settings import PipelineSettings, get_settings
 
 
 def _on(event: str, reason: str) -> DeploymentEventTrigger:
@@ -57,9 +55,6 @@ def training_triggers(settings: PipelineSettings) -> dict:
 
 def watchers(settings: PipelineSettings) -> list:
     """The flows whose events trigger training: monitoring and the landing watcher."""
-    from level1_ct.flows.landing import watch_landing
-    from level1_ct.flows.monitoring import monitoring_flow
-
     return [
         monitoring_flow.to_deployment(
             name="ct-monitoring", interval=settings.monitor_interval_seconds, concurrency_limit=1
@@ -72,8 +67,6 @@ def watchers(settings: PipelineSettings) -> list:
 
 def pipeline(settings: PipelineSettings) -> list:
     """The CT pipeline: training with its four triggers, monitoring, the landing watcher."""
-    from level1_ct.flows.training import training_pipeline
-
     training = training_pipeline.to_deployment(
         name="ct-training",
         **training_triggers(settings),
@@ -85,14 +78,10 @@ def pipeline(settings: PipelineSettings) -> list:
 
 def simulator() -> list:
     """The world around the pipeline: the replay of a scenario's days and traffic."""
-    from level1_ct.flows.replay import replay
-
     return [replay.to_deployment(name="ct-replay", concurrency_limit=1)]
 
 
 def main(argv: list[str] | None = None) -> None:
-    from level1_ct.settings import get_settings
-
     # Flow runs are subprocesses of this one and inherit this. On a small machine they share
     # the cores with the service and the servers; OpenMP threads that spin-wait for a core
     # slowed training by orders of magnitude under such load (seen on 2 cores).

@@ -20,9 +20,6 @@ version says which commit it is.
 
 PREFECT_API_URL must point at the Prefect server. In the container stack the runner has the
 Docker socket mounted, so CI builds the commit's images on the stack's own engine.
-
-The flows are imported in `deployments()`, not at the top: every flow run `serve` starts is
-a spawned process that imports this module again (see level1_ct.flows.deployments).
 """
 
 from __future__ import annotations
@@ -34,16 +31,15 @@ import sys
 from prefect import serve
 
 from level1_ct.flows.deployments import simulator, watchers
+from level1_ct.settings import get_settings as pipeline_settings
+from level2_cicd.flows import cd as cd_flow
+from level2_cicd.flows.ci import ci
 from level2_cicd.hook import DEPLOYMENT as CI
 from level2_cicd.remote import git_auth_env
 from level2_cicd.settings import get_settings
 
 
 def deployments() -> list:
-    from level1_ct.settings import get_settings as pipeline_settings
-    from level2_cicd.flows import cd as cd_flow
-    from level2_cicd.flows.ci import ci
-
     ci_flow, ci_name = CI.split("/")
     cd_name, cd_deployment = cd_flow.DEPLOYMENT.split("/")
     assert ci_flow == ci.name and cd_name == cd_flow.cd.name
