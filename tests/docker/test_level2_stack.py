@@ -219,7 +219,7 @@ def test_a_good_push_is_built_staged_canaried_and_served_in_production(stack):
 
 def test_a_commit_that_yields_a_worse_model_is_stopped_at_the_gate(stack):
     """Pushed to a branch that is not delivered, then delivered by hand with `make level2-cd
-    STACK=docker SHA=...` (CD alone: the embedded delivery test covers its CI)."""
+    STACK=docker SHA=...`: CD alone, as CI has nothing to say about it (the unit tests pass)."""
     mlflow = stack.mlflow()
     before = mlflow.get_registered_model("churn").aliases["champion"]
     stack.git("checkout", "-q", "-b", "faster")
