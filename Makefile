@@ -112,7 +112,7 @@ test: venv
 
 ## Run one ML Test Score section of the tests, SECTION=data|model|infrastructure (level 2's CI steps)
 test-ml: venv
-	$(PY) -m pytest -q -p no:cacheprovider -m $(SECTION) tests/unit
+	$(PY) -m pytest -q -p no:cacheprovider tests/unit/$(SECTION)
 
 ## Replay one scenario through levels 0, 1 and 2: report, plots, table (COMPARE_*: compare/settings.py)
 compare: venv

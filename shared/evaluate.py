@@ -42,7 +42,7 @@ def classification_metrics(y_true: np.ndarray, proba: np.ndarray) -> dict[str, f
 
     Computed with numpy, to the same values as scikit-learn's `roc_auc_score`, `f1_score`,
     `precision_score`, `recall_score` (zero_division=0) and `log_loss` (tests/unit/
-    test_evaluate.py checks): those validate their input on every call, which costs 30 ms,
+    model/test_evaluate.py checks): those validate their input on every call, which costs 30 ms,
     and slices, monitoring and `make compare` call this thousands of times."""
     y = np.asarray(y_true).astype(int) == 1
     proba = np.asarray(proba, dtype=float)

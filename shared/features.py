@@ -18,7 +18,7 @@ from shared.schema import FEATURES
 # Types that skops must be told to trust when loading a saved Pipeline: our own encoding
 # function, and internals of the gradient-boosting model (its tree predictor, and the
 # partial(check_array) it keeps for categorical input).
-# tests/unit/test_model.py checks this list against what skops actually reports.
+# tests/unit/model/test_model.py checks this list against what skops actually reports.
 SKOPS_TRUSTED_TYPES = [
     "shared.features.encode",
     "sklearn.ensemble._hist_gradient_boosting.predictor.TreePredictor",

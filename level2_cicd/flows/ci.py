@@ -5,7 +5,7 @@ is deployed.
 
 Each check is the commit's own make target (`make lint`, `make test-ml SECTION=...`): what a
 developer runs, and what the GitHub Actions workflow calls. The test steps are the ML Test
-Score's sections (Breck et al., 2017), as pytest markers on the project's own tests: `data`
+Score's sections (Breck et al., 2017), one folder each of the project's unit tests: `data`
 (the schema, feature invariants, the simulator's scenarios), `model` (training converges,
 beats the dummy, no NaN, monotonic in the drivers, slices, the gate), `infrastructure`
 (lineage, the prediction API's contract, the pipeline steps on a sample). The images are the
@@ -38,7 +38,7 @@ from level2_cicd.remote import git_auth_env
 from level2_cicd.report import Report, StepFailed, record
 from level2_cicd.settings import CicdSettings, get_settings
 
-SECTIONS = ("data", "model", "infrastructure")  # the ML Test Score's, as pytest markers
+SECTIONS = ("data", "model", "infrastructure")  # the ML Test Score's: tests/unit/<section>/
 COMMIT_DOCKERFILE = "infra/docker/commit.Dockerfile"
 # The Dockerfile's targets and the images' names (level 0's slim service is mlops-levels/serving)
 IMAGES = {"pipeline": "level2-pipeline", "serving": "level2-serving"}

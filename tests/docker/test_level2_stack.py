@@ -3,13 +3,11 @@ server: CI in the runner container (the commit's make targets, its images built 
 Docker socket), CD deploying the commit's pipeline to staging on the stack's work pool, the
 candidate served by a staging container of the commit's serving image, a canary in the
 production container under the stack's live traffic, and production serving the new model
-(test 1 of the issue). A worse model stops at the gate (3); a failing canary is rolled back
-while clients see no error (4). Security is on: MLflow, Prefect, git and production's admin
-API refuse calls without credentials (5). Last, the delivered pipeline retrains in
-production on new data by itself. Everything over published ports.
-
-A red commit (2) is the embedded delivery test's (tests/integration/test_level2_delivery.py):
-CI's steps are the same code on both runners, and on 2 cores each CI run here costs minutes."""
+(test 1 of the issue). A commit that breaks a test is red and nothing of it is built or
+deployed (2); a worse model stops at the gate (3); a failing canary is rolled back while
+clients see no error (4). Security is on: MLflow, Prefect, git and production's admin API
+refuse calls without credentials (5). Last, the delivered pipeline retrains in production on
+new data by itself. Everything over published ports."""
 
 from __future__ import annotations
 
@@ -35,6 +33,7 @@ from prefect.client.schemas.sorting import FlowRunSort
 from prefect.settings import PREFECT_API_AUTH_STRING, PREFECT_API_URL, temporary_settings
 
 from level1_ct.service import served_version
+from level2_cicd.flows.ci import IMAGES
 from level2_cicd.remote import git_auth_env
 from level2_cicd.settings import CicdSettings
 from level2_cicd.traffic import Traffic
@@ -110,13 +109,15 @@ def stack(images, request, tmp_path_factory):
         "L2_GIT_PORT": str(ports["git"]),
         "L1_N_ITER": "2",
         # A candidate within 0.02 of the champion passes (the hold-out is small), as in the
-        # embedded delivery test; a short canary window on brisk traffic.
+        # embedded delivery test; a short canary window.
         "L1_CHAMPION_MARGIN": "-0.02",
         "L1_MAX_SLICE_DROP": "0.1",
         "L2_ROLLOUT_WINDOW_SECONDS": "20",
         "L2_SERVE_CANARY_SHARE": "0.3",
-        "L2_TRAFFIC_RATE": "40",
-        "L1_WATCH_INTERVAL_SECONDS": "15",
+        # Every watch and monitoring run is a process that imports Prefect (and Evidently):
+        # on 2 cores they would slow down CI's steps. Monitoring is level 1's test.
+        "L1_WATCH_INTERVAL_SECONDS": "30",
+        "L1_MONITOR_INTERVAL_SECONDS": "3600",
     }
     compose = ["docker", "compose", "-p", project, "-f", str(ROOT / "level2_cicd/compose.yaml")]
     failed_before = request.session.testsfailed
@@ -215,6 +216,37 @@ def test_a_good_push_is_built_staged_canaried_and_served_in_production(stack):
     assert production.version == sha[:12] and production.work_pool_name == "level2-pipeline"
     # The staging container is gone with its checks
     assert engine.containers.list(all=True, filters={"name": f"level2-staging-{sha[:12]}"}) == []
+
+
+def test_a_commit_that_breaks_a_data_test_is_red_and_nothing_is_built_or_deployed(stack):
+    """CI stops at the first failing step (here the data tests, one of the ML Test Score's
+    sections): no image is built, CD never starts, production is unchanged. The embedded
+    suite's red commit breaks a model test."""
+    mlflow = stack.mlflow()
+    before = mlflow.get_registered_model("churn").aliases["champion"]
+    validation = stack.clone / "shared" / "validation.py"
+    source = validation.read_text()
+    # A plausible slip: "a customer sent twice is no reason to reject a batch"
+    broken = source.replace("        if duplicates:\n", "        if duplicates > 1:\n", 1)
+    assert broken != source, "the breakage must apply to shared/validation.py"
+    validation.write_text(broken)
+    stack.git("commit", "-q", "-am", "Validation: tolerate a customer sent twice")
+    sha = stack.git("rev-parse", "HEAD").strip()
+    try:
+        pushed = stack.git("push", "origin", "main")
+        assert f"CI/CD started for {sha[:12]}" in pushed
+        ci = stack.finished(f"ci-{sha[:12]}", timeout=600)
+    finally:
+        stack.git("reset", "-q", "--hard", "HEAD~1")  # the next change starts from working code
+    assert ci.state.is_failed()
+    assert f"CI red at data tests for {sha[:12]}" in ci.state.message, ci.state.message
+    engine = docker.from_env()
+    for name in IMAGES.values():
+        with pytest.raises(docker.errors.ImageNotFound):
+            engine.images.get(f"mlops-levels/{name}:{sha[:12]}")
+    assert stack.flow_run(f"cd-{sha[:12]}") is None
+    assert mlflow.get_registered_model("churn").aliases["champion"] == before
+    assert served_version(stack.url("production")) == before
 
 
 def test_a_commit_that_yields_a_worse_model_is_stopped_at_the_gate(stack):

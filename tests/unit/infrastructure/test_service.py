@@ -15,8 +15,6 @@ from level0_manual.service import ServiceSettings, create_app
 from shared import model_file
 from shared.schema import FEATURES, example_record
 
-pytestmark = pytest.mark.infrastructure  # the ML Test Score section level 2's CI runs it in
-
 
 @pytest.fixture(scope="module")
 def model_dir(trained, tmp_path_factory) -> Path:

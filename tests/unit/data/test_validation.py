@@ -11,8 +11,6 @@ from shared.schema import LABEL_COLUMNS
 from shared.simulator import SimulationConfig, generate_day
 from shared.validation import validate
 
-pytestmark = pytest.mark.data  # the ML Test Score section level 2's CI runs it in
-
 
 @pytest.fixture
 def clean() -> pd.DataFrame:

@@ -19,8 +19,6 @@ from level1_ct.settings import PipelineSettings
 from shared.schema import FEATURE_NAMES, example_record
 from shared.simulator import SimulationConfig, generate_day
 
-pytestmark = pytest.mark.infrastructure  # the ML Test Score section level 2's CI runs it in
-
 
 def row(i: int, version: str = "1") -> dict:
     return {**example_record(), "customer_id": f"c-{i}", "request_id": f"r-{i}",

@@ -15,8 +15,6 @@ from shared.data import feature_files
 from shared.schema import FEATURE_NAMES, ID
 from shared.simulator import SimulationConfig, simulate
 
-pytestmark = pytest.mark.infrastructure  # the ML Test Score section level 2's CI runs it in
-
 
 @pytest.fixture
 def exported(trained, tmp_path: Path) -> Path:

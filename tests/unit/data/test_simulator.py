@@ -20,8 +20,6 @@ from shared.scenarios import INCIDENTS, SCENARIOS, Ramp, get_scenario
 from shared.simulator import SimulationConfig, generate_day, main, simulate
 from shared.validation import validate
 
-pytestmark = pytest.mark.data  # the ML Test Score section level 2's CI runs it in
-
 
 def days(scenario: str, which: range, rows: int = 600) -> pd.DataFrame:
     """Features joined with labels for the given days of a scenario."""

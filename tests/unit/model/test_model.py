@@ -17,8 +17,6 @@ from shared.schema import example_record
 from shared.train import TrainingConfig, split_holdout, train, train_baseline
 from tests.conftest import FAST
 
-pytestmark = pytest.mark.model  # the ML Test Score section level 2's CI runs it in
-
 
 def test_training_converges_to_a_useful_cross_validated_score(trained):
     assert trained.cv_score > 0.72

@@ -11,8 +11,6 @@ from level2_cicd.hook import DELETED, pushed_commits
 from level2_cicd.report import Report, StepFailed
 from level2_cicd.settings import CicdSettings
 
-pytestmark = pytest.mark.infrastructure  # the ML Test Score section level 2's CI runs it in
-
 A, B = "a" * 40, "b" * 40
 
 
