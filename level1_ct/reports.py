@@ -4,6 +4,9 @@ labels have arrived, is the model still right?
 Used twice: the training pipeline checks a new batch against the champion's training data
 (recorded, never blocking), and monitoring checks live traffic from the prediction log.
 Reports go to MLflow as HTML and to an Evidently workspace that the Evidently UI shows.
+
+Evidently is imported where a report is made, not with this module: the flows that import
+it (and every process Prefect starts for a run of them) pay its import only when they check.
 """
 
 from __future__ import annotations
@@ -11,16 +14,16 @@ from __future__ import annotations
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
-from evidently import BinaryClassification, DataDefinition, Dataset, Report
-from evidently.core.report import Snapshot
-from evidently.presets import ClassificationPreset, DataDriftPreset, DataSummaryPreset
-from evidently.ui.workspace import RemoteWorkspace, Workspace
 
 from shared.schema import FEATURE_NAMES as _FEATURE_NAMES
 from shared.schema import FEATURES
+
+if TYPE_CHECKING:
+    from evidently import DataDefinition
+    from evidently.core.report import Snapshot
 
 FEATURE_NAMES = list(_FEATURE_NAMES)
 
@@ -52,6 +55,8 @@ class QualityResult:
 
 
 def _definition(extra_numerical: list[str] = (), classification: Any = None) -> DataDefinition:
+    from evidently import DataDefinition
+
     return DataDefinition(
         numerical_columns=[*NUMERICAL, *extra_numerical],
         categorical_columns=[*CATEGORICAL, *([TARGET] if classification else [])],
@@ -66,6 +71,9 @@ def data_drift(
     `drift_share`: the share of drifted features at which Evidently's dataset test fails
     (monitoring passes its alert threshold, so the UI and the alert agree). `summary=False`
     leaves the data summary out (less than half the time, for `make compare`)."""
+    from evidently import Dataset, Report
+    from evidently.presets import DataDriftPreset, DataSummaryPreset
+
     definition = _definition()
     presets = [
         DataDriftPreset(drift_share=drift_share),
@@ -97,6 +105,9 @@ _QUALITY = {"RocAuc": "roc_auc", "F1Score": "f1", "Accuracy": "accuracy", "LogLo
 def live_quality(labelled: pd.DataFrame) -> QualityResult:
     """ROC AUC, F1, accuracy and log loss of logged predictions (`probability`) against
     their arrived labels (`target`, 0/1)."""
+    from evidently import BinaryClassification, Dataset, Report
+    from evidently.presets import ClassificationPreset
+
     classification = BinaryClassification(target=TARGET, prediction_probas=PROBABILITY)
     definition = _definition([PROBABILITY], classification)
     with warnings.catch_warnings():  # one-class windows make sklearn warn per metric
@@ -118,6 +129,8 @@ def live_quality(labelled: pd.DataFrame) -> QualityResult:
 def publish(workspace: str | Path, project: str, snapshots: list[Snapshot]) -> None:
     """Add the snapshots to the project's timeline in the Evidently workspace: a folder
     (embedded mode) or the Evidently UI service's URL (containers: its API stores them)."""
+    from evidently.ui.workspace import RemoteWorkspace, Workspace
+
     where = str(workspace)
     ws = RemoteWorkspace(where) if where.startswith("http") else Workspace(where)
     found = ws.search_project(project)

@@ -22,14 +22,12 @@ from collections import Counter
 from pathlib import Path
 
 import httpx
-from prefect.deployments import run_deployment
 
-from level2_cicd.flows.cd import DEPLOYMENT as CD
-from level2_cicd.hook import DEPLOYMENT as CI
 from level2_cicd.remote import git, git_auth_env
-from level2_cicd.service import ProductionSettings
 from level2_cicd.settings import CicdSettings, get_settings
-from level2_cicd.traffic import Traffic
+
+# Each command imports what it needs when it runs: `fault` and `traffic` start in a second
+# without Prefect, MLflow and Evidently (CD's module imports all three).
 
 
 def resolve(sha: str | None, settings: CicdSettings) -> str:
@@ -42,6 +40,8 @@ def resolve(sha: str | None, settings: CicdSettings) -> str:
 
 def run_stage(deployment: str, parameters: dict, timeout: float) -> None:
     """Start a deployment's run for a commit (the flow names it <stage>-<sha>) and wait."""
+    from prefect.deployments import run_deployment
+
     print(f"started {deployment} for {parameters['sha'][:12]}; waiting for the runner ...",
           flush=True)  # fmt: skip
     flow_run = run_deployment(deployment, parameters=parameters, timeout=timeout)
@@ -53,6 +53,8 @@ def run_stage(deployment: str, parameters: dict, timeout: float) -> None:
 def traffic(settings: CicdSettings, rate: float, seconds: float) -> None:
     """Send live traffic; every minute print what was answered (and forget it: this also
     runs for days as the container stack's `traffic` service)."""
+    from level2_cicd.traffic import Traffic
+
     print(f"sending ~{rate:.0f} requests/s to {settings.production_url} for {seconds:.0f} s")
     ends = time.monotonic() + seconds
     with Traffic(settings.production_url, rate) as sent:
@@ -67,6 +69,8 @@ def traffic(settings: CicdSettings, rate: float, seconds: float) -> None:
 
 
 def fault(settings: CicdSettings, error_rate: float, delay_ms: float) -> None:
+    from level2_cicd.service import ProductionSettings
+
     key = ProductionSettings().api_key
     if key is None:
         sys.exit("set L2_SERVE_API_KEY (the production service's admin key, see .env.example)")
@@ -101,8 +105,12 @@ def main(argv: list[str] | None = None) -> None:
     settings = get_settings()
     os.environ.update(git_auth_env(settings))  # `git ls-remote` of the git server
     if args.command == "ci":
+        from level2_cicd.hook import DEPLOYMENT as CI
+
         run_stage(CI, {"sha": resolve(args.sha, settings)}, args.timeout)
     elif args.command == "cd":
+        from level2_cicd.flows.cd import DEPLOYMENT as CD
+
         parameters = {"sha": resolve(args.sha, settings), "approval_mode": args.approval}
         run_stage(CD, parameters, args.timeout)
     elif args.command == "traffic":

@@ -6,8 +6,7 @@ production container under the stack's live traffic, and production serving the 
 (test 1 of the issue). A commit that breaks a test is red and nothing of it is built or
 deployed (2); a worse model stops at the gate (3); a failing canary is rolled back while
 clients see no error (4). Security is on: MLflow, Prefect, git and production's admin API
-refuse calls without credentials (5). Last, the delivered pipeline retrains in production on
-new data by itself. Everything over published ports."""
+refuse calls without credentials (5). Everything over published ports."""
 
 from __future__ import annotations
 
@@ -24,14 +23,13 @@ import pytest
 from mlflow import MlflowClient
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import (
-    DeploymentFilter,
-    DeploymentFilterId,
     FlowRunFilter,
     FlowRunFilterName,
 )
 from prefect.client.schemas.sorting import FlowRunSort
 from prefect.settings import PREFECT_API_AUTH_STRING, PREFECT_API_URL, temporary_settings
 
+from level1_ct import events
 from level1_ct.service import served_version
 from level2_cicd.flows.ci import IMAGES
 from level2_cicd.remote import git_auth_env
@@ -114,9 +112,10 @@ def stack(images, request, tmp_path_factory):
         "L1_MAX_SLICE_DROP": "0.1",
         "L2_ROLLOUT_WINDOW_SECONDS": "20",
         "L2_SERVE_CANARY_SHARE": "0.3",
-        # Every watch and monitoring run is a process that imports Prefect (and Evidently):
-        # on 2 cores they would slow down CI's steps. Monitoring is level 1's test.
-        "L1_WATCH_INTERVAL_SECONDS": "30",
+        # Level 1's loop (tested by level 1's container test) looks rarely: each watch and
+        # monitoring run is a process that imports Prefect and Evidently, and on 2 cores
+        # they slow CI's steps down.
+        "L1_WATCH_INTERVAL_SECONDS": "3600",
         "L1_MONITOR_INTERVAL_SECONDS": "3600",
     }
     compose = ["docker", "compose", "-p", project, "-f", str(ROOT / "level2_cicd/compose.yaml")]
@@ -210,10 +209,20 @@ def test_a_good_push_is_built_staged_canaried_and_served_in_production(stack):
     assert tags["code_version"] == sha and tags["cd_commit"] == sha
     assert tags["rollout"] == "promoted" and tags["rollout_decision"].startswith("promote: ")
     assert served_version(stack.url("production")) == version
-    # From now on the delivered commit's pipeline is the one that retrains in production
+    # From now on the delivered commit's pipeline is the one that retrains in production, on
+    # level 1's triggers (Google's automated triggering; level 1's container test runs them)
     with stack.prefect() as api:
         production = api.read_deployment_by_name("ct-training/production")
+        automations = api.read_resource_related_automations(f"prefect.deployment.{production.id}")
     assert production.version == sha[:12] and production.work_pool_name == "level2-pipeline"
+    assert [s.parameters for s in production.schedules] == [{"reason": "schedule"}]
+    triggers = {
+        (event, action.parameters["reason"])
+        for automation in automations if automation.enabled
+        for event in automation.trigger.expect
+        for action in automation.actions if action.deployment_id == production.id
+    }  # fmt: skip
+    assert triggers == {(events.DATA_LANDED, "new-data"), (events.DRIFT_DETECTED, "drift")}
     # The staging container is gone with its checks
     assert engine.containers.list(all=True, filters={"name": f"level2-staging-{sha[:12]}"}) == []
 
@@ -312,44 +321,3 @@ def test_a_canary_that_fails_is_rolled_back_while_production_answers_every_reque
     # The canary's share failed, and the champion answered each of those requests
     assert answers and {status for status, _ in answers} == {200}
     assert {version for _, version in answers} == {before}
-
-
-def test_new_data_retrains_the_delivered_pipeline_in_production_by_itself(stack):
-    """Google's automated triggering: once a commit is delivered, level 1's triggers run
-    its pipeline (ct-training/production, version = the commit). Level 1's replay lands two
-    days; the landing watcher's event starts the delivered pipeline, whose gate promotes."""
-    mlflow = stack.mlflow()
-    before = mlflow.get_registered_model("churn").aliases["champion"]
-    delivered = mlflow.get_model_version("churn", before).tags["cd_commit"]
-    with stack.prefect() as api:
-        production = api.read_deployment_by_name("ct-training/production")
-    assert production.version == delivered[:12]
-    assert production.work_pool_name == "level2-pipeline"
-
-    replay = stack.make(
-        "level1-replay", "STACK=docker", "SCENARIO=stable", "DAYS=2", "SECONDS_PER_DAY=2"
-    )
-    assert "Completed" in replay
-
-    def retrained():
-        with stack.prefect() as api:
-            runs = api.read_flow_runs(
-                deployment_filter=DeploymentFilter(id=DeploymentFilterId(any_=[production.id])),
-                sort=FlowRunSort.START_TIME_DESC,
-                limit=10,
-            )
-        started = [r for r in runs if r.start_time is not None]  # not the cron's future runs
-        done = [r for r in started if r.state.is_final()]
-        return done if started and len(done) == len(started) else None
-
-    runs = wait_for(retrained, 600, "the delivered pipeline to retrain on new data", every=5)
-    assert {r.parameters.get("reason") for r in runs} <= {"new-data", "drift", "schedule"}
-    assert "new-data" in {r.parameters.get("reason") for r in runs}
-    assert any("promoted to champion" in (r.state.message or "") for r in runs), runs
-    after = mlflow.get_registered_model("churn").aliases["champion"]
-    assert after != before
-    # The delivered commit's code trained it (lineage), and production serves it
-    assert mlflow.get_model_version("churn", after).tags["code_version"] == delivered
-    assert wait_for(
-        lambda: served_version(stack.url("production")) == after, 60, "the new champion"
-    )
