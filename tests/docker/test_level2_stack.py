@@ -112,6 +112,7 @@ def stack(images, request, tmp_path_factory):
         "L1_MAX_SLICE_DROP": "0.1",
         "L2_ROLLOUT_WINDOW_SECONDS": "20",
         "L2_SERVE_CANARY_SHARE": "0.3",
+        "L2_CANARY_MIN_REQUESTS": "50",  # the stack's traffic (20/s) gives ~100 in the window
         # Level 1's loop (tested by level 1's container test) looks rarely: each watch and
         # monitoring run is a process that imports Prefect and Evidently, and on 2 cores
         # they slow CI's steps down.
