@@ -146,24 +146,20 @@ def flow_runs(name: str) -> list:
         )
 
 
-def finished_run(name: str, timeout: float = 600):
-    """The flow run called `name`, once it has finished."""
+def ci_run(sha: str):
+    """The CI flow run of `sha`, once it has finished."""
+    name = f"ci-{sha[:12]}"
 
     def finished():
         runs = flow_runs(name)
         return runs[0] if runs and runs[0].state and runs[0].state.is_final() else None
 
-    return wait_for(finished, timeout, f"{name} to finish", every=2)
+    return wait_for(finished, 600, f"{name} to finish", every=2)
 
 
-def ci_run(sha: str):
-    """The CI flow run of `sha`, once it has finished."""
-    return finished_run(f"ci-{sha[:12]}")
-
-
-def artifact(sha: str, stage: str = "ci") -> str:
-    """The commit's CI or CD report, as the Prefect UI's Artifacts page shows it."""
-    key = ArtifactCollectionFilter(key=ArtifactCollectionFilterKey(any_=[f"{stage}-{sha[:12]}"]))
+def ci_report(sha: str) -> str:
+    """The commit's CI report, as the Prefect UI's Artifacts page shows it."""
+    key = ArtifactCollectionFilter(key=ArtifactCollectionFilterKey(any_=[f"ci-{sha[:12]}"]))
     with get_client(sync_client=True) as api:
         [found] = api.read_latest_artifacts(
             artifact_filter=key,
@@ -189,7 +185,7 @@ def test_a_push_that_breaks_a_model_test_is_red_and_delivers_nothing(delivery):
     run = ci_run(sha)
     assert run.state.is_failed()
     assert f"CI red at model tests for {sha[:12]}" in run.state.message
-    report = artifact(sha)
+    report = ci_report(sha)
     assert "**red**" in report and "| model tests | failed |" in report
     assert "images" not in report and "start CD" not in report  # a red commit goes no further
     assert flow_runs(f"cd-{sha[:12]}") == []
