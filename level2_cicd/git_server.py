@@ -100,9 +100,10 @@ class GitHttp:
             stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE,
         )  # fmt: skip
-        backend.stdin.write(body)
-        await backend.stdin.drain()
-        backend.stdin.close()
+        # Input, output and errors all at once, as a CGI server must: the backend may answer
+        # before it reads its input, or without reading it at all (a refused request).
+        feeding = asyncio.create_task(feed(backend.stdin, body))
+        errors = asyncio.create_task(backend.stderr.read())
         # The CGI answer: header lines, a blank line, then the body, streamed as it comes
         status, headers = 200, []
         while (line := (await backend.stdout.readline()).rstrip(b"\r\n")) != b"":
@@ -115,10 +116,22 @@ class GitHttp:
         while chunk := await backend.stdout.read(65536):
             await send({"type": "http.response.body", "body": chunk, "more_body": True})
         await send({"type": "http.response.body", "body": b""})
-        errors = await backend.stderr.read()
-        if await backend.wait() != 0 or errors:
+        await feeding
+        stderr = await errors
+        if await backend.wait() != 0 or stderr:
             log.warning("git http-backend %s %s: %s", scope["method"], scope["path"],
-                        errors.decode(errors="replace").strip())  # fmt: skip
+                        stderr.decode(errors="replace").strip())  # fmt: skip
+
+
+async def feed(stdin: asyncio.StreamWriter, body: bytes) -> None:
+    """The request body to the backend. The backend may exit without reading it all: as in
+    asyncio's own `communicate()`, a closed pipe is not an error."""
+    try:
+        stdin.write(body)
+        await stdin.drain()
+    except (BrokenPipeError, ConnectionResetError):
+        pass
+    stdin.close()
 
 
 def main() -> None:

@@ -58,6 +58,18 @@ def test_without_the_login_git_gets_nothing(server):
     assert clone.returncode != 0, clone.stdout
 
 
+def test_a_request_git_refuses_unread_gets_git_answer_not_a_server_error(server):
+    # git http-backend refuses a wrong content type without reading the body: the server must
+    # pass its answer on, not fail writing the rest (a 500 failed a CD clone in CI this way)
+    auth = ("learner", "a-long-password")
+    for _ in range(3):
+        refused = httpx.post(f"{server['url']}/git-upload-pack", auth=auth, content=bytes(2**21),
+                             headers={"content-type": "text/plain"})  # fmt: skip
+        assert refused.status_code == 415, refused.text
+    refs = httpx.get(f"{server['url']}/info/refs?service=git-upload-pack", auth=auth)
+    assert refs.status_code == 200 and b"refs/heads/main" in refs.content
+
+
 def test_a_learner_clones_the_seeded_code_and_a_push_runs_the_ci_hook(server):
     root, login = server["root"], server["login"]
     clone = git("clone", "-q", server["url"], "work", cwd=root, env=login)
