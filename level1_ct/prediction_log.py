@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections import deque
 from datetime import UTC, datetime
 from pathlib import Path
@@ -72,6 +73,12 @@ def connect(url: str) -> Engine:
 class PredictionLog:
     """Buffered, batched writer of prediction rows (see the module docstring)."""
 
+    # A batch is written in chunks with a pause between them. Preparing the rows is Python
+    # (about 40 us a row) holding the GIL the service's event loop needs: a second's 600
+    # rows in one go stalled the requests of that moment, 20 ms more p99 at 16 connections.
+    CHUNK_ROWS = 100
+    CHUNK_PAUSE_SECONDS = 0.005
+
     def __init__(self, url: str, flush_seconds: float = 1.0, max_buffer: int = 100_000):
         self.url = url
         self.flush_seconds = flush_seconds
@@ -107,7 +114,10 @@ class PredictionLog:
             if self._engine is None:
                 self._engine = connect(self.url)
             with self._engine.begin() as conn:
-                conn.execute(predictions.insert(), batch)
+                for start in range(0, len(batch), self.CHUNK_ROWS):
+                    if start:  # let the service's event loop run: see CHUNK_ROWS
+                        time.sleep(self.CHUNK_PAUSE_SECONDS)
+                    conn.execute(predictions.insert(), batch[start : start + self.CHUNK_ROWS])
         except Exception as error:  # the store is down: keep the rows for the next try
             with self._lock:
                 room = (self._buffer.maxlen or len(batch)) - len(self._buffer)

@@ -12,7 +12,13 @@ import skops.io as sio
 
 from shared import model_file
 from shared.evaluate import beats_baseline, evaluate
-from shared.features import SKOPS_TRUSTED_TYPES, build_pipeline, encode, feature_frame
+from shared.features import (
+    ENCODED_FEATURES,
+    SKOPS_TRUSTED_TYPES,
+    build_pipeline,
+    encode,
+    feature_frame,
+)
 from shared.schema import example_record
 from shared.train import TrainingConfig, split_holdout, train, train_baseline
 from tests.conftest import FAST
@@ -82,10 +88,12 @@ def test_training_on_a_single_class_is_refused(labelled):
 def test_encoding_follows_the_contract_and_maps_unknown_categories_to_missing():
     frame = pd.DataFrame([example_record(), {**example_record(), "platform": "smart_tv"}])
     encoded = encode(frame)
-    assert encoded.shape == (2, 12)
-    assert encoded[0, 9] == 1  # android is the contract's second platform
-    assert np.isnan(encoded[1, 9])
-    assert encoded[0, 11] == pytest.approx(2 / 6)  # late_rate
+    assert encoded.shape == (2, len(ENCODED_FEATURES)) == (2, 16)
+    platform = [ENCODED_FEATURES.index(f"platform={p}") for p in ("ios", "android", "web")]
+    assert encoded[0, platform].tolist() == [0, 1, 0]  # the example's platform is android
+    assert np.isnan(encoded[1, platform]).all()  # unknown: missing, not a known platform
+    assert encoded[1, ENCODED_FEATURES.index("city_tier=urban")] == 1  # the rest as it was
+    assert encoded[0, ENCODED_FEATURES.index("late_rate")] == pytest.approx(2 / 6)
 
 
 def test_an_unfitted_pipeline_is_a_fresh_object_each_time():
