@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import uuid
 from dataclasses import dataclass
@@ -100,6 +101,12 @@ def test_every_service_is_up_and_the_service_waits_for_a_champion(stack):
     # The Prefect UI calls the API on the published port, not the container's.
     settings = httpx.get(f"{stack.url('prefect')}/ui-settings").json()
     assert settings["api_url"] == f"http://127.0.0.1:{stack.ports['prefect']}/api"
+    # ... and there is a UI: the image builds it (the server's user could not)
+    assert settings["available_uis"], settings
+    page = httpx.get(stack.url("prefect"), headers={"accept": "text/html"}, follow_redirects=True)
+    assert page.status_code == 200 and "<!doctype html>" in page.text.lower(), page.text[:200]
+    script = re.search(r'src="(/[^"]+\.js)"', page.text).group(1)
+    assert httpx.get(f"{stack.url('prefect')}{script}").status_code == 200
 
 
 def test_replayed_batches_train_a_champion_that_the_service_serves(stack):
