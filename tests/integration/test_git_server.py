@@ -19,6 +19,7 @@ from shared.servers import free_port, running
 
 ROOT = Path(__file__).resolve().parents[2]
 AUTHOR = ["-c", "user.name=Learner", "-c", "user.email=learner@example.org"]
+USER, PASSWORD = "learner", "a-long-password"  # the server's login
 
 
 def git(*args: str, cwd: Path, env: dict | None = None) -> subprocess.CompletedProcess:
@@ -34,8 +35,8 @@ def server(tmp_path_factory):
     env = {
         **os.environ,
         "L2_REMOTE": str(root / "git" / "ml.git"),
-        "L2_GIT_USERNAME": "learner",
-        "L2_GIT_PASSWORD": "a-long-password",
+        "L2_GIT_USERNAME": USER,
+        "L2_GIT_PASSWORD": PASSWORD,
         "L2_GIT_SERVER_SEED": str(ROOT),
         "L2_GIT_SERVER_HOST": "127.0.0.1",
         "L2_GIT_SERVER_PORT": str(port),
@@ -44,7 +45,7 @@ def server(tmp_path_factory):
     command = [sys.executable, "-m", "level2_cicd.git_server"]
     url = f"http://127.0.0.1:{port}"
     with running(command, f"{url}/health", root / "git-server.log", env=env):
-        login = CicdSettings(git_username="learner", git_password="a-long-password")
+        login = CicdSettings(git_username=USER, git_password=PASSWORD)
         yield {"root": root, "url": f"{url}/ml.git", "login": git_auth_env(login)}
 
 
@@ -53,7 +54,7 @@ def test_without_the_login_git_gets_nothing(server):
     assert refs.status_code == 401 and refs.headers["www-authenticate"].startswith("Basic")
     clone = git("clone", server["url"], "anonymous", cwd=server["root"])
     assert clone.returncode != 0 and not (server["root"] / "anonymous").exists()
-    wrong = CicdSettings(git_username="learner", git_password="guessed")
+    wrong = CicdSettings(git_username=USER, git_password="guessed")
     clone = git("clone", server["url"], "guessed", cwd=server["root"], env=git_auth_env(wrong))
     assert clone.returncode != 0, clone.stdout
 
@@ -61,12 +62,11 @@ def test_without_the_login_git_gets_nothing(server):
 def test_a_request_git_refuses_unread_gets_git_answer_not_a_server_error(server):
     # git http-backend refuses a wrong content type without reading the body: the server must
     # pass its answer on, not fail writing the rest (a 500 failed a CD clone in CI this way)
-    auth = ("learner", "a-long-password")
     for _ in range(3):
-        refused = httpx.post(f"{server['url']}/git-upload-pack", auth=auth, content=bytes(2**21),
-                             headers={"content-type": "text/plain"})  # fmt: skip
+        refused = httpx.post(f"{server['url']}/git-upload-pack", auth=(USER, PASSWORD),
+                             content=bytes(2**21), headers={"content-type": "text/plain"})  # fmt: skip
         assert refused.status_code == 415, refused.text
-    refs = httpx.get(f"{server['url']}/info/refs?service=git-upload-pack", auth=auth)
+    refs = httpx.get(f"{server['url']}/info/refs?service=git-upload-pack", auth=(USER, PASSWORD))
     assert refs.status_code == 200 and b"refs/heads/main" in refs.content
 
 
