@@ -1,9 +1,10 @@
-"""Level 1's parts that need no server: the prediction log's buffer, monitoring's alert rules,
-the Evidently drift check, and which failures the pipeline retries."""
+"""Level 1's parts that need no server: the prediction log's buffer and writer process,
+monitoring's alert rules, the Evidently drift check, and which failures the pipeline retries."""
 
 from __future__ import annotations
 
 import sqlite3
+import threading
 from datetime import UTC, datetime
 
 import pandas as pd
@@ -55,6 +56,33 @@ def test_a_full_buffer_drops_the_oldest_and_counts_them(tmp_path):
     log = PredictionLog(f"sqlite:///{tmp_path / 'p.db'}", max_buffer=3)
     log.record([row(i) for i in range(5)])
     assert log.pending == 3 and log.dropped == 2
+
+
+def test_a_writer_process_that_dies_is_reported_and_replaced(tmp_path):
+    log = PredictionLog(f"sqlite:///{tmp_path / 'p.db'}")
+    log.record([row(1)])
+    assert log.flush() == 1
+    with sqlite3.connect(tmp_path / "p.db", isolation_level=None) as lock:
+        lock.execute("BEGIN EXCLUSIVE")  # the writer waits for the database...
+        threading.Timer(1, log._writer.kill).start()  # ...and dies meanwhile
+        log.record([row(2), row(3)])
+        assert log.flush() == 0
+        lock.execute("ROLLBACK")
+    assert "writer process stopped" in log.last_error and log.dropped == 2
+    log.record([row(4)])
+    assert log.flush() == 1 and log.last_error is None  # a new writer took over
+    assert log.dropped == 2  # and what the dead one held stays counted
+
+
+def test_closing_the_log_writes_what_is_left_and_ends_the_writer(tmp_path):
+    log = PredictionLog(f"sqlite:///{tmp_path / 'p.db'}", flush_seconds=3600)
+    log.start()
+    writer = log._writer
+    log.record([row(1), row(2)])
+    log.close()
+    assert writer.returncode == 0
+    with sqlite3.connect(tmp_path / "p.db") as db:
+        assert db.execute("SELECT count(*) FROM predictions").fetchone() == (2,)
 
 
 def test_labels_are_loaded_once_and_joined_to_predictions(tmp_path, landing):
