@@ -5,8 +5,9 @@ something to be delivered against.
 
 - If nothing has landed yet, the simulator lands `L2_BOOTSTRAP_DAYS` days of the stable
   scenario (features and the labels that have arrived) into level 1's landing folder.
-- If the registry has no champion yet, level 1's training pipeline trains one and promotes
-  it (a flow run "bootstrap" in the Prefect UI, a version in MLflow).
+- If the registry has no champion yet, level 1's training pipeline trains one with a small
+  search (`L2_BOOTSTRAP_N_ITER`) and promotes it (a flow run "bootstrap" in the Prefect UI,
+  a version in MLflow).
 
 Both steps are skipped when already done: the stack's one-shot `bootstrap` service runs it on
 every `make up`, and only the first one does any work.
@@ -37,7 +38,9 @@ def main() -> None:
     if champion:
         print(f"{pipeline.model_name}: champion is version {champion.version}")
         return
-    state = training_pipeline(reason="bootstrap", return_state=True)
+    state = training_pipeline(
+        reason="bootstrap", n_iter=settings.bootstrap_n_iter, return_state=True
+    )
     print(f"{pipeline.model_name}: {state.message}")
     if not registry.lookup(client, pipeline.model_name):
         raise SystemExit(f"the bootstrap training left no champion: {state.message}")
