@@ -106,6 +106,7 @@ def stack(images, request, tmp_path_factory):
         "L2_SERVE_PORT": str(ports["production"]),
         "L2_GIT_PORT": str(ports["git"]),
         "L1_N_ITER": "2",
+        "L2_BOOTSTRAP_N_ITER": "2",  # the first champion: the same search as each commit's
         # A candidate within 0.02 of the champion passes (the hold-out is small), as in the
         # embedded delivery test; a short canary window.
         "L1_CHAMPION_MARGIN": "-0.02",
