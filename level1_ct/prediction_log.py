@@ -20,6 +20,7 @@ from __future__ import annotations
 import logging
 import os
 import pickle
+import signal
 import subprocess
 import sys
 import threading
@@ -189,8 +190,9 @@ class PredictionLog:
             pickle.dump(batch, writer.stdin, pickle.HIGHEST_PROTOCOL)
             writer.stdin.flush()
             status = pickle.load(writer.stdout)
-        except (OSError, EOFError, pickle.UnpicklingError) as error:
-            # The writer died: what it held is lost; the next flush starts a new one.
+        except Exception as error:
+            # The writer died (or its pipe broke): what it held is lost; the next flush
+            # starts a new one.
             self._lost += len(batch) + self._status["pending"] + self._status["dropped"]
             self._status = dict(_NO_STATUS)
             self._writer_error = f"the prediction writer process stopped: {error!r}"[:300]
@@ -231,17 +233,26 @@ class PredictionLog:
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout=10)
+            if self._thread.is_alive():  # its write hangs on the store: give the rest up
+                if (writer := self._writer) is not None:
+                    writer.kill()
+                return
         self.flush()
         if self._writer is not None:
             self._writer.stdin.close()  # the writer's end of input: it exits
             try:
                 self._writer.wait(timeout=10)
             except subprocess.TimeoutExpired:
-                self._stop_writer()
+                self._writer.kill()
+            self._writer = None
 
 
 def _writer_process() -> None:
     """The writer process: batches in on stdin, its status out after each write (pickles)."""
+    # The service ends it by closing its input, after a last flush: a Ctrl+C or SIGTERM to
+    # the service's process group must not end it first
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     status_out = os.fdopen(os.dup(1), "wb")
     os.dup2(2, 1)  # anything printed goes to stderr: stdout carries only the status
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
@@ -250,7 +261,7 @@ def _writer_process() -> None:
     while True:
         try:
             batch = pickle.load(sys.stdin.buffer)
-        except EOFError:  # the service closed its end: it stopped
+        except (EOFError, pickle.UnpicklingError):  # the service closed its end: it stopped
             return
         writer.write(batch)
         pickle.dump(writer.status(), status_out, pickle.HIGHEST_PROTOCOL)

@@ -214,7 +214,7 @@ def record(
     status: str | None = None,
 ) -> None:
     """Log to the run: params, metrics, tags, JSON documents; `status` ends the run.
-    Params, metrics and tags go in one request (a training run has about 70 of them)."""
+    Params, metrics and tags go in one request (a training run has about 270 of them)."""
     client = MlflowClient(tracking_uri)
     now = int(time.time() * 1000)
     client.log_batch(

@@ -3,6 +3,8 @@ monitoring's alert rules, the Evidently drift check, and which failures the pipe
 
 from __future__ import annotations
 
+import os
+import signal
 import sqlite3
 import threading
 from datetime import UTC, datetime
@@ -27,8 +29,22 @@ def row(i: int, version: str = "1") -> dict:
             "probability": 0.25, "churn": False}  # fmt: skip
 
 
-def test_the_log_writes_buffered_rows_in_one_batch(tmp_path):
-    log = PredictionLog(f"sqlite:///{tmp_path / 'p.db'}")
+@pytest.fixture
+def new_log():
+    """Makes prediction logs, and closes them after the test (each has a writer process)."""
+    made: list[PredictionLog] = []
+
+    def make(url: str, **settings) -> PredictionLog:
+        made.append(PredictionLog(url, **settings))
+        return made[-1]
+
+    yield make
+    for log in made:
+        log.close()
+
+
+def test_the_log_writes_buffered_rows_in_one_batch(tmp_path, new_log):
+    log = new_log(f"sqlite:///{tmp_path / 'p.db'}")
     log.record([row(1), row(2)])
     log.record([row(3)])
     assert log.pending == 3  # nothing written until the flush
@@ -41,10 +57,10 @@ def test_the_log_writes_buffered_rows_in_one_batch(tmp_path):
         ]
 
 
-def test_an_unreachable_store_keeps_the_rows_and_says_why(tmp_path):
+def test_an_unreachable_store_keeps_the_rows_and_says_why(tmp_path, new_log):
     blocked = tmp_path / "not-a-dir"
     blocked.write_text("a file where the database folder should be")
-    log = PredictionLog(f"sqlite:///{blocked / 'p.db'}")
+    log = new_log(f"sqlite:///{blocked / 'p.db'}")
     log.record([row(1), row(2)])
     assert log.flush() == 0
     assert log.pending == 2 and log.last_error  # kept for the next try, reason recorded
@@ -52,14 +68,14 @@ def test_an_unreachable_store_keeps_the_rows_and_says_why(tmp_path):
     assert log.flush() == 2 and log.last_error is None
 
 
-def test_a_full_buffer_drops_the_oldest_and_counts_them(tmp_path):
-    log = PredictionLog(f"sqlite:///{tmp_path / 'p.db'}", max_buffer=3)
+def test_a_full_buffer_drops_the_oldest_and_counts_them(tmp_path, new_log):
+    log = new_log(f"sqlite:///{tmp_path / 'p.db'}", max_buffer=3)
     log.record([row(i) for i in range(5)])
     assert log.pending == 3 and log.dropped == 2
 
 
-def test_a_writer_process_that_dies_is_reported_and_replaced(tmp_path):
-    log = PredictionLog(f"sqlite:///{tmp_path / 'p.db'}")
+def test_a_writer_process_that_dies_is_reported_and_replaced(tmp_path, new_log):
+    log = new_log(f"sqlite:///{tmp_path / 'p.db'}")
     log.record([row(1)])
     assert log.flush() == 1
     with sqlite3.connect(tmp_path / "p.db", isolation_level=None) as lock:
@@ -77,22 +93,27 @@ def test_a_writer_process_that_dies_is_reported_and_replaced(tmp_path):
 def test_closing_the_log_writes_what_is_left_and_ends_the_writer(tmp_path):
     log = PredictionLog(f"sqlite:///{tmp_path / 'p.db'}", flush_seconds=3600)
     log.start()
+    log.record([row(1)])
+    assert log.flush() == 1  # the writer is up
     writer = log._writer
-    log.record([row(1), row(2)])
+    log.record([row(2), row(3)])
+    # Stopping a service signals its process group: the writer outlives the signal, writes
+    # the last batch the service hands it, and ends when the service closes its input
+    os.kill(writer.pid, signal.SIGTERM)
     log.close()
-    assert writer.returncode == 0
+    assert writer.returncode == 0 and log.dropped == 0
     with sqlite3.connect(tmp_path / "p.db") as db:
-        assert db.execute("SELECT count(*) FROM predictions").fetchone() == (2,)
+        assert db.execute("SELECT count(*) FROM predictions").fetchone() == (3,)
 
 
-def test_labels_are_loaded_once_and_joined_to_predictions(tmp_path, landing):
+def test_labels_are_loaded_once_and_joined_to_predictions(tmp_path, landing, new_log):
     engine = connect(f"sqlite:///{tmp_path / 'p.db'}")
     added = load_labels(engine, landing)
     assert added > 0 and load_labels(engine, landing) == 0  # the second call adds nothing
     labelled_id = pd.read_parquet(sorted((landing / "labels").glob("*.parquet"))[0])["customer_id"][
         0
     ]
-    log = PredictionLog(f"sqlite:///{tmp_path / 'p.db'}")
+    log = new_log(f"sqlite:///{tmp_path / 'p.db'}")
     log.record([{**row(1), "customer_id": labelled_id}, row(2), row(3, version="2")])
     log.flush()
     live = recent_predictions(engine, "1", limit=10)
