@@ -242,9 +242,9 @@ class PredictionLog:
             self._writer.stdin.close()  # the writer's end of input: it exits
             try:
                 self._writer.wait(timeout=10)
+                self._writer = None
             except subprocess.TimeoutExpired:
-                self._writer.kill()
-            self._writer = None
+                self._stop_writer()
 
 
 def _writer_process() -> None:
