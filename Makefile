@@ -68,6 +68,10 @@ else
 $(error STACK must be local or docker)
 endif
 
+# Fails with a hint unless `make images` has built the stacks' images
+IMAGES_BUILT = docker image inspect mlops-levels/python:latest mlops-levels/serving:latest mlops-levels/postgres:15 >/dev/null 2>&1 \
+	|| { echo "images missing: run make images first"; exit 1; }
+
 # ---- COMMANDS ----------------------------------------------------------------------------
 
 ## Show this help
@@ -114,9 +118,12 @@ test: venv
 test-ml: venv
 	$(PY) -m pytest -q -p no:cacheprovider tests/unit/$(SECTION)
 
-## Replay one scenario through levels 0, 1 and 2: report, plots, table (COMPARE_*: compare/settings.py)
-compare: venv
-	OMP_NUM_THREADS=1 $(PY) -m compare
+## Replay one scenario through levels 0, 1 and 2: report, plots, table (COMPARE_*: compare/settings.py; STACK=docker: the levels' services in their stacks)
+compare: venv $(if $(filter docker,$(STACK)),env)
+ifeq ($(STACK),docker)
+	@$(IMAGES_BUILT)
+endif
+	OMP_NUM_THREADS=1 $(if $(filter docker,$(STACK)),COMPARE_STACK=docker) $(PY) -m compare
 
 ## Print serving latency and throughput figures of the level-0 service (bench/)
 bench: venv
@@ -185,8 +192,7 @@ engine:
 
 ## Start the LEVEL stack (LEVEL=0|1|2) and wait until every service is healthy
 up: env
-	@docker image inspect mlops-levels/python:latest mlops-levels/serving:latest mlops-levels/postgres:15 >/dev/null 2>&1 \
-		|| { echo "images missing: run make images first"; exit 1; }
+	@$(IMAGES_BUILT)
 	$(COMPOSE) up -d --wait
 	@echo "level $(LEVEL) is up: MLflow http://127.0.0.1:$(MLFLOW_PORT)$(if $(filter 0,$(LEVEL)),  service http://127.0.0.1:$${L0_SERVE_PORT:-8000}/docs)$(if $(filter 1,$(LEVEL)),  Prefect http://127.0.0.1:$(PREFECT_PORT)  service http://127.0.0.1:$${L1_SERVE_PORT:-8001}/docs  Evidently http://127.0.0.1:$${EVIDENTLY_PORT:-8002})$(if $(filter 2,$(LEVEL)),  Prefect http://127.0.0.1:$(PREFECT_PORT)  production http://127.0.0.1:$${L2_SERVE_PORT:-8001}/docs  git http://127.0.0.1:$${L2_GIT_PORT:-8003}/ml.git (logins: .env))"
 

@@ -5,10 +5,11 @@ search it runs over the shared Pipeline) and how the service turns the model's o
 the churn probability it answers. Both changes are real code, run as they are:
 
 - the good change widens the hyper-parameter search (more candidates per training run);
-- the bad change is a refactor of the service's scoring that reads the wrong column of
-  `predict_proba`, so the service answers the probability of *staying*. Offline evaluation
-  never calls the service, so a model gate cannot see it; a contract test can, and live
-  quality shows it once labels arrive.
+- the bad change is a one-line refactor of the services' scoring (`churn_probabilities` in
+  `shared/api.py`) that reads the wrong column of `predict_proba`, so the service answers the
+  probability of *staying*. Offline evaluation never calls the service, so a model gate
+  cannot see it; a contract test can, and live quality shows it once labels arrive. The
+  embedded replay runs the patched file's function; the container stacks run an image of it.
 
 `bad` is the replay's ground truth for the summary (did a bad change reach production?);
 no level's process reads it.
@@ -18,37 +19,50 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, replace
+from functools import cache
+from pathlib import Path
+from types import ModuleType
 
 import numpy as np
 import pandas as pd
 
+import shared.api
 from compare.settings import CompareSettings
 from shared.features import feature_frame
 from shared.train import TrainingConfig
 
+API_FILE = Path(shared.api.__file__)  # where the services' scoring is: shared/api.py
+SCORING = "return pipeline.predict_proba(frame)[:, 1]"
+REFACTORED = "return pipeline.predict_proba(frame)[:, 0]  # refactor: churn is the first column"
 
-def churn_probability(model, frame: pd.DataFrame) -> np.ndarray:
-    """What the services answer (shared/api.py): the probability of class 1, churn."""
-    return model.predict_proba(feature_frame(frame))[:, 1]
 
-
-def first_column_probability(model, frame: pd.DataFrame) -> np.ndarray:
-    """The bad refactor: "the churn probability is the first column" (it is class 0's)."""
-    return model.predict_proba(feature_frame(frame))[:, 0]
+@cache
+def scoring_module(source: str | None) -> ModuleType:
+    """shared/api.py as the service runs it: the repository's, or a changed `source`."""
+    if source is None:
+        return shared.api
+    module = ModuleType("shared.api (changed)")
+    exec(compile(source, f"{API_FILE} (changed)", "exec"), module.__dict__)
+    return module
 
 
 @dataclass(frozen=True)
 class Code:
-    """One version of the ML code: its training search and its service's scoring."""
+    """One version of the ML code: its training search and its service's scoring
+    (`api_source`: the service's shared/api.py when it differs from the repository's)."""
 
     name: str
     n_iter: int
-    score: Callable[[object, pd.DataFrame], np.ndarray]
+    api_source: str | None = None
 
     def training(self, settings: CompareSettings) -> TrainingConfig:
         return TrainingConfig(
             n_iter=self.n_iter, cv_folds=settings.cv_folds, seed=settings.seed, n_jobs=settings.jobs
         )
+
+    def score(self, model, frame: pd.DataFrame) -> np.ndarray:
+        """What this code's service answers for `frame`: its churn probabilities."""
+        return scoring_module(self.api_source).churn_probabilities(model, feature_frame(frame))
 
 
 @dataclass(frozen=True)
@@ -63,7 +77,7 @@ class Change:
 
 
 def initial_code(settings: CompareSettings) -> Code:
-    return Code(name="main", n_iter=settings.n_iter, score=churn_probability)
+    return Code(name="main", n_iter=settings.n_iter)
 
 
 def widen_search(code: Code) -> Code:
@@ -71,7 +85,11 @@ def widen_search(code: Code) -> Code:
 
 
 def refactor_scoring(code: Code) -> Code:
-    return replace(code, name=f"{code.name}+scoring-refactor", score=first_column_probability)
+    source = code.api_source or API_FILE.read_text()
+    if SCORING not in source:
+        raise RuntimeError(f"the bad change no longer applies: {API_FILE} has no `{SCORING}`")
+    changed = source.replace(SCORING, REFACTORED)
+    return replace(code, name=f"{code.name}+scoring-refactor", api_source=changed)
 
 
 def widens_search(day: int) -> Change:

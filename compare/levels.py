@@ -24,6 +24,8 @@ The decisions are made by the levels' own code: `shared.validation`, `shared.tra
 report and alert rule, level 2's canary share and `rollout.decide`. What the replay
 simulates is time and the servers around them: a day is a step, and the registry, the
 Prefect runs and the HTTP calls are function calls (the demos and stacks run them for real).
+The services that answer the customers are `compare.servers`: function calls by default, or
+each level's real service in its container stack (`make compare STACK=docker`).
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ import numpy as np
 import pandas as pd
 
 from compare.changes import Change, Code
+from compare.servers import Servers
 from compare.settings import CompareSettings
 from compare.world import World
 from level0_manual.train import TrainSettings
@@ -43,7 +46,6 @@ from level1_ct import reports
 from level1_ct.flows.monitoring import alerts
 from level1_ct.settings import PipelineSettings
 from level2_cicd.rollout import ArmStats, bin_counts, decide
-from level2_cicd.service import ProductionSettings
 from level2_cicd.settings import CicdSettings
 from shared.evaluate import beats_baseline, classification_metrics, evaluate
 from shared.gate import Verdict, judge
@@ -53,7 +55,6 @@ from shared.train import split_holdout, train, train_baseline
 PIPELINE = PipelineSettings()  # level 1's defaults: window, gate, monitoring thresholds
 LEVEL0_MIN_AUC_LIFT = TrainSettings().min_auc_lift  # level 0's bar over the baseline
 CICD = CicdSettings()  # level 2's canary bounds
-CANARY_SHARE = ProductionSettings().canary_share
 # The canary's window. The service's is a time (rollout_window_seconds); a replayed day is
 # a step, so the window lasts until the canary has level 2's minimum of requests, at most:
 CANARY_MAX_DAYS = 3
@@ -178,10 +179,12 @@ class Level:
     title: str
     monitored = False
 
-    def __init__(self, world: World, runs: Runs, initial: Model):
+    def __init__(self, world: World, runs: Runs, initial: Model, servers: Servers):
         self.world, self.runs, self.settings = world, runs, world.settings
         self.champion, self.code = initial, initial.code
-        self.versions = initial.version
+        self.versions = initial.version  # versions published to the service so far
+        self.servers = servers
+        servers.start(self.number, initial, self.code)
         self.served: dict[int, Served] = {}
         self.events: list[Event] = []
         self.drift: dict[int, float] = {}  # monitoring's drift share by day
@@ -195,16 +198,20 @@ class Level:
 
     # ---- serving ------------------------------------------------------------------------
 
-    def serve(self, day: int) -> Served:
-        features = self.world.features(day)
-        ok = self.world.answerable(day)
-        answered = features[ok]
-        probability = (
-            self.code.score(self.champion.pipeline, answered) if len(answered) else np.array([])
-        )
+    def serve(self, day: int, canary: Model | None = None) -> Served:
+        """The day's customers, one request each, to this level's service (level 2 passes
+        its `canary`: the answers with the canary's version are the canary arm's)."""
+        answers = self.servers.answer(self.number, day)
+        on_canary = answers.version == (canary.version if canary else -1)
+        wrong = set(answers.version[~on_canary].tolist()) - {self.champion.version}
+        if wrong:
+            raise RuntimeError(
+                f"level {self.number}'s service answered with version(s) {sorted(wrong)} on day "
+                f"{day}; its champion is v{self.champion.version}"
+            )
         served = Served(
-            day, self.champion.version, len(features), int((~ok).sum()), answered[ID].to_numpy(),
-            probability, np.zeros(len(answered), dtype=bool), self.champion.code.name, self.code.name,
+            day, self.champion.version, answers.requests, answers.failed, answers.ids,
+            answers.probability, on_canary, self.champion.code.name, self.code.name,
             tuple(sorted(self.bad_changes_serving)),
         )  # fmt: skip
         self.served[day] = served
@@ -262,6 +269,7 @@ class Level:
         """The change's code serves from tomorrow."""
         self.suspect = (day, change, self.code)
         self.code = change.apply(self.code)
+        self.servers.release(self.number, self.code)
         if change.bad:
             self.bad_changes_serving.add(change.title)
         self.record(day, "release", f"released '{change.title}' ({self.code.name})", manual)
@@ -286,6 +294,7 @@ class Level:
             )  # fmt: skip
             return
         self.suspect, self.code = None, before
+        self.servers.release(self.number, before)
         self.bad_changes_serving.discard(change.title)
         self.record(
             day, "revert",
@@ -301,6 +310,7 @@ class Level:
     def promote(self, day: int, fitted: Fitted, code: Code, why: str) -> None:
         self.versions += 1
         self.champion = _model(self.versions, code, fitted)
+        self.servers.publish(self.number, self.champion)
         self.record(day, "promote", f"v{self.versions} promoted: {why}")
 
 
@@ -340,6 +350,7 @@ class Level0(Level):
             return
         self.versions += 1
         self.champion = _model(self.versions, self.code, fitted)
+        self.servers.publish(self.number, self.champion)
         self.record(
             day, "handoff", f"v{self.versions} handed over, service rebuilt by hand", manual=True
         )
@@ -424,6 +435,7 @@ class Canary:
     code: Code
     fitted: Fitted
     pushed: int
+    model: Model | None = None  # registered and answering, from the day after the push
     days: list[int] = field(default_factory=list)  # the days it has answered on
 
 
@@ -464,15 +476,17 @@ class Level2(Level1):
         )
         self.canary = Canary(change, code, fitted, day)
 
-    def serve(self, day: int) -> Served:
-        served = super().serve(day)
-        if self.canary is None or self.canary.pushed == day or not len(served.ids):
-            return served
-        arm = (np.arange(len(served.ids)) % 100) < round(100 * CANARY_SHARE)
-        answered = self.world.features(day)[self.world.answerable(day)]
-        served.probability[arm] = self.canary.code.score(self.canary.fitted.pipeline, answered[arm])
-        served.canary = arm
-        self.canary.days.append(day)
+    def serve(self, day: int, canary: Model | None = None) -> Served:
+        """From the day after its push, the candidate is registered with the `canary` alias,
+        and production sends it its share of the customers."""
+        rollout = self.canary
+        if rollout is not None and rollout.model is None and rollout.pushed < day:
+            self.versions += 1
+            rollout.model = _model(self.versions, rollout.code, rollout.fitted)
+            self.servers.start_canary(self.number, rollout.model)
+        served = super().serve(day, rollout.model if rollout else None)
+        if rollout is not None and rollout.model is not None and len(served.ids):
+            rollout.days.append(day)
         return served
 
     def end_of_day(self, day: int) -> None:
@@ -499,15 +513,19 @@ class Level2(Level1):
         if decision.action == "wait":
             return
         self.canary = None
-        if decision.action == "rollback":
+        promote = decision.action != "rollback"
+        self.servers.end_canary(self.number, promote)
+        if not promote:
             self.record(
                 day, "canary", f"canary of '{canary.change.title}' rolled back: {decision.summary}"
             )
             return
         self.release(day, canary.change, manual=False)
-        self.promote(
-            day, canary.fitted, canary.code, f"canary of '{canary.change.title}' within bounds"
-        )
+        self.champion = canary.model
+        self.record(
+            day, "promote",
+            f"v{canary.model.version} promoted: canary of '{canary.change.title}' within bounds",
+        )  # fmt: skip
 
 
 def _arm(probability: np.ndarray) -> ArmStats:

@@ -52,9 +52,10 @@ class CompareSettings(BaseSettings):
     recovery_tolerance: float = 0.03
     recovery_window_days: int = 12
 
-    # Where the report goes; STACK: only the embedded replay is implemented so far
+    # Where the report goes. Who answers the customers: function calls ("embedded"), or each
+    # level's real service in its container stack ("docker": `make compare STACK=docker`)
     out: Path = Path("var/compare")
-    stack: Literal["embedded"] = "embedded"
+    stack: Literal["embedded", "docker"] = "embedded"
 
     @model_validator(mode="after")
     def _days_in_range(self) -> CompareSettings:

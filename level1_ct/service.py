@@ -46,6 +46,7 @@ from shared.api import (
     DirectPost,
     PredictResponse,
     add_guards_and_docs,
+    churn_probabilities,
     predict_body,
 )
 from shared.evaluate import THRESHOLD
@@ -204,7 +205,7 @@ class MicroBatcher:
                 frame = pd.DataFrame(
                     [row for w in batch for row in w.rows], columns=[*FEATURE_NAMES, ID]
                 )
-                probabilities = served.pipeline.predict_proba(frame)[:, 1]
+                probabilities = churn_probabilities(served.pipeline, frame)
             except Exception as error:
                 for w in batch:
                     if not w.done.done():  # a client that went away has a cancelled future

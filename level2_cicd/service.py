@@ -6,6 +6,7 @@ of live requests (`canary_share`) to it. Each arm counts its requests, errors, l
 predicted probabilities since the canary version appeared; CD reads them at `GET /rollout`
 and promotes or rolls back (level2_cicd/rollout.py decides).
 
+Customers are split by a stable hash of their id (`canary_arm`): a customer stays on one arm.
 A canary request that fails is counted against the canary and answered by the champion:
 clients never see the canary's errors, only (at worst) its latency, and only for its share.
 
@@ -26,6 +27,7 @@ import random
 import secrets
 import threading
 import time
+import zlib
 from collections import deque
 from datetime import UTC, datetime
 from typing import Any
@@ -38,6 +40,7 @@ from pydantic_settings import SettingsConfigDict
 
 from level1_ct.service import MicroBatcher, ModelFollower, Served, ServiceSettings, create_app
 from level2_cicd.rollout import BINS, bin_of
+from shared.schema import ID
 
 log = logging.getLogger("level2.service")
 CANARY = "canary"  # the registry alias CD points at the version being rolled out
@@ -83,8 +86,19 @@ class ArmCounter:
                 "p95_ms": round(p95, 2), "histogram": list(self.histogram)}  # fmt: skip
 
 
+def canary_arm(customer_id: str | None, share: float) -> bool:
+    """Does the canary answer this customer? Sticky by customer: a stable hash of the id (not
+    Python's salted `hash`) puts `share` of the customers on the canary for the whole
+    rollout, the same ones every time, so a replay splits its traffic the same way on every
+    run. A request without a customer id goes to the canary by chance, with `share`."""
+    if customer_id is None:
+        return random.random() < share
+    return zlib.crc32(str(customer_id).encode()) % 10_000 < round(share * 10_000)
+
+
 class CanaryRouter:
-    """Routes `canary_share` of requests to the canary arm when one is loaded."""
+    """Routes `canary_share` of requests (by the first record's customer) to the canary arm
+    when one is loaded."""
 
     def __init__(self, settings: ProductionSettings, champion: MicroBatcher):
         self.champion = champion
@@ -118,7 +132,7 @@ class CanaryRouter:
     async def score(self, rows: list[dict[str, Any]]) -> tuple[Served, np.ndarray]:
         canary = self.follower.current
         self._new_window(canary)
-        if canary is not None and random.random() < self.share:
+        if canary is not None and canary_arm(rows[0].get(ID), self.share):
             started = time.perf_counter()
             try:
                 if self.fault.delay_ms:

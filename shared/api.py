@@ -45,10 +45,16 @@ def records_frame(records: list[BaseModel]) -> pd.DataFrame:
     return pd.DataFrame([r.model_dump() for r in records], columns=[*FEATURE_NAMES, ID])
 
 
+def churn_probabilities(pipeline: Any, frame: pd.DataFrame) -> Any:
+    """What every service answers: the fitted Pipeline's probability of class 1, churn.
+    (`make compare`'s bad change is a one-line refactor of this line.)"""
+    return pipeline.predict_proba(frame)[:, 1]
+
+
 def predict_records(pipeline: Any, records: list[BaseModel]) -> list[dict[str, Any]]:
     """Score validated records with a fitted Pipeline, one prediction each."""
     frame = records_frame(records)
-    return predictions(frame[ID].tolist(), pipeline.predict_proba(frame)[:, 1])
+    return predictions(frame[ID].tolist(), churn_probabilities(pipeline, frame))
 
 
 def predictions(ids: list[str | None], probabilities: Any) -> list[dict[str, Any]]:

@@ -17,6 +17,7 @@ from compare.changes import (
     widens_search,
 )
 from compare.levels import Canary, Event, Level0, Level2, Runs, ci_checks, first_model
+from compare.servers import InProcess
 from compare.settings import CompareSettings
 from compare.summary import _first_alert, _lead_time, _recovery
 from compare.world import World
@@ -50,7 +51,9 @@ def test_level0_retrains_by_hand_every_k_weeks_only_when_asked():
         settings = SMALL.model_copy(update={"level0_retrain_weeks": weeks})
         world = World(settings)
         runs = Runs(world, settings)
-        level = Level0(world, runs, first_model(world, runs, initial_code(settings)))
+        level = Level0(
+            world, runs, first_model(world, runs, initial_code(settings)), InProcess(world)
+        )
         for day in range(settings.start_day, settings.start_day + 14):
             level.serve(day)
             level.end_of_day(day)
@@ -62,7 +65,7 @@ def test_level0_retrains_by_hand_every_k_weeks_only_when_asked():
 
 def level2_with_canary(world, runs, change) -> Level2:
     """Level 2 serving the first model, with `change` as its canary from the next day."""
-    level = Level2(world, runs, first_model(world, runs, initial_code(SMALL)))
+    level = Level2(world, runs, first_model(world, runs, initial_code(SMALL)), InProcess(world))
     level.canary = Canary(change, change.apply(level.code), level.champion.fitted, SMALL.start_day)
     return level
 
@@ -100,7 +103,7 @@ def test_a_push_during_a_canary_waits_for_it_then_goes_through_ci(world, runs):
 
 
 def test_a_person_reverts_the_newest_release_once_and_never_an_older_one(world, runs):
-    level = Level0(world, runs, first_model(world, runs, initial_code(SMALL)))
+    level = Level0(world, runs, first_model(world, runs, initial_code(SMALL)), InProcess(world))
     start = SMALL.start_day
     before = level.code
     level.serve(start)
@@ -118,7 +121,7 @@ def test_a_person_reverts_the_newest_release_once_and_never_an_older_one(world, 
 
 
 def test_drift_of_the_features_detects_a_shift_only_live_quality_a_concept_drift(world, runs):
-    level = Level2(world, runs, first_model(world, runs, initial_code(SMALL)))
+    level = Level2(world, runs, first_model(world, runs, initial_code(SMALL)), InProcess(world))
     level.events = [
         Event(12, "alert", "40% of features drifted (threshold 30%): age"),
         Event(14, "alert", "live ROC AUC 0.610 is below 0.700 (hold-out 0.740 - 0.04)"),

@@ -11,7 +11,14 @@ from fastapi.testclient import TestClient
 
 from level1_ct.registry import ModelRef
 from level1_ct.service import Served
-from level2_cicd.service import CanaryRouter, Fault, ProductionSettings, create_production_app
+from level2_cicd.service import (
+    CanaryRouter,
+    Fault,
+    ProductionSettings,
+    canary_arm,
+    create_production_app,
+)
+from shared.schema import ID
 
 UNREACHABLE = {"mlflow_tracking_uri": "http://127.0.0.1:9"}
 
@@ -62,6 +69,21 @@ def test_the_canary_gets_its_share_and_each_arm_counts_its_predictions():
     assert canary["histogram"][8] == canary["requests"]  # every 0.85 in the [0.8, 0.9) bin
     assert champion["histogram"][1] == champion["requests"]
     assert figures["counted_version"] == "2" and figures["since"] is not None
+
+
+def test_a_customer_stays_on_one_arm_and_the_canary_gets_its_share_of_customers():
+    routed = router(share=0.2)
+
+    async def versions_of(customers):
+        return [(await routed.score([{ID: c, "age": 30}]))[0].ref.version for c in customers]
+
+    customers = [f"c{i:05d}" for i in range(2000)]
+    first, again = asyncio.run(versions_of(customers)), asyncio.run(versions_of(customers))
+    assert first == again  # the same customers on the canary, request after request
+    assert first == ["2" if canary_arm(c, 0.2) else "1" for c in customers]
+    assert 330 <= first.count("2") <= 470  # 20% of 2000 customers, give or take the hash
+    assert not any(canary_arm(c, 0.0) for c in customers)
+    assert all(canary_arm(c, 1.0) for c in customers)
 
 
 def test_a_failing_canary_is_counted_and_its_requests_are_answered_by_the_champion():

@@ -1,0 +1,63 @@
+"""`make compare STACK=docker`: the levels' real services in their container stacks answer
+the replay's customers over HTTP, and they answer what the embedded replay's function calls
+answer, day by day, with the same model versions, the same canary split and the same
+refusals; so both give the same comparison."""
+
+from __future__ import annotations
+
+import subprocess
+
+import pandas as pd
+import pytest
+
+from tests.e2e.test_compare import SHORT, compare
+
+# The short story, with the good change pushed on the first day: it passes level 2's staging
+# gate then (later its champion is ahead), so production runs a canary arm too.
+STORY = {**SHORT, "COMPARE_GOOD_CHANGE_DAY": "8"}
+
+
+@pytest.fixture(scope="module")
+def both_runs(images, tmp_path_factory) -> tuple[pd.DataFrame, pd.DataFrame, str]:
+    out = tmp_path_factory.mktemp("compare")
+    compare(out / "embedded", **STORY)
+    stacked = compare(out / "stacks", STACK="docker", **STORY)
+    embedded = pd.read_csv(out / "embedded" / "days.csv", keep_default_na=False)
+    stacks = pd.read_csv(out / "stacks" / "days.csv", keep_default_na=False)
+    return embedded, stacks, stacked.stdout
+
+
+def test_the_stacks_serve_what_the_replay_decided_as_the_embedded_services_do(both_runs):
+    embedded, stacks, _ = both_runs
+    exact = ["level", "day", "version", "model_code", "serving_code", "requests", "failed",
+             "canary_requests", "bad_changes"]  # fmt: skip
+    pd.testing.assert_frame_equal(stacks[exact], embedded[exact])
+    # The services answer probabilities rounded to 6 decimals: the same quality, to 1e-4
+    for column in ("roc_auc", "f1"):
+        assert (stacks[column] - embedded[column]).abs().max() < 1e-4, column
+
+
+def test_the_short_story_went_through_every_kind_of_change_in_the_stacks(both_runs):
+    _, stacks, output = both_runs
+    level = {n: stacks[stacks.level == n] for n in (0, 1, 2)}
+    # Level 0: a file handed over and the service restarted on it
+    assert level[0].version.nunique() >= 2
+    # Levels 0 and 1 ran the bad refactor's image (answers inverted), then went back
+    for n in (0, 1):
+        served_bad = level[n][level[n].bad_changes != ""]
+        assert len(served_bad) > 0 and (level[n].bad_changes == "").iloc[-1]
+        assert served_bad.roc_auc.max() < 0.5  # the probability of staying, ranked as churn
+    # Level 1's registry moved its champion; level 2's production ran a canary arm
+    assert level[1].version.nunique() >= 3
+    assert level[2].canary_requests.sum() > 0
+    assert level[2].failed.sum() == level[0].failed.sum() > 0  # the broken export's 422s
+    assert "in their container stacks" in output and "level 2's stack is up" in output
+
+
+def test_the_stacks_are_gone_after_the_replay(both_runs):
+    running = subprocess.run(
+        ["docker", "ps", "-a", "--filter", "label=com.docker.compose.project", "--format",
+         '{{.Label "com.docker.compose.project"}}'],
+        capture_output=True, text=True, check=True,
+    ).stdout.split()  # fmt: skip
+    assert not [p for p in running if p.startswith("compare-level")], running
