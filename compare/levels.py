@@ -84,7 +84,7 @@ class Model:
 
 
 # Answers picked from what a service answered: (day, positions among that day's answers)
-Answers = list[tuple[int, np.ndarray]]
+Picked = list[tuple[int, np.ndarray]]
 
 
 @dataclass(frozen=True)
@@ -130,7 +130,7 @@ class Runs:
             self._fitted[key] = Fitted(result.pipeline, tuple(days), train_frame, holdout)
         return self._fitted[key]
 
-    def drift(self, model: Model, answers: Answers) -> reports.DriftResult:
+    def drift(self, model: Model, answers: Picked) -> reports.DriftResult:
         """Level 1's drift report of answered requests against the model's reference rows
         (the sample of its training rows the pipeline logs with it)."""
         key = (id(model.fitted), tuple((day, rows.tobytes()) for day, rows in answers))
@@ -217,10 +217,10 @@ class Level:
         self.served[day] = served
         return served
 
-    def newest(self, days: list[int], rows: int, keep=lambda served: slice(None)) -> Answers:
+    def newest(self, days: list[int], rows: int, keep=lambda served: slice(None)) -> Picked:
         """The newest `rows` answers of `days` (those `keep` selects in a day), oldest first:
         what level 1's monitoring reads from the prediction store."""
-        picked: Answers = []
+        picked: Picked = []
         for day in sorted(days, reverse=True):
             positions = np.arange(len(self.served[day].ids))[keep(self.served[day])]
             positions = positions[max(0, len(positions) - rows) :]
@@ -230,7 +230,7 @@ class Level:
                 break
         return picked[::-1]
 
-    def quality(self, answers: Answers) -> dict[str, float]:
+    def quality(self, answers: Picked) -> dict[str, float]:
         """ROC AUC and F1 of these answers, against their labels; {} for none."""
         y, p = [], []
         for day, rows in answers:

@@ -22,6 +22,7 @@ import numpy as np
 
 from compare.world import World
 from level2_cicd.service import ProductionSettings, canary_arm
+from shared.api import predictions
 from shared.schema import ID
 
 if TYPE_CHECKING:
@@ -29,6 +30,7 @@ if TYPE_CHECKING:
     from compare.levels import Model
 
 CANARY_SHARE = ProductionSettings().canary_share  # of production's customers, during a rollout
+CANARY_SPLIT = "customer"  # production's split in the replay: the same customers every run
 
 
 @dataclass(frozen=True)
@@ -64,8 +66,9 @@ class _Service:
 
 class InProcess:
     """Each level's service as a function call: the rows the API's contract accepts are
-    scored with the serving code's `churn_probabilities`; level 2's canary answers the
-    customers `canary_arm` gives it, as production routes them."""
+    scored with the serving code's `churn_probabilities` and answered as the API answers
+    (`shared.api.predictions`, rounded); level 2's canary answers the customers
+    `canary_arm` gives it, as production routes them with `canary_split="customer"`."""
 
     def __init__(self, world: World):
         self.world = world
@@ -109,4 +112,5 @@ class InProcess:
             # The canary runs the candidate's code (in the stacks, production's own code)
             probability[arm] = service.canary.code.score(service.canary.pipeline, answered[arm])
             version[arm] = service.canary.version
-        return Answers(len(features), int(len(features) - len(answered)), ids, probability, version)
+        answer = [p["churn_probability"] for p in predictions(list(ids), probability)]
+        return Answers(len(features), len(features) - len(answered), ids, np.array(answer), version)

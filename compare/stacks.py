@@ -31,7 +31,6 @@ import os
 import subprocess
 import tarfile
 import tempfile
-import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -44,12 +43,12 @@ import numpy as np
 from dotenv import dotenv_values
 from mlflow import MlflowClient
 
-from compare.servers import Answers
+from compare.servers import CANARY_SHARE, CANARY_SPLIT, Answers
 from compare.settings import CompareSettings
 from compare.world import World
 from level1_ct import registry
 from level1_ct.service import served_version
-from level2_cicd.service import CANARY
+from level2_cicd.service import CANARY, canary_arm
 from shared import model_file
 from shared.features import SKOPS_TRUSTED_TYPES
 from shared.schema import FEATURE_NAMES, ID
@@ -68,7 +67,7 @@ class Stack:
     """One level's service in its container stack, and how a level's decision reaches it."""
 
     def __init__(self, level: int, folder: str, service: str, image: str, port_variable: str,
-                 poll_variable: str | None, work: Path):  # fmt: skip
+                 environment: dict[str, str], work: Path):  # fmt: skip
         self.level, self.service, self.image = level, service, image
         self.work = work / f"level{level}"
         self.work.mkdir(parents=True, exist_ok=True)
@@ -77,13 +76,15 @@ class Stack:
                     port_variable: str(self.port), "MLFLOW_PORT": str(free_port())}  # fmt: skip
         self.mlflow_url = f"http://127.0.0.1:{self.env['MLFLOW_PORT']}"
         self.url = f"http://127.0.0.1:{self.port}"
-        self.poll = {poll_variable: "1"} if poll_variable else {}  # follow the alias each second
+        self.environment = environment  # the service's settings for the replay
         self.files = [ROOT / folder / "compose.yaml", self.work / "override.yaml"]
         self.api_source: str | None = None  # the serving code's shared/api.py (None: the image's)
         self.built: set[str] = set()  # images of changed serving code, removed at the end
         self.champion: int | None = None
+        self.canary: int | None = None
         self.customers = ThreadPoolExecutor(CLIENTS, thread_name_prefix=f"level{level}-customer")
-        self._local = threading.local()  # each customer thread's HTTP client
+        self.client = httpx.Client(base_url=self.url, timeout=30,
+                                   limits=httpx.Limits(max_connections=CLIENTS))  # fmt: skip
 
     # ---- the stack --------------------------------------------------------------------------
 
@@ -96,8 +97,8 @@ class Stack:
         return done.stdout
 
     def write_override(self, image: str) -> None:
-        """The service's image (the stack's, or one with changed serving code) and poll."""
-        override = {"services": {self.service: {"image": image, "environment": self.poll}}}
+        """The service's image (the stack's, or one with changed serving code), settings."""
+        override = {"services": {self.service: {"image": image, "environment": self.environment}}}
         self.files[1].write_text(json.dumps(override))  # JSON is YAML
 
     def up(self) -> None:
@@ -109,9 +110,15 @@ class Stack:
 
     def down(self) -> None:
         self.customers.shutdown()
-        self.compose("down", "-v", "--remove-orphans")
-        for image in self.built:
-            subprocess.run(["docker", "image", "rm", image], capture_output=True)
+        self.client.close()
+        try:
+            self.compose("down", "-v", "--remove-orphans")
+        finally:
+            if self.built:
+                done = subprocess.run(["docker", "image", "rm", *self.built],
+                                      capture_output=True, text=True)  # fmt: skip
+                if done.returncode != 0:
+                    raise RuntimeError(f"removing {sorted(self.built)}: {done.stderr[-500:]}")
 
     def wait_for(self, what: str, check: Callable[[], bool], seconds: float = 120) -> None:
         deadline = time.monotonic() + seconds
@@ -162,8 +169,8 @@ class Stack:
             )
         if int(version) != model.version:
             raise RuntimeError(
-                f"level {self.level}'s registry numbered v{model.version} as {version}: "
-                "the stack did not start empty"
+                f"level {self.level}'s registry numbered v{model.version} as {version}: the "
+                "stack did not start empty, or a registration was sent twice"
             )
         return version
 
@@ -177,6 +184,7 @@ class Stack:
         MlflowClient(self.mlflow_url).set_registered_model_alias(MODEL_NAME, CANARY, version)
         self.wait_for(f"canary v{version} loaded",
                       lambda: self.rollout().get("canary_version") == version)  # fmt: skip
+        self.canary = model.version
 
     def end_canary(self, promote: bool) -> None:
         client = MlflowClient(self.mlflow_url)
@@ -186,6 +194,7 @@ class Stack:
             self.champion = int(version)
         client.delete_registered_model_alias(MODEL_NAME, CANARY)
         self.wait_for("canary unloaded", lambda: self.rollout().get("canary_version") is None)
+        self.canary = None
         self.serving(self.champion)
 
     def rollout(self) -> dict[str, Any]:
@@ -228,20 +237,25 @@ class Stack:
         records = json.loads(features[[*FEATURE_NAMES, ID]].to_json(orient="records"))
         replies = list(self.customers.map(self._post, records))
         answered = [(r[ID], reply) for r, reply in zip(records, replies, strict=True) if reply]
-        return Answers(
+        answers = Answers(
             requests=len(records),
             failed=len(records) - len(answered),
             ids=np.array([i for i, _ in answered], dtype=object),
             probability=np.array([r["predictions"][0]["churn_probability"] for _, r in answered]),
             version=np.array([int(r["model_version"]) for _, r in answered], dtype=int),
         )
+        if self.canary is not None:  # production answers a failed canary request itself
+            expected = [canary_arm(i, CANARY_SHARE) for i in answers.ids]
+            if list(answers.version == self.canary) != expected:
+                raise RuntimeError(
+                    f"level {self.level}'s canary v{self.canary} did not answer its customers: "
+                    f"{self.rollout().get('canary')}"
+                )
+        return answers
 
     def _post(self, record: dict[str, Any]) -> dict[str, Any] | None:
         """One customer's request: the answer, or None for a 422 (the API's contract)."""
-        client = getattr(self._local, "client", None)
-        if client is None:
-            client = self._local.client = httpx.Client(base_url=self.url, timeout=30)
-        response = client.post("/predict", json=record)
+        response = self.client.post("/predict", json=record)
         if response.status_code == 422:
             return None
         if response.status_code != 200:
@@ -256,24 +270,31 @@ class Stacks:
 
     def __init__(self, world: World, settings: CompareSettings, progress: Callable[[str], None]):
         self.world, self.progress = world, progress
+        self.secrets = dotenv_values(ROOT / ".env")  # level 2's MLflow asks for its login
+        if not self.secrets.get("L2_MLFLOW_USERNAME"):
+            raise RuntimeError("no .env with level 2's logins: run `make env` first")
+        images = ["mlops-levels/python:latest", "mlops-levels/serving:latest", "mlops-levels/postgres:15"]  # fmt: skip
+        if subprocess.run(["docker", "image", "inspect", *images], capture_output=True).returncode:
+            raise RuntimeError("the stacks' images are missing (or no engine): run `make images`")
         self._work = tempfile.TemporaryDirectory(prefix="compare-stacks-")
         work = Path(self._work.name)
+        follow = "1"  # the services check their registry alias every second
+        production = {"L2_SERVE_POLL_SECONDS": follow, "L2_SERVE_CANARY_SHARE": str(CANARY_SHARE),
+                      "L2_SERVE_CANARY_SPLIT": CANARY_SPLIT}  # fmt: skip
         self.stacks = {
             0: Stack(0, "level0_manual", "serving", "mlops-levels/serving:latest",
-                     "L0_SERVE_PORT", None, work),
+                     "L0_SERVE_PORT", {}, work),
             1: Stack(1, "level1_ct", "serving", "mlops-levels/python:latest",
-                     "L1_SERVE_PORT", "L1_SERVE_POLL_SECONDS", work),
+                     "L1_SERVE_PORT", {"L1_SERVE_POLL_SECONDS": follow}, work),
             2: Stack(2, "level2_cicd", "production", "mlops-levels/python:latest",
-                     "L2_SERVE_PORT", "L2_SERVE_POLL_SECONDS", work),
+                     "L2_SERVE_PORT", production, work),
         }  # fmt: skip
 
     def __enter__(self) -> Stacks:
-        secrets = dotenv_values(ROOT / ".env")  # level 2's MLflow asks for its login
-        if not secrets.get("L2_MLFLOW_USERNAME"):
-            raise RuntimeError("no .env with level 2's logins: run `make env` first")
-        os.environ["MLFLOW_TRACKING_USERNAME"] = secrets["L2_MLFLOW_USERNAME"]
-        os.environ["MLFLOW_TRACKING_PASSWORD"] = secrets["L2_MLFLOW_PASSWORD"]
-        os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
+        os.environ["MLFLOW_TRACKING_USERNAME"] = self.secrets["L2_MLFLOW_USERNAME"]
+        os.environ["MLFLOW_TRACKING_PASSWORD"] = self.secrets["L2_MLFLOW_PASSWORD"]
+        # No retries: a retried registration could create a version twice (localhost anyway)
+        os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] = "0"
         # No lines per logged model: the progress is the replay's
         os.environ["MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT"] = "true"
         logging.getLogger("mlflow").setLevel(logging.ERROR)
@@ -290,12 +311,15 @@ class Stacks:
         return self
 
     def __exit__(self, *exc) -> None:
+        problems = []
         for stack in self.stacks.values():
             try:
                 stack.down()
-            except Exception as error:  # noqa: BLE001 - take the others down all the same
-                self.progress(f"level {stack.level}'s stack did not come down: {error}")
+            except Exception as error:  # take the others down all the same, then say so
+                problems.append(f"level {stack.level}: {error}")
         self._work.cleanup()
+        if problems:
+            raise RuntimeError("the stacks did not all come down: " + "; ".join(problems))
 
     def start(self, level: int, model: Model, code: Code) -> None:
         self.stacks[level].release(code)

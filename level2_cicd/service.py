@@ -6,8 +6,10 @@ of live requests (`canary_share`) to it. Each arm counts its requests, errors, l
 predicted probabilities since the canary version appeared; CD reads them at `GET /rollout`
 and promotes or rolls back (level2_cicd/rollout.py decides).
 
-Customers are split by a stable hash of their id (`canary_arm`): a customer stays on one arm.
-A canary request that fails is counted against the canary and answered by the champion:
+Each request goes to the canary by chance (`canary_split="random"`: independent samples, as
+the rollout rule's allowance for chance assumes), or by a stable hash of its first record's
+customer id (`"customer"`, `canary_arm`: what `make compare` uses, so a replay splits the
+same way on every run). A canary request that fails is counted against the canary and answered by the champion:
 clients never see the canary's errors, only (at worst) its latency, and only for its share.
 
     GET  /rollout            the arms' counters (open, like /health)
@@ -30,7 +32,7 @@ import time
 import zlib
 from collections import deque
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import uvicorn
@@ -52,6 +54,7 @@ class ProductionSettings(ServiceSettings):
     model_config = SettingsConfigDict(env_prefix="L2_SERVE_", frozen=True)
 
     canary_share: float = Field(0.2, ge=0, le=1)  # of live requests, while a canary is loaded
+    canary_split: Literal["random", "customer"] = "random"  # how a request's arm is chosen
     api_key: SecretStr | None = None  # for /admin/*; unset: the admin endpoints refuse
 
 
@@ -86,26 +89,22 @@ class ArmCounter:
                 "p95_ms": round(p95, 2), "histogram": list(self.histogram)}  # fmt: skip
 
 
-def canary_arm(customer_id: str | None, share: float) -> bool:
-    """Does the canary answer this customer? Sticky by customer: a stable hash of the id (not
-    Python's salted `hash`) puts `share` of the customers on the canary for the whole
-    rollout, the same ones every time, so a replay splits its traffic the same way on every
-    run. A request without a customer id goes to the canary by chance, with `share`."""
-    if customer_id is None:
-        return random.random() < share
-    return zlib.crc32(str(customer_id).encode()) % 10_000 < round(share * 10_000)
+def canary_arm(customer_id: str, share: float) -> bool:
+    """Does the canary answer this customer (split "customer")? A stable hash of the id (not
+    Python's salted `hash`) puts `share` of the customers on the canary, the same ones on
+    every run."""
+    return zlib.crc32(customer_id.encode()) % 10_000 < round(share * 10_000)
 
 
 class CanaryRouter:
-    """Routes `canary_share` of requests (by the first record's customer) to the canary arm
-    when one is loaded."""
+    """Routes `canary_share` of requests to the canary arm when one is loaded."""
 
     def __init__(self, settings: ProductionSettings, champion: MicroBatcher):
         self.champion = champion
         canary_settings = settings.model_copy(update={"alias": CANARY})
         self.follower = ModelFollower(canary_settings, drop_when_unset=True)
         self.canary = MicroBatcher(self.follower, settings.max_batch_rows, settings.model_threads)
-        self.share = settings.canary_share
+        self.share, self.split = settings.canary_share, settings.canary_split
         self.fault = Fault()
         self.version: str | None = None  # the canary version the counters are for
         self.since: str | None = None
@@ -132,7 +131,7 @@ class CanaryRouter:
     async def score(self, rows: list[dict[str, Any]]) -> tuple[Served, np.ndarray]:
         canary = self.follower.current
         self._new_window(canary)
-        if canary is not None and canary_arm(rows[0].get(ID), self.share):
+        if canary is not None and self._to_canary(rows[0].get(ID)):
             started = time.perf_counter()
             try:
                 if self.fault.delay_ms:
@@ -150,6 +149,11 @@ class CanaryRouter:
         served, probabilities = await self.champion.score(rows)
         self.arms["champion"].count(started, probabilities)
         return served, probabilities
+
+    def _to_canary(self, customer_id: str | None) -> bool:
+        if self.split == "customer" and customer_id:
+            return canary_arm(customer_id, self.share)
+        return random.random() < self.share
 
     def rollout(self) -> dict[str, Any]:
         canary = self.follower.current

@@ -34,8 +34,8 @@ class StandIn:
         return self.served, np.full(len(rows), self.probability)
 
 
-def router(share: float, canary_version: str | None = "2") -> CanaryRouter:
-    settings = ProductionSettings(canary_share=share, **UNREACHABLE)
+def router(share: float, canary_version: str | None = "2", split: str = "random") -> CanaryRouter:
+    settings = ProductionSettings(canary_share=share, canary_split=split, **UNREACHABLE)
     routed = CanaryRouter(settings, StandIn("1", 0.15))
     routed.canary = StandIn("2", 0.85)
     if canary_version:
@@ -71,8 +71,8 @@ def test_the_canary_gets_its_share_and_each_arm_counts_its_predictions():
     assert figures["counted_version"] == "2" and figures["since"] is not None
 
 
-def test_a_customer_stays_on_one_arm_and_the_canary_gets_its_share_of_customers():
-    routed = router(share=0.2)
+def test_split_by_customer_a_customer_stays_on_one_arm_and_the_canary_gets_its_share():
+    routed = router(share=0.2, split="customer")
 
     async def versions_of(customers):
         return [(await routed.score([{ID: c, "age": 30}]))[0].ref.version for c in customers]
@@ -84,6 +84,9 @@ def test_a_customer_stays_on_one_arm_and_the_canary_gets_its_share_of_customers(
     assert 330 <= first.count("2") <= 470  # 20% of 2000 customers, give or take the hash
     assert not any(canary_arm(c, 0.0) for c in customers)
     assert all(canary_arm(c, 1.0) for c in customers)
+    # By default each request is an independent draw: one customer meets both arms
+    routed = router(share=0.2)
+    assert set(asyncio.run(versions_of(["c00001"] * 200))) == {"1", "2"}
 
 
 def test_a_failing_canary_is_counted_and_its_requests_are_answered_by_the_champion():
