@@ -103,16 +103,20 @@ class Stack:
 
     def up(self) -> None:
         self.write_override(self.image)
-        self.compose("down", "-v", "--remove-orphans")  # what a previous replay left
+        self.down_all()  # what a previous replay left
         if self.level > 0:
             self.compose("up", "-d", "--wait", "postgres", "mlflow")
         self.compose("up", "-d", "--wait", "--no-deps", self.service)
+
+    def down_all(self) -> None:
+        """Containers and volumes of every service, the workbench's (a profile's) included."""
+        self.compose("--profile", "*", "down", "-v", "--remove-orphans")
 
     def down(self) -> None:
         self.customers.shutdown()
         self.client.close()
         try:
-            self.compose("down", "-v", "--remove-orphans")
+            self.down_all()
         finally:
             if self.built:
                 done = subprocess.run(["docker", "image", "rm", *self.built],
