@@ -40,7 +40,6 @@ from typing import TYPE_CHECKING, Any
 import httpx
 import mlflow
 import numpy as np
-from dotenv import dotenv_values
 from mlflow import MlflowClient
 
 from compare.servers import CANARY_SHARE, CANARY_SPLIT, Answers
@@ -52,7 +51,7 @@ from level2_cicd.service import CANARY, canary_arm
 from shared import model_file
 from shared.features import SKOPS_TRUSTED_TYPES
 from shared.schema import FEATURE_NAMES, ID
-from shared.servers import free_port
+from shared.servers import free_port, read_dotenv
 
 if TYPE_CHECKING:
     from compare.changes import Code
@@ -274,7 +273,8 @@ class Stacks:
 
     def __init__(self, world: World, settings: CompareSettings, progress: Callable[[str], None]):
         self.world, self.progress = world, progress
-        self.secrets = dotenv_values(ROOT / ".env")  # level 2's MLflow asks for its login
+        env_file = ROOT / ".env"  # level 2's MLflow asks for its login
+        self.secrets = read_dotenv(env_file) if env_file.is_file() else {}
         if not self.secrets.get("L2_MLFLOW_USERNAME"):
             raise RuntimeError("no .env with level 2's logins: run `make env` first")
         images = ["mlops-levels/python:latest", "mlops-levels/serving:latest", "mlops-levels/postgres:15"]  # fmt: skip
