@@ -52,5 +52,5 @@ def servers_for(
     if settings.stack == "docker":
         from compare.stacks import Stacks  # needs the Docker engine and the images
 
-        return Stacks(world, settings, progress)
+        return Stacks(world, progress)
     return InProcess(world)

@@ -43,7 +43,6 @@ import numpy as np
 from mlflow import MlflowClient
 
 from compare.servers import CANARY_SHARE, CANARY_SPLIT, Answers
-from compare.settings import CompareSettings
 from compare.world import World
 from level1_ct import registry
 from level1_ct.service import served_version
@@ -271,7 +270,7 @@ class Stack:
 class Stacks:
     """The three levels' services in their stacks (`compare.servers.Servers`)."""
 
-    def __init__(self, world: World, settings: CompareSettings, progress: Callable[[str], None]):
+    def __init__(self, world: World, progress: Callable[[str], None]):
         self.world, self.progress = world, progress
         env_file = ROOT / ".env"  # level 2's MLflow asks for its login
         self.secrets = read_dotenv(env_file) if env_file.is_file() else {}
