@@ -5,18 +5,20 @@ A level's service (level 0 serves a handed-over file, level 1 follows the regist
 only where its model comes from. Defined here once so that all levels answer alike:
 
     POST /predict   one record or a list of up to `max_records` -> churn probabilities
-    GET  /docs      the API docs, served from local files so they work offline
+    GET  /docs      the API docs (Swagger UI 5), served from local files so they work offline
+    GET  /redoc     the same document in ReDoc
 """
 
 import json
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Annotated, Any
 
+import fastapi_offline
 import pandas as pd
-import swagger_ui_bundle
 from fastapi import Body, FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.openapi.docs import get_swagger_ui_html
+from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
 from fastapi.responses import HTMLResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, Discriminator, Field, Tag, TypeAdapter, ValidationError
@@ -183,10 +185,17 @@ class DirectPost:
             return refusal.status_code, {"detail": refusal.detail}, dict(refusal.headers or {})
 
 
+# Swagger UI 5 and ReDoc, as the fastapi-offline package ships them (installed from PyPI with
+# the rest of the lock; Swagger UI is Apache-2.0, ReDoc MIT). FastAPI writes OpenAPI 3.1,
+# which Swagger UI renders only from 5.x on.
+DOCS_ASSETS = Path(fastapi_offline.__file__).parent / "static"
+DOCS_ASSETS_URL = "/static/docs"
+
+
 def add_guards_and_docs(app: FastAPI, max_body_bytes: int) -> None:
     """Body-size limits (411, 413), a 422 that names the field without echoing the input,
-    and offline /docs. Create the app with `docs_url=None, redoc_url=None`."""
-    app.mount("/static/swagger", StaticFiles(directory=swagger_ui_bundle.swagger_ui_path))
+    and offline /docs and /redoc. Create the app with `docs_url=None, redoc_url=None`."""
+    app.mount(DOCS_ASSETS_URL, StaticFiles(directory=DOCS_ASSETS), name="docs-assets")
 
     app.add_middleware(BodyLimit, max_body_bytes=max_body_bytes)
 
@@ -195,11 +204,23 @@ def add_guards_and_docs(app: FastAPI, max_body_bytes: int) -> None:
         return JSONResponse(status_code=422, content={"detail": readable_errors(exc.errors())})
 
     @app.get("/docs", include_in_schema=False)
-    def docs() -> HTMLResponse:
+    def docs(request: Request) -> HTMLResponse:
+        root = request.scope.get("root_path", "")
         return get_swagger_ui_html(
-            openapi_url=app.openapi_url,
-            title=app.title,
-            swagger_js_url="/static/swagger/swagger-ui-bundle.js",
-            swagger_css_url="/static/swagger/swagger-ui.css",
-            swagger_favicon_url="/static/swagger/favicon-32x32.png",
+            openapi_url=f"{root}{app.openapi_url}",
+            title=f"{app.title} - API docs",
+            swagger_js_url=f"{root}{DOCS_ASSETS_URL}/swagger-ui-bundle.js",
+            swagger_css_url=f"{root}{DOCS_ASSETS_URL}/swagger-ui.css",
+            swagger_favicon_url=f"{root}{DOCS_ASSETS_URL}/favicon.png",
+        )
+
+    @app.get("/redoc", include_in_schema=False)
+    def redoc(request: Request) -> HTMLResponse:
+        root = request.scope.get("root_path", "")
+        return get_redoc_html(
+            openapi_url=f"{root}{app.openapi_url}",
+            title=f"{app.title} - ReDoc",
+            redoc_js_url=f"{root}{DOCS_ASSETS_URL}/redoc.standalone.js",
+            redoc_favicon_url=f"{root}{DOCS_ASSETS_URL}/favicon.png",
+            with_google_fonts=False,
         )

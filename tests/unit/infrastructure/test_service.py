@@ -193,9 +193,12 @@ def test_docs_load_their_assets_from_the_service_not_a_cdn(client):
     page = client.get("/docs")
     assert page.status_code == 200
     assert "cdn" not in page.text.lower()
-    assert "/static/swagger/swagger-ui-bundle.js" in page.text
-    assert client.get("/static/swagger/swagger-ui-bundle.js").status_code == 200
-    assert client.get("/static/swagger/swagger-ui.css").status_code == 200
+    assert "/static/docs/swagger-ui-bundle.js" in page.text
+    assert client.get("/static/docs/swagger-ui-bundle.js").status_code == 200
+    assert client.get("/static/docs/swagger-ui.css").status_code == 200
+    redoc = client.get("/redoc")
+    assert "cdn" not in redoc.text.lower() and "fonts.googleapis" not in redoc.text
+    assert client.get("/static/docs/redoc.standalone.js").status_code == 200
 
 
 def test_the_openapi_schema_documents_the_request_from_the_contract(client):
