@@ -16,15 +16,18 @@ from typing import Any
 
 import uvicorn
 from fastapi import FastAPI, HTTPException
+from fastapi.responses import JSONResponse
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from shared import model_file
 from shared.api import (
     PREDICT_RESPONSES,
+    DirectPost,
     PredictResponse,
     add_guards_and_docs,
     predict_body,
     predict_records,
+    responses,
 )
 
 
@@ -72,7 +75,6 @@ def create_app(settings: ServiceSettings) -> FastAPI:
         docs_url=None,
         redoc_url=None,
     )
-    add_guards_and_docs(app, settings.max_body_bytes)
 
     def loaded() -> model_file.LoadedModel:
         if app.state.model is None:
@@ -81,16 +83,30 @@ def create_app(settings: ServiceSettings) -> FastAPI:
 
     Body = predict_body(settings.max_records)
 
-    @app.post("/predict", response_model=PredictResponse, responses=PREDICT_RESPONSES)
-    def predict(body: Body) -> PredictResponse:
-        """Churn probability for one customer record, or for a list of up to `max_records`."""
+    async def answer(body: Any) -> tuple[int, dict[str, Any], dict[str, str]]:
+        """Score a validated /predict body with the loaded file's model."""
         model = loaded()
         records = body if isinstance(body, list) else [body]
-        return PredictResponse(
-            model_name=model.card["name"],
-            model_version=model.card["version"],
-            predictions=predict_records(model.pipeline, records),
+        return (
+            200,
+            {
+                "model_name": model.card["name"],
+                "model_version": model.card["version"],
+                "predictions": predict_records(model.pipeline, records),
+            },
+            {},
         )
+
+    # Every level's /predict reads, validates and refuses a body with the same code.
+    app.add_middleware(DirectPost, path="/predict", body_type=Body, answer=answer)
+    add_guards_and_docs(app, settings.max_body_bytes)
+
+    @app.post("/predict", response_model=PredictResponse, responses=PREDICT_RESPONSES)
+    async def predict(body: Body) -> JSONResponse:
+        """Churn probability for one customer record, or for a list of up to `max_records`.
+        (Requests are answered by `DirectPost` before they get here: the same `answer`.)"""
+        status, content, headers = await answer(body)
+        return JSONResponse(content, status, headers)
 
     @app.get("/health")
     def health() -> dict[str, str]:
@@ -99,7 +115,7 @@ def create_app(settings: ServiceSettings) -> FastAPI:
             return {"status": "no_model", "detail": app.state.problem}
         return {"status": "ok", "model_version": app.state.model.card["version"]}
 
-    @app.get("/model", responses={503: {"description": "No model loaded"}})
+    @app.get("/model", responses=responses(503))
     def model_info() -> dict[str, Any]:
         """The loaded model's file, version, training time, data version and metrics."""
         model = loaded()

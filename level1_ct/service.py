@@ -48,6 +48,7 @@ from shared.api import (
     add_guards_and_docs,
     churn_probabilities,
     predict_body,
+    responses,
 )
 from shared.evaluate import THRESHOLD
 from shared.schema import FEATURE_NAMES, ID, example_record
@@ -310,7 +311,7 @@ def create_app(
         status = {"status": "degraded" if problems else "ok", "model_version": served.ref.version}
         return {**status, "detail": "; ".join(problems)} if problems else status
 
-    @app.get("/model", responses={503: {"description": "No model loaded"}})
+    @app.get("/model", responses=responses(503))
     def model_info() -> dict[str, Any]:
         """The served version: name, version, alias, run id, data version, when loaded."""
         served = follower.current

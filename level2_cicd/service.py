@@ -37,11 +37,12 @@ from typing import Any, Literal
 import numpy as np
 import uvicorn
 from fastapi import FastAPI, Header, HTTPException
-from pydantic import BaseModel, Field, SecretStr
+from pydantic import BaseModel, ConfigDict, Field, SecretStr
 from pydantic_settings import SettingsConfigDict
 
 from level1_ct.service import MicroBatcher, ModelFollower, Served, ServiceSettings, create_app
 from level2_cicd.rollout import BINS, bin_of
+from shared.api import BODY_REFUSALS, responses
 from shared.schema import ID
 
 log = logging.getLogger("level2.service")
@@ -60,6 +61,8 @@ class ProductionSettings(ServiceSettings):
 
 class Fault(BaseModel):
     """What to inject into the canary arm: a share of failing requests, a delay on each."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)  # as strict as /predict's records
 
     error_rate: float = Field(0.0, ge=0, le=1)
     delay_ms: float = Field(0.0, ge=0, le=10_000)
@@ -190,7 +193,7 @@ def create_production_app(settings: ProductionSettings) -> FastAPI:
         """The canary and champion arms' counters since the canary version appeared."""
         return router.rollout()
 
-    @app.post("/admin/fault")
+    @app.post("/admin/fault", responses=responses(401, 403, *BODY_REFUSALS))
     def inject(fault: Fault, x_api_key: str | None = Header(None)) -> dict[str, Any]:
         """Make the canary arm fail or slow down (a drill); {} clears it."""
         admin(x_api_key)

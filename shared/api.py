@@ -17,11 +17,13 @@ from typing import Annotated, Any
 import fastapi_offline
 import pandas as pd
 from fastapi import Body, FastAPI, HTTPException, Request
+from fastapi.exception_handlers import http_exception_handler
 from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
-from fastapi.responses import HTMLResponse, JSONResponse
+from fastapi.responses import HTMLResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, Discriminator, Field, Tag, TypeAdapter, ValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from shared.evaluate import THRESHOLD
@@ -85,11 +87,28 @@ def predict_body(max_records: int) -> Any:
     return Annotated[one_or_many, Body(openapi_examples=examples)]
 
 
-PREDICT_RESPONSES: dict[int | str, dict[str, Any]] = {
-    411: {"description": "No Content-Length"},
-    413: {"description": "Body too large"},
-    503: {"description": "No model loaded"},
+class Problem(BaseModel):
+    """Why a request was refused (every 4xx and 5xx but a 422, whose detail is a list)."""
+
+    detail: str
+
+
+def responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """The OpenAPI `responses` of a route for the refusals it can answer (FastAPI documents
+    200 and, for a route with a body, 422 itself)."""
+    return {status: {"model": Problem, "description": REFUSALS[status]} for status in statuses}
+
+
+REFUSALS = {
+    401: "Missing or wrong X-API-Key header",
+    403: "Admin endpoints are off (no key is set)",
+    411: "No Content-Length header",
+    413: "Body larger than the service's limit",
+    503: "No model loaded",
 }
+# Every route that takes a body answers 411 and 413 (BodyLimit) besides its own refusals.
+BODY_REFUSALS = (411, 413)
+PREDICT_RESPONSES = responses(*BODY_REFUSALS, 503)
 
 
 class BodyLimit:
@@ -107,9 +126,10 @@ class BodyLimit:
         if scope["type"] == "http":
             length = dict(scope["headers"]).get(b"content-length", b"").decode()
             refusal = None
-            if scope["method"] in ("POST", "PUT", "PATCH") and not length.isdigit():
+            writes = scope["method"] in ("POST", "PUT", "PATCH")
+            if writes and not length.isdigit():
                 refusal = (411, "a Content-Length header is required")
-            elif length.isdigit() and int(length) > self.max_body_bytes:
+            elif writes and int(length) > self.max_body_bytes:
                 refusal = (413, f"body is {length} bytes; the limit is {self.max_body_bytes}")
             if refusal:
                 response = JSONResponse(status_code=refusal[0], content={"detail": refusal[1]})
@@ -123,6 +143,21 @@ def readable_errors(errors: list[dict[str, Any]], prefix: tuple = ()) -> list[di
     default echoes it: an echoed NaN cannot be rendered as JSON, a 500 instead of a 422,
     and an echoed 1,000-record list buries the reason)."""
     return [{"loc": [*prefix, *e["loc"]], "msg": e["msg"], "type": e["type"]} for e in errors]
+
+
+BODY_MISSING = {"loc": ["body"], "msg": "Field required", "type": "missing"}
+BODY_NOT_JSON = {"loc": ["body"], "msg": "JSON decode error", "type": "json_invalid"}
+
+
+def is_json(content_type: str) -> bool:
+    """Is a body of this Content-Type parsed as JSON? As FastAPI decides it: no header, or
+    application/json or application/*+json."""
+    if not content_type:
+        return True
+    kind = content_type.split(";")[0].strip().lower()
+    return kind == "application/json" or (
+        kind.startswith("application/") and kind.endswith("+json")
+    )
 
 
 # What a direct POST answers: status, JSON content, headers
@@ -156,23 +191,23 @@ class DirectPost:
             chunks.append(message.get("body", b""))
             if not message.get("more_body"):
                 break
-        status, content, headers = await self._respond(b"".join(chunks))
+        content_type = dict(scope["headers"]).get(b"content-type", b"").decode("latin-1")
+        status, content, headers = await self._respond(b"".join(chunks), content_type)
         await JSONResponse(content, status, headers)(scope, receive, send)
 
-    async def _respond(self, raw: bytes) -> tuple[int, dict[str, Any], dict[str, str]]:
+    async def _respond(
+        self, raw: bytes, content_type: str = ""
+    ) -> tuple[int, dict[str, Any], dict[str, str]]:
         if not raw:
-            return (
-                422,
-                {"detail": [{"loc": ["body"], "msg": "Field required", "type": "missing"}]},
-                {},
-            )
+            return 422, {"detail": [BODY_MISSING]}, {}
+        if not is_json(content_type):
+            return 422, {"detail": [BODY_NOT_JSON]}, {}
         try:
             parsed = json.loads(raw)
         except (json.JSONDecodeError, UnicodeDecodeError) as error:
-            where = ["body", getattr(error, "pos", 0)]
             return (
                 422,
-                {"detail": [{"loc": where, "msg": "JSON decode error", "type": "json_invalid"}]},
+                {"detail": [{**BODY_NOT_JSON, "loc": ["body", getattr(error, "pos", 0)]}]},
                 {},
             )
         try:
@@ -184,6 +219,8 @@ class DirectPost:
         except HTTPException as refusal:
             return refusal.status_code, {"detail": refusal.detail}, dict(refusal.headers or {})
 
+
+FASTAPI_UNPARSABLE_BODY = "There was an error parsing the body"  # fastapi/routing.py, 0.150-0.154
 
 # Swagger UI 5 and ReDoc, as the fastapi-offline package ships them (installed from PyPI with
 # the rest of the lock; Swagger UI is Apache-2.0, ReDoc MIT). FastAPI writes OpenAPI 3.1,
@@ -202,6 +239,15 @@ def add_guards_and_docs(app: FastAPI, max_body_bytes: int) -> None:
     @app.exception_handler(RequestValidationError)
     async def readable_422(request: Request, exc: RequestValidationError) -> JSONResponse:
         return JSONResponse(status_code=422, content={"detail": readable_errors(exc.errors())})
+
+    @app.exception_handler(StarletteHTTPException)
+    async def unparsable_body_422(request: Request, exc: StarletteHTTPException) -> Response:
+        # FastAPI answers 400 for a body it cannot decode (not UTF-8) but 422 for one that is
+        # not JSON: a body that cannot be read as JSON is a 422 on every route, as /predict's
+        # DirectPost answers it, and as the OpenAPI document says.
+        if exc.status_code == 400 and exc.detail == FASTAPI_UNPARSABLE_BODY:
+            return JSONResponse(status_code=422, content={"detail": [BODY_NOT_JSON]})
+        return await http_exception_handler(request, exc)
 
     @app.get("/docs", include_in_schema=False)
     def docs(request: Request) -> HTMLResponse:

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import cache
-from typing import Any, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, create_model, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, create_model, model_validator
 
 SCHEMA_VERSION = "1"
 
@@ -38,6 +38,8 @@ class RowRule:
     name: str
     columns: tuple[str, str]
     description: str
+
+    op: ClassVar[str] = "<="  # every rule so far: left <= right
 
     def holds(self, left: Any, right: Any) -> Any:
         """True where the row satisfies the rule; works on scalars and on pandas Series."""
@@ -91,11 +93,17 @@ NUMERIC_FEATURES: tuple[str, ...] = tuple(
 CATEGORICAL_FEATURES: tuple[str, ...] = tuple(c.name for c in FEATURES if c.kind == "category")
 
 
+def _whole_number(value: Any) -> Any:
+    """27.0 is an integer in JSON Schema's terms (and what a pandas column with a null holds):
+    accept it as 27. Anything else goes to the strict check unchanged."""
+    return int(value) if type(value) is float and value.is_integer() else value
+
+
 def _field_type(column: Column) -> tuple[Any, Any]:
     """The pydantic (type, Field) pair for one feature column."""
     bounds = {"ge": column.min, "le": column.max, "description": column.description}
     if column.kind == "int":
-        return int, Field(**bounds)
+        return Annotated[int, BeforeValidator(_whole_number)], Field(**bounds)
     if column.kind == "float":
         # NaN and infinity are not values a customer can have: reject them with a 422.
         return float, Field(allow_inf_nan=False, **bounds)
@@ -106,9 +114,26 @@ def _field_type(column: Column) -> tuple[Any, Any]:
     raise ValueError(f"column {column.name}: kind {column.kind} is not a request field")
 
 
+def row_rules_text() -> str:
+    """The cross-column rules in words, as the API docs state them."""
+    return "; ".join(f"{r.description} ({r.name})" for r in ROW_RULES)
+
+
+def _state_row_rules(schema: dict[str, Any]) -> None:
+    """JSON Schema cannot compare two fields: the rules go into the record's description, so
+    a reader of the docs sees them, and into `x-row-rules`, so a client (or a fuzzer) can
+    apply them; a record that breaks one gets a 422 naming the rule."""
+    schema["description"] = f"One customer's features. Cross-field rules: {row_rules_text()}."
+    schema["x-row-rules"] = [
+        {"name": r.name, "left": r.columns[0], "op": r.op, "right": r.columns[1]} for r in ROW_RULES
+    ]
+
+
 class _RecordBase(BaseModel):
-    # A renamed or extra field is an error, not silently ignored.
-    model_config = ConfigDict(extra="forbid")
+    # A renamed or extra field is an error, not silently ignored; a value of another JSON type
+    # ("27" for an integer, 0 or "yes" for a boolean, true for a number) is refused, not
+    # coerced: the request is validated exactly as the OpenAPI document says.
+    model_config = ConfigDict(extra="forbid", strict=True, json_schema_extra=_state_row_rules)
 
     @model_validator(mode="after")
     def _row_rules(self) -> _RecordBase:

@@ -31,10 +31,9 @@ def client(model_dir: Path):
         yield c
 
 
-def post_raw(client: TestClient, body: str):
-    return client.post(
-        "/predict", content=body.encode(), headers={"content-type": "application/json"}
-    )
+def post_raw(client: TestClient, body: str | bytes, content_type: str = "application/json"):
+    content = body.encode() if isinstance(body, str) else body
+    return client.post("/predict", content=content, headers={"content-type": content_type})
 
 
 def assert_422_names(response, *loc) -> None:
@@ -85,6 +84,58 @@ def test_a_missing_field_is_named(client):
 
 def test_a_wrong_type_is_named(client):
     assert_422_names(client.post("/predict", json={**example_record(), "age": "old"}), "age")
+
+
+# Values of another JSON type than the document's, per kind of column: refused, not coerced.
+WRONG_TYPES = {
+    "int": ["27", True, 27.5, [27], {"value": 27}],
+    "float": ["0.4", True, [0.4]],
+    "bool": [0, 1, "yes", "true", "false", None],
+    "category": [1, True, ["ios"]],
+}
+
+
+@pytest.mark.parametrize(
+    ("column", "value"),
+    [(c.name, v) for c in FEATURES for v in WRONG_TYPES[c.kind]],
+    ids=lambda x: repr(x),
+)
+def test_a_value_of_another_json_type_is_refused_naming_the_field(client, column, value):
+    """The strict contract: "27" is not an integer, 0 and "yes" are not booleans, true is not
+    a number (pydantic's lax mode accepted all of these with a 200)."""
+    assert_422_names(client.post("/predict", json={**example_record(), column: value}), column)
+
+
+@pytest.mark.parametrize("column", [c.name for c in FEATURES if c.kind == "int"])
+def test_a_whole_number_written_with_a_decimal_point_is_an_integer(client, column):
+    """JSON Schema's "integer" includes 6.0: a client that follows the document is served."""
+    record = example_record()
+    body = json.dumps(record).replace(
+        f'"{column}": {record[column]}', f'"{column}": {record[column]}.0'
+    )
+    assert body != json.dumps(record)
+    assert post_raw(client, body).status_code == 200
+
+
+def test_an_integer_is_a_number(client):
+    assert (
+        client.post("/predict", json={**example_record(), "discount_share": 1}).status_code == 200
+    )
+
+
+def test_the_document_states_the_cross_field_rules(client):
+    """A rule JSON Schema cannot express is stated in words and as `x-row-rules`, so a client
+    that reads the document is not refused for a reason it could not see."""
+    record = client.get("/openapi.json").json()["components"]["schemas"]["CustomerFeatures"]
+    assert "late_deliveries_30d cannot exceed orders_30d" in record["description"]
+    assert record["x-row-rules"] == [
+        {
+            "name": "late_not_above_orders",
+            "left": "late_deliveries_30d",
+            "op": "<=",
+            "right": "orders_30d",
+        }
+    ]
 
 
 def test_an_unknown_category_is_named(client):
@@ -149,9 +200,23 @@ def test_a_body_over_the_size_limit_gets_413():
     assert "limit is 1000" in response.json()["detail"]
 
 
-@pytest.mark.parametrize("body", ["{not json", "", "null", "42", '"text"', "[1, 2]"])
+NOT_UTF8 = b'{"age": "\xff\xfe"}'
+
+
+@pytest.mark.parametrize("body", ["{not json", "", "null", "42", '"text"', "[1, 2]", NOT_UTF8])
 def test_bodies_that_are_not_records_get_422(client, body):
     assert post_raw(client, body).status_code == 422
+
+
+@pytest.mark.parametrize("content_type", ["text/plain", "application/x-www-form-urlencoded"])
+def test_a_body_sent_as_another_media_type_is_refused_with_422(client, content_type):
+    """As FastAPI decides it: only application/json (or +json, or no header) is read as JSON."""
+    response = post_raw(client, json.dumps(example_record()), content_type)
+    assert response.status_code == 422
+    assert (
+        post_raw(client, json.dumps(example_record()), "application/problem+json").status_code
+        == 200
+    )
 
 
 def test_without_a_handed_over_model_health_says_why_and_predict_answers_503(tmp_path: Path):
@@ -240,16 +305,55 @@ BAD_BODIES = [
     "null",
     '"text"',
     "[1, 2]",
+    json.dumps({**example_record(), "age": "27"}),
+    json.dumps({**example_record(), "has_subscription": 0}),
+    json.dumps({**example_record(), "discount_share": True}),
+    NOT_UTF8,
 ]
 
 
+@pytest.fixture(scope="module")
+def level2_client(tmp_path_factory):
+    """Level 2's production service, as level 1's above."""
+    from level2_cicd.service import ProductionSettings, create_production_app
+
+    settings = ProductionSettings(
+        MLFLOW_TRACKING_URI="http://127.0.0.1:9",
+        PREDICTION_STORE_URL=f"sqlite:///{tmp_path_factory.mktemp('level2')}/predictions.db",
+        max_records=50,
+        max_body_bytes=1_000_000,
+        poll_seconds=3600,
+        api_key="s3cret",
+    )
+    with TestClient(create_production_app(settings)) as c:
+        yield c
+
+
 @pytest.mark.parametrize("body", BAD_BODIES)
-def test_level_1_answers_a_bad_body_exactly_as_level_0(client, level1_client, body):
-    """Level 1's /predict skips FastAPI's routing for speed (shared.api.DirectPost), but
-    every level answers alike: the same status and the same 422 naming the field."""
-    ours, reference = post_raw(level1_client, body), post_raw(client, body)
-    assert ours.status_code == reference.status_code == 422, ours.text
-    assert ours.json() == reference.json()
+def test_every_level_answers_a_bad_body_exactly_as_level_0(
+    client, level1_client, level2_client, body
+):
+    """Every level answers alike: the same status and the same 422 naming the field."""
+    reference = post_raw(client, body)
+    assert reference.status_code == 422, reference.text
+    for other in (level1_client, level2_client):
+        ours = post_raw(other, body)
+        assert (ours.status_code, ours.json()) == (422, reference.json())
+
+
+@pytest.mark.parametrize(
+    "body", [NOT_UTF8, b"{not json", b'{"error_rate": true}', b'{"error_rate": "0.5"}']
+)
+def test_the_admin_route_refuses_an_unreadable_or_mistyped_body_with_422(level2_client, body):
+    """FastAPI's own routes answered 400 for a body that is not UTF-8 (undocumented) and took
+    true or "0.5" for a number: the same rules as /predict here too."""
+    response = level2_client.post(
+        "/admin/fault",
+        content=body,
+        headers={"content-type": "application/json", "X-API-Key": "s3cret"},
+    )
+    assert response.status_code == 422, response.text
+    assert response.json()["detail"][0]["loc"][0] == "body"
 
 
 def test_level_1_answers_a_good_body_503_while_no_champion_is_loaded(level1_client):
