@@ -5,13 +5,13 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 from pathlib import Path
 
 import pytest
 
 from compare.settings import CompareSettings
+from tests.browser import render
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -106,18 +106,7 @@ def test_the_report_table_and_plots_are_written(default_run):
 
 def test_the_report_renders_in_headless_chromium(default_run):
     _, out = default_run
-    browser = shutil.which("chromium") or shutil.which("google-chrome")
-    if browser is None:
-        if os.environ.get("CI"):
-            pytest.fail("no chromium on PATH: .ci/run installs Debian's chromium")
-        pytest.skip("no chromium on PATH (apt-get install chromium)")
-    page = (out / "report.html").as_uri()
-    flags = ["--headless", "--no-sandbox", "--disable-gpu", "--virtual-time-budget=10000"]
-    result = subprocess.run(
-        [browser, *flags, "--dump-dom", page], capture_output=True, text=True, timeout=120
-    )
-    dom = result.stdout
-    assert result.returncode == 0, result.stderr[-2000:]
+    dom = render((out / "report.html").as_uri(), budget_ms=10000)
     assert 'data-plots="2"' in dom, dom[:500]  # both plots decoded by the browser
     assert dom.count('data-rendered="true"') == 2
     assert "see quality.png" not in dom and "see drift.png" not in dom  # no plot replaced
