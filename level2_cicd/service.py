@@ -181,6 +181,7 @@ def create_production_app(settings: ProductionSettings) -> FastAPI:
 
     app = create_app(settings, scorer=with_canary)
     app.title = "Churn prediction service (level 2: production, with a canary arm)"
+    app.description = "Level 1's service with a canary arm. " + __doc__.split("\n\n")[0]
     assert router is not None
 
     # Declared as a security scheme: /docs has an "Authorize" button, and the document says

@@ -77,14 +77,18 @@ def predict_body(max_records: int) -> Any:
     """The /predict body type: one record, or a non-empty list of at most `max_records`."""
     one_or_many = Annotated[
         Annotated[Record, Tag("record")]
-        | Annotated[list[Record], Field(min_length=1, max_length=max_records), Tag("records")],
+        | Annotated[
+            list[Record],
+            Field(min_length=1, max_length=max_records, title="A list of CustomerFeatures"),
+            Tag("records"),
+        ],
         Discriminator(_one_or_many),
     ]
     examples = {
         "one record": {"value": example_record()},
         "a list": {"value": [example_record(), {**example_record(), "complaints_90d": 4}]},
     }
-    return Annotated[one_or_many, Body(openapi_examples=examples)]
+    return Annotated[one_or_many, Body(title="PredictBody", openapi_examples=examples)]
 
 
 class Problem(BaseModel):
