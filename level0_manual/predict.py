@@ -14,15 +14,14 @@ import httpx
 from level0_manual.service import get_settings
 from shared.data import feature_files, read_batch
 from shared.schema import FEATURE_NAMES, ID
-from shared.validation import validate
+from shared.validation import validate_file
 
 
 def sample_records(landing: Path, n: int = 5) -> list[dict[str, Any]]:
     """The first `n` customers of the newest batch that meets the contract, as JSON records."""
     for path in reversed(feature_files(landing)):
-        batch = read_batch(path)
-        if validate(batch).ok:
-            rows = batch[[ID, *FEATURE_NAMES]].head(n)
+        if validate_file(path).ok:  # a file that cannot be read is not valid either
+            rows = read_batch(path)[[ID, *FEATURE_NAMES]].head(n)
             # numpy scalars to plain Python numbers and bools, ready for JSON.
             return [{k: _plain(v) for k, v in row.items()} for row in rows.to_dict("records")]
     raise FileNotFoundError(f"no valid batch in {landing}: generate data first (make data)")

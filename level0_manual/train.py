@@ -20,14 +20,14 @@ from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from shared import model_file
-from shared.data import day_of, label_file_for, labelled_feature_files, load_labelled, read_batch
+from shared.data import day_of, label_file_for, labelled_feature_files, load_labelled
 from shared.evaluate import Evaluation, beats_baseline, evaluate
 from shared.features import SKOPS_TRUSTED_TYPES, feature_frame
 from shared.lineage import Lineage
 from shared.schema import LABEL_COLUMNS
 from shared.servers import is_healthy
 from shared.train import TrainingConfig, split_holdout, train, train_baseline
-from shared.validation import validate
+from shared.validation import validate_file
 
 
 class TrainSettings(BaseSettings):
@@ -85,9 +85,9 @@ def run(settings: TrainSettings) -> dict:
 
     # The person checks the batches and their labels against the contract before trusting them.
     labels = [label_file_for(path) for path in files]
-    reports = {path.name: validate(read_batch(path)) for path in files}
+    reports = {path.name: validate_file(path) for path in files}
     reports |= {
-        f"labels/{path.name}": validate(read_batch(path), columns=LABEL_COLUMNS, row_rules=())
+        f"labels/{path.name}": validate_file(path, columns=LABEL_COLUMNS, row_rules=())
         for path in labels
     }
     bad = {name: r for name, r in reports.items() if not r.ok}

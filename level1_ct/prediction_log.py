@@ -25,6 +25,7 @@ import subprocess
 import sys
 import threading
 from collections import deque
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -33,8 +34,9 @@ import pandas as pd
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from shared.data import labels_dir
-from shared.schema import DATE, FEATURES, ID, LABEL
+from shared.data import labels_dir, read_batch
+from shared.schema import DATE, FEATURES, ID, LABEL, LABEL_COLUMNS
+from shared.validation import validate_file
 
 log = logging.getLogger(__name__)
 
@@ -268,16 +270,32 @@ def _writer_process() -> None:
         status_out.flush()
 
 
-def load_labels(engine: Engine, landing: Path) -> int:
-    """Copy label files that landed since the last call into the store; returns rows added."""
+@dataclass(frozen=True)
+class LabelsLoaded:
+    """What `load_labels` did: rows added, and the label files it left out, with why."""
+
+    added: int
+    skipped: dict[str, str]
+
+
+def load_labels(engine: Engine, landing: Path) -> LabelsLoaded:
+    """Copy label files that landed since the last call into the store.
+
+    A file that breaks the label contract (or cannot be read at all) is left out, and tried
+    again next time: the training pipeline quarantines it, or a person replaces it.
+    """
     with engine.connect() as conn:
         known = {row[0] for row in conn.execute(sa.select(labels.c[DATE]).distinct())}
-    added = 0
+    added, skipped = 0, {}
     for path in sorted(labels_dir(landing).glob("*.parquet")):
         day = datetime.fromisoformat(path.stem).date()
         if day in known:
             continue
-        frame = pd.read_parquet(path, columns=[ID, DATE, LABEL])
+        checked = validate_file(path, columns=LABEL_COLUMNS, row_rules=())
+        if not checked.ok:
+            skipped[path.name] = checked.summary()
+            continue
+        frame = read_batch(path, columns=[ID, DATE, LABEL])
         rows = [
             {ID: str(r[ID]), DATE: pd.Timestamp(r[DATE]).date(), LABEL: bool(r[LABEL])}
             for r in frame.to_dict("records")
@@ -285,7 +303,7 @@ def load_labels(engine: Engine, landing: Path) -> int:
         with engine.begin() as conn:
             conn.execute(labels.insert(), rows)
         added += len(rows)
-    return added
+    return LabelsLoaded(added, skipped)
 
 
 def recent_predictions(

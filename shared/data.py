@@ -11,8 +11,19 @@ from datetime import date
 from pathlib import Path
 
 import pandas as pd
+import pyarrow as pa
 
 from shared.schema import DATE, ID, LABEL
+
+# What reading a file that is not a whole Parquet batch raises (pyarrow 25, pandas 2.3):
+# ArrowInvalid (a ValueError) for an empty, truncated or non-Parquet file; OSError for a
+# corrupt page or footer; ValueError or TypeError for pandas metadata it cannot parse.
+_UNREADABLE = (pa.ArrowException, OSError, ValueError, TypeError)
+
+
+class UnreadableBatch(ValueError):
+    """A landed file that cannot be read as a batch: empty, truncated, not Parquet, or with
+    a schema that cannot be read. The message names the file and the reason."""
 
 
 def features_dir(landing: Path) -> Path:
@@ -43,8 +54,23 @@ def labelled_feature_files(landing: Path) -> list[Path]:
     return [p for p in feature_files(landing) if p.name in labelled]
 
 
-def read_batch(path: Path) -> pd.DataFrame:
-    return pd.read_parquet(path)
+def read_batch(path: Path, columns: list[str] | None = None) -> pd.DataFrame:
+    """A landed Parquet file as a DataFrame (only `columns`, if given).
+
+    Raises UnreadableBatch, naming the file, when it cannot be read as a batch; a file that
+    is not there is not a bad batch, and raises FileNotFoundError as usual.
+    """
+    try:
+        return pd.read_parquet(path, columns=columns)
+    except FileNotFoundError:
+        raise
+    except _UNREADABLE as error:
+        path = Path(path)
+        size = path.stat().st_size if path.is_file() else 0
+        raise UnreadableBatch(
+            f"{path.parent.name}/{path.name} cannot be read as a Parquet batch ({size} bytes): "
+            f"{type(error).__name__}: {error}"
+        ) from error
 
 
 def label_file_for(feature_file: Path) -> Path:
@@ -63,7 +89,7 @@ def load_labelled(feature_files: list[Path]) -> pd.DataFrame:
     frames = []
     for path in feature_files:
         features = read_batch(path)
-        labels = pd.read_parquet(label_file_for(path), columns=[ID, DATE, LABEL])
+        labels = read_batch(label_file_for(path), columns=[ID, DATE, LABEL])
         joined = features.merge(labels, on=[ID, DATE], how="inner", validate="1:1")
         if len(joined) != len(features):
             # A silent inner join would train on whoever happens to have a label.

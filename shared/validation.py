@@ -1,15 +1,19 @@
 """Check a landed batch against the data contract before anything trains on it.
 
 A failing batch stops the pipeline, so every violation names its column and its rule.
+A file that cannot be read as a batch at all (empty, truncated, not Parquet) breaks the
+contract too: `validate_file` reports it as rule `readable` instead of raising.
 """
 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 
 import pandas as pd
 from pandas.api import types as ptypes
 
+from shared.data import UnreadableBatch, read_batch
 from shared.schema import BATCH_COLUMNS, ROW_RULES, Column, RowRule
 
 
@@ -150,3 +154,17 @@ def validate(
         ):
             found.extend(_check_row_rule(batch, rule))
     return ValidationResult(rows=len(batch), violations=tuple(found))
+
+
+def validate_file(
+    path: Path,
+    columns: tuple[Column, ...] = BATCH_COLUMNS,
+    row_rules: tuple[RowRule, ...] = ROW_RULES,
+) -> ValidationResult:
+    """Read a landed file and check it like `validate`. A file that cannot be read as a
+    batch is a violation of rule `readable` (column "*") naming the file and the reason."""
+    try:
+        batch = read_batch(path)
+    except UnreadableBatch as error:
+        return ValidationResult(rows=0, violations=(Violation("*", "readable", str(error)),))
+    return validate(batch, columns, row_rules)

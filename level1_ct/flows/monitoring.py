@@ -108,7 +108,9 @@ def monitoring_flow():
         return Completed(message="no champion yet: nothing to monitor")
     champion, holdout_auc = found_champion
     engine = connect(settings.prediction_store_url)
-    added = load_labels(engine, settings.landing)
+    loaded = load_labels(engine, settings.landing)
+    for name, reason in loaded.skipped.items():
+        logger.warning("label file %s left out, it breaks the label contract: %s", name, reason)
     # Drift: the champion's own traffic. Quality: the newest answers whose labels have
     # arrived, whichever version gave them; labels come days late, and a champion replaced
     # more often than that would never be judged on its own answers.
@@ -116,7 +118,7 @@ def monitoring_flow():
     labelled = recent_predictions(engine, None, settings.monitor_rows, labelled=True)
     logger.info(
         "%d predictions of version %s; %d newest labelled predictions (%d new labels)",
-        len(live), champion.version, len(labelled), added,
+        len(live), champion.version, len(labelled), loaded.added,
     )  # fmt: skip
     if len(live) < settings.monitor_min_rows:
         return Completed(

@@ -10,6 +10,7 @@ verdict, and the registered version. The steps call `shared/` for all model logi
 A batch that breaks the data contract stops the run before training: the run fails with
 the column and the rule in its state message and in the MLflow run, and the batch moves to
 `<landing>/quarantine/` (nothing is deleted) so that the next run can proceed without it.
+A file that cannot be read as a batch (empty, truncated, not Parquet) is such a batch too.
 Tasks that talk to MLflow retry when it is briefly unreachable; the gate never retries.
 """
 
@@ -57,7 +58,7 @@ from shared.train import (
     train,
     train_baseline,
 )
-from shared.validation import ValidationResult, validate
+from shared.validation import ValidationResult, validate_file
 
 QUARANTINE = "quarantine"
 
@@ -121,9 +122,11 @@ def quarantine(landing: Path, path: Path, result: ValidationResult) -> Path:
 @step
 def validate_data(batches: Batches, landing: Path) -> dict[str, dict]:
     """Every batch and label file against the data contract; quarantine what fails, then stop."""
-    results = {p.name: validate(read_batch(p)) for p in [*batches.labelled, *batches.unlabelled]}
+    # validate_file reports a file it cannot read (empty, truncated, not Parquet) as a
+    # violation of rule `readable`: quarantined like any other bad batch, never an exception.
+    results = {p.name: validate_file(p) for p in [*batches.labelled, *batches.unlabelled]}
     results |= {
-        f"labels/{p.name}": validate(read_batch(p), columns=LABEL_COLUMNS, row_rules=())
+        f"labels/{p.name}": validate_file(p, columns=LABEL_COLUMNS, row_rules=())
         for p in batches.labels
     }
     bad = {name: r for name, r in results.items() if not r.ok}

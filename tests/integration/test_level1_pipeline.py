@@ -1,10 +1,11 @@
 """Level 1's training pipeline as Prefect flow runs against real MLflow and Prefect servers:
 a good batch moves the champion and the service follows; a worse model is stopped by the
-gate; a batch that breaks the contract stops the run before training. The champion only
-ever moves on a passed gate."""
+gate; a batch that breaks the contract, or a file that cannot be read at all, stops the run
+before training. The champion only ever moves on a passed gate."""
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
@@ -207,6 +208,79 @@ def test_the_run_after_a_quarantined_batch_proceeds(stack, first_champion):
     assert training_pipeline(reason="test", return_state=True).is_failed()
     state = training_pipeline(reason="test", return_state=True)
     assert state.is_completed(), flow_message(state)
+
+
+def _unreadable(path: Path, kind: str) -> None:
+    """`path`, a landed Parquet file, made unreadable as a bad export would leave it."""
+    if kind == "empty":
+        path.write_bytes(b"")
+    elif kind == "truncated":
+        path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    else:
+        path.write_text("customer_id,age\nc-1,30\n")  # not Parquet at all
+
+
+def land_unreadable(landing: Path, day: int, kind: str, folder: str) -> Path:
+    """Day `day` lands with its `folder` file ("features" or "labels") unreadable."""
+    features, labels = generate_day(SMALL, day)
+    path = batch_path(features_dir(landing), SMALL.day_date(day))
+    features.to_parquet(path, index=False)
+    if folder == "labels":
+        path = batch_path(landing / "labels", SMALL.day_date(day))
+        labels.to_parquet(path, index=False)
+    _unreadable(path, kind)
+    return path
+
+
+def assert_stopped_and_quarantined(stack, state, bad: Path, before: registry.ModelRef, versions):
+    """The run stopped at the contract with the file's name and reason, the file waits in
+    quarantine with a reason file, and the champion did not move."""
+    reason = f"*: readable: {bad.parent.name}/{bad.name} cannot be read"
+    assert state.is_failed()
+    assert reason in flow_message(state), flow_message(state)
+    run = mlflow_run_of(stack, state)
+    assert run.info.status == "FAILED"
+    assert run.data.tags["stopped_at"] == "validate_data"
+    assert reason in run.data.tags["stop_reason"]
+    assert champion(stack).version == before.version
+    client = MlflowClient(stack["mlflow"].url)
+    assert len(client.search_model_versions("name='churn'")) == versions  # no training
+    assert not bad.exists()
+    kept = Path(stack["landing"]) / QUARANTINE / bad.parent.name / bad.name
+    assert kept.exists()
+    recorded = json.loads(kept.with_suffix(".reason.json").read_text())
+    assert [v["rule"] for v in recorded["violations"]["violations"]] == ["readable"]
+
+
+@pytest.mark.parametrize(
+    ("kind", "folder", "day"),
+    [("truncated", "features", 50), ("not parquet", "features", 51), ("empty", "labels", 52)],
+)
+def test_a_file_that_cannot_be_read_stops_the_run_and_is_quarantined(
+    stack, first_champion, kind, folder, day
+):
+    before = champion(stack)
+    versions = len(MlflowClient(stack["mlflow"].url).search_model_versions("name='churn'"))
+    bad = land_unreadable(stack["landing"], day, kind, folder)
+    state = training_pipeline(reason="new-data", return_state=True)
+    assert_stopped_and_quarantined(stack, state, bad, before, versions)
+
+
+def test_the_run_after_an_empty_file_was_quarantined_trains_without_it(stack, first_champion):
+    before = champion(stack)
+    versions = len(MlflowClient(stack["mlflow"].url).search_model_versions("name='churn'"))
+    bad = land_unreadable(stack["landing"], 60, "empty", "features")
+    stopped = training_pipeline(reason="new-data", return_state=True)
+    assert_stopped_and_quarantined(stack, stopped, bad, before, versions)
+
+    state = training_pipeline(reason="new-data", return_state=True)
+
+    assert state.is_completed(), flow_message(state)
+    run = mlflow_run_of(stack, state)
+    assert run.info.status == "FINISHED" and "stopped_at" not in run.data.tags
+    registered = run.data.tags["registered_version"]
+    assert int(registered) == versions + 1  # it trained and registered a candidate
+    assert (champion(stack).version == registered) == (run.data.tags["gate"] == "passed")
 
 
 def test_a_service_without_a_champion_says_so(stack, tmp_path):

@@ -1,5 +1,6 @@
-"""Level 0's manual steps around the service: the hand-off copies both files whole, and the
-prediction client picks customers from the newest batch that meets the contract."""
+"""Level 0's manual steps around the service: the hand-off copies both files whole, the
+prediction client picks customers from the newest batch that meets the contract, and the
+training script refuses a landing folder with a file it cannot read."""
 
 from __future__ import annotations
 
@@ -10,8 +11,10 @@ import pytest
 
 from level0_manual.handoff import handoff
 from level0_manual.predict import sample_records
+from level0_manual.train import TrainingRefused, TrainSettings
+from level0_manual.train import run as train_run
 from shared import model_file
-from shared.data import feature_files
+from shared.data import feature_files, label_file_for, labelled_feature_files
 from shared.schema import FEATURE_NAMES, ID
 from shared.simulator import SimulationConfig, simulate
 
@@ -61,3 +64,25 @@ def test_sample_records_come_from_the_newest_valid_batch_as_plain_json(tmp_path)
 def test_sample_records_without_data_says_how_to_get_some(tmp_path):
     with pytest.raises(FileNotFoundError, match="make data"):
         sample_records(tmp_path)
+
+
+def test_sample_records_skip_a_newest_file_that_cannot_be_read(tmp_path):
+    simulate(tmp_path, SimulationConfig(scenario="stable", days=3, rows_per_day=20))
+    feature_files(tmp_path)[-1].write_bytes(b"")  # day 2 landed empty
+    records = sample_records(tmp_path, n=3)
+    assert all(r[ID].startswith("20260102") for r in records)  # day 1, the newest readable one
+
+
+def test_level0_training_refuses_a_file_that_cannot_be_read_and_names_it(tmp_path):
+    simulate(tmp_path / "landing", SimulationConfig(scenario="stable", days=6, rows_per_day=50))
+    bad = label_file_for(labelled_feature_files(tmp_path / "landing")[1])
+    bad.write_text("churned\nyes\n")  # a label export that is not Parquet
+    settings = TrainSettings(
+        landing=tmp_path / "landing", export_dir=tmp_path / "out",
+        mlflow_tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}",
+    )  # fmt: skip
+    with pytest.raises(
+        TrainingRefused, match=rf"labels/{bad.name}: \*: readable: labels/{bad.name}"
+    ):
+        train_run(settings)
+    assert not (tmp_path / "out").exists() and not (tmp_path / "mlflow.db").exists()

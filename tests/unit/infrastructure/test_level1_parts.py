@@ -4,6 +4,7 @@ monitoring's alert rules, the Evidently drift check, and which failures the pipe
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import sqlite3
 import threading
@@ -108,8 +109,9 @@ def test_closing_the_log_writes_what_is_left_and_ends_the_writer(tmp_path):
 
 def test_labels_are_loaded_once_and_joined_to_predictions(tmp_path, landing, new_log):
     engine = connect(f"sqlite:///{tmp_path / 'p.db'}")
-    added = load_labels(engine, landing)
-    assert added > 0 and load_labels(engine, landing) == 0  # the second call adds nothing
+    loaded = load_labels(engine, landing)
+    assert loaded.added > 0 and loaded.skipped == {}
+    assert load_labels(engine, landing).added == 0  # the second call adds nothing
     labelled_id = pd.read_parquet(sorted((landing / "labels").glob("*.parquet"))[0])["customer_id"][
         0
     ]
@@ -126,6 +128,27 @@ def test_labels_are_loaded_once_and_joined_to_predictions(tmp_path, landing, new
     assert list(labelled["customer_id"]) == [labelled_id, labelled_id]
     assert list(labelled["model_version"]) == ["1", "2"]
     assert labelled["churned"].notna().all()
+
+
+@pytest.mark.parametrize("content", [b"", b"not parquet at all"], ids=["empty", "text"])
+def test_monitoring_leaves_out_a_label_file_it_cannot_read_and_tries_it_again(
+    tmp_path, landing, content
+):
+    own = tmp_path / "landing"
+    shutil.copytree(landing / "labels", own / "labels")
+    first, *rest = sorted((own / "labels").glob("*.parquet"))
+    good = first.read_bytes()
+    first.write_bytes(content)
+    engine = connect(f"sqlite:///{tmp_path / 'p.db'}")
+
+    loaded = load_labels(engine, own)  # does not raise: the other files still load
+    assert list(loaded.skipped) == [first.name]
+    assert f"*: readable: labels/{first.name}" in loaded.skipped[first.name]
+    assert loaded.added == sum(len(pd.read_parquet(p)) for p in rest)
+
+    first.write_bytes(good)  # a person re-exports the day: it loads on the next check
+    again = load_labels(engine, own)
+    assert again.skipped == {} and again.added == len(pd.read_parquet(first))
 
 
 def settings(**overrides) -> PipelineSettings:
