@@ -112,8 +112,15 @@ class Relay:
         try:
             yield self
         finally:
-            self.cut()
+            asyncio.run_coroutine_threadsafe(_cancel_all(), self._loop).result(10)
             serving.cancel()
-            time.sleep(0.2)  # the pipes see their connections closed
             self._loop.call_soon_threadsafe(self._loop.stop)
             thread.join(5)
+
+
+async def _cancel_all() -> None:
+    """Cancel every other task of the running loop (the server, pipes, deliveries) and wait."""
+    tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
