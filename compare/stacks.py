@@ -47,7 +47,7 @@ from compare.world import World
 from level1_ct import registry
 from level1_ct.service import served_version
 from level2_cicd.service import CANARY, canary_arm
-from shared import model_file
+from shared import http_client, model_file
 from shared.features import SKOPS_TRUSTED_TYPES
 from shared.schema import FEATURE_NAMES, ID
 from shared.servers import free_port, read_dotenv
@@ -81,8 +81,7 @@ class Stack:
         self.champion: int | None = None
         self.canary: int | None = None
         self.customers = ThreadPoolExecutor(CLIENTS, thread_name_prefix=f"level{level}-customer")
-        self.client = httpx.Client(base_url=self.url, timeout=30,
-                                   limits=httpx.Limits(max_connections=CLIENTS))  # fmt: skip
+        self.client = http_client.client(self.url, timeout=30, connections=CLIENTS)
 
     # ---- the stack --------------------------------------------------------------------------
 

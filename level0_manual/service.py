@@ -29,6 +29,7 @@ from shared.api import (
     predict_records,
     responses,
 )
+from shared.keepalive import SERVER_KEEP_ALIVE_SECONDS
 
 
 class ServiceSettings(BaseSettings):
@@ -41,6 +42,7 @@ class ServiceSettings(BaseSettings):
     port: int = 8000
     max_records: int = 1000  # records per request; a larger list gets a 422
     max_body_bytes: int = 2_000_000  # a larger body gets a 413 before it is parsed
+    keep_alive_seconds: int = SERVER_KEEP_ALIVE_SECONDS  # idle connections kept open
 
 
 @cache
@@ -126,7 +128,8 @@ def create_app(settings: ServiceSettings) -> FastAPI:
 
 def main() -> None:
     settings = get_settings()
-    uvicorn.run(create_app(settings), host=settings.host, port=settings.port)
+    uvicorn.run(create_app(settings), host=settings.host, port=settings.port,
+                timeout_keep_alive=settings.keep_alive_seconds)  # fmt: skip
 
 
 if __name__ == "__main__":

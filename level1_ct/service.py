@@ -6,7 +6,8 @@ loaded in the background and swapped in with one reference assignment. A request
 with the model it started with, so requests in flight finish on the old model and none fails.
 
     POST /predict   one record or a list -> probabilities, with the model version that scored them
-    GET  /health    "ok"; "degraded" (still serving) when MLflow or the prediction store is
+    GET  /health    "ok"; "degraded" (still serving) when MLflow has been unreachable for
+                    `degraded_after_failed_polls` polls in a row, or the prediction store is
                     unreachable, with the reason; "no_model" until a champion exists
     GET  /model     name, version, alias, run id and data version of the served model
     GET  /docs      the API docs, served offline
@@ -51,11 +52,16 @@ from shared.api import (
     responses,
 )
 from shared.evaluate import THRESHOLD
+from shared.keepalive import SERVER_KEEP_ALIVE_SECONDS
 from shared.schema import FEATURE_NAMES, ID, example_record
 
 # Fail fast when MLflow is down: the service keeps its model and says "degraded" instead of
-# hanging in the client's retries (minutes by default).
-os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+# hanging in the client's retries (minutes by default). One retry, sent at once (urllib3
+# waits only before a second one): MLflow's client pools connections with no idle limit, and
+# a request that went out as the server (or a proxy) closed its connection fails with
+# `RemoteDisconnected` before any answer; the retry takes a new connection. Its requests
+# here are GETs.
+os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")
 os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "5")
 
 log = logging.getLogger("level1.service")
@@ -77,6 +83,10 @@ class ServiceSettings(BaseSettings):
     host: str = "127.0.0.1"
     port: int = 8001
     poll_seconds: float = 5.0  # how often the alias is checked
+    # /health says "degraded" once this many polls in a row could not reach the registry:
+    # one failed poll is a blip, not an outage (the model keeps serving either way).
+    degraded_after_failed_polls: int = Field(3, ge=1)
+    keep_alive_seconds: int = SERVER_KEEP_ALIVE_SECONDS  # idle connections kept open
     log_flush_seconds: float = 1.0  # how often buffered predictions are written
     max_batch_rows: int = 2048  # rows scored in one model call
     # OpenMP threads per model call. One batch is scored at a time, and on a small machine
@@ -111,6 +121,7 @@ class ModelFollower:
         self.client = MlflowClient(settings.mlflow_tracking_uri)
         self.current: Served | None = None
         self.problem: str | None = "no champion loaded yet"
+        self.failed_polls = 0  # registry polls in a row that could not reach it
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -118,25 +129,25 @@ class ModelFollower:
         """Look the alias up once; load and swap if it points elsewhere. True if swapped."""
         try:
             ref = registry.lookup(self.client, self.settings.model_name, self.settings.alias)
-            if ref is None:
-                if self.drop_when_unset and self.current is not None:
-                    log.warning("alias '%s' removed: unloading its model", self.settings.alias)
-                    self.current = None
-                self.problem = (
-                    f"no version of '{self.settings.model_name}' has alias "
-                    f"'{self.settings.alias}' yet: run the training pipeline"
-                )
-                return False
-            if self.current is not None and self.current.ref.version == ref.version:
-                self.problem = None
-                return False
-            pipeline = registry.load_model(ref, self.settings.mlflow_tracking_uri)
-        except Exception as error:  # keep serving what we have, and say why in /health
+            served = self.current.ref.version if self.current else None
+            pipeline = None
+            if ref is not None and ref.version != served:
+                pipeline = registry.load_model(ref, self.settings.mlflow_tracking_uri)
+        except Exception as error:  # keep serving what we have; /health says why, in time
+            self._poll_failed(error)
+            return False
+        self.failed_polls = 0
+        if ref is None:
+            if self.drop_when_unset and self.current is not None:
+                log.warning("alias '%s' removed: unloading its model", self.settings.alias)
+                self.current = None
             self.problem = (
-                f"cannot reach the model registry at {self.settings.mlflow_tracking_uri}: "
-                + f"{type(error).__name__}: {error}".splitlines()[0][:300]
+                f"no version of '{self.settings.model_name}' has alias "
+                f"'{self.settings.alias}' yet: run the training pipeline"
             )
-            log.warning(self.problem)
+            return False
+        if pipeline is None:  # the alias has not moved
+            self.problem = None
             return False
         try:  # a model's first call pays its lazy setup: here, not in a client's request
             pipeline.predict_proba(pd.DataFrame([example_record()], columns=[*FEATURE_NAMES, ID]))
@@ -150,6 +161,20 @@ class ModelFollower:
         self.problem = None
         log.warning("now serving %s version %s (was %s)", ref.name, ref.version, old)
         return True
+
+    def _poll_failed(self, error: Exception) -> None:
+        """A poll that could not reach the registry: /health reports it (as the problem) once
+        `degraded_after_failed_polls` polls in a row failed, or at once with no model."""
+        self.failed_polls += 1
+        reason = (
+            f"cannot reach the model registry at {self.settings.mlflow_tracking_uri}: "
+            + f"{type(error).__name__}: {error}".splitlines()[0][:300]
+        )
+        limit = self.settings.degraded_after_failed_polls
+        log.warning("registry poll failed (%d in a row; degraded from %d): %s",
+                    self.failed_polls, limit, reason)  # fmt: skip
+        if self.current is None or self.failed_polls >= limit:
+            self.problem = reason
 
     def _run(self) -> None:
         while not self._stop.wait(self.settings.poll_seconds):
@@ -353,7 +378,8 @@ def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     # No access log: the prediction store records every request already, and a log line per
     # request cost more CPU than scoring it under load.
-    uvicorn.run(create_app(settings), host=settings.host, port=settings.port, access_log=False)
+    uvicorn.run(create_app(settings), host=settings.host, port=settings.port, access_log=False,
+                timeout_keep_alive=settings.keep_alive_seconds)  # fmt: skip
 
 
 if __name__ == "__main__":

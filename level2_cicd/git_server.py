@@ -23,6 +23,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from level2_cicd import remote
 from level2_cicd.settings import get_settings
+from shared.keepalive import SERVER_KEEP_ALIVE_SECONDS
 
 log = logging.getLogger("git_server")
 
@@ -33,6 +34,7 @@ class GitServerSettings(BaseSettings):
     host: str = "0.0.0.0"
     port: int = 8000
     seed: Path = Path("/seed")  # a checkout whose tracked files seed a new remote
+    keep_alive_seconds: int = SERVER_KEEP_ALIVE_SECONDS  # idle connections kept open
 
 
 Headers = list[tuple[bytes, bytes]]
@@ -145,7 +147,7 @@ def main() -> None:
         remote.install_hook(repo)  # the Prefect API it calls may have changed since
     uvicorn.run(
         GitHttp(repo, settings.git_username, settings.git_password.get_secret_value()),
-        host=server.host, port=server.port,
+        host=server.host, port=server.port, timeout_keep_alive=server.keep_alive_seconds,
     )  # fmt: skip
 
 

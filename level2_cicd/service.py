@@ -216,7 +216,8 @@ def main() -> None:
     settings = ProductionSettings()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     app = create_production_app(settings)
-    uvicorn.run(app, host=settings.host, port=settings.port, access_log=False)
+    uvicorn.run(app, host=settings.host, port=settings.port, access_log=False,
+                timeout_keep_alive=settings.keep_alive_seconds)  # fmt: skip
 
 
 if __name__ == "__main__":

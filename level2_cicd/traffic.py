@@ -13,6 +13,7 @@ from itertools import cycle
 
 import httpx
 
+from shared import http_client
 from shared.schema import FEATURE_NAMES, ID
 from shared.simulator import SimulationConfig, generate_day
 
@@ -35,7 +36,7 @@ class Traffic:
         self._thread = threading.Thread(target=self._run, name="traffic", daemon=True)
 
     def _run(self) -> None:
-        with httpx.Client(base_url=self.url, timeout=10) as client:
+        with http_client.client(self.url, timeout=10) as client:
             for record in cycle(self.records):
                 if self._stop.wait(self.pause):
                     return

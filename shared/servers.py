@@ -21,6 +21,8 @@ from pathlib import Path
 
 import httpx
 
+from shared.keepalive import SERVER_KEEP_ALIVE_SECONDS
+
 
 class ServerError(RuntimeError):
     """A server did not come up; the message says why and where its log is."""
@@ -54,11 +56,14 @@ class MlflowServer:
 
     Lighter than MLflow's defaults on purpose (checked on 3.17): one uvicorn worker and no
     job runner take ~0.5 GB instead of ~2.7 GB. The job runner only serves GenAI features.
+    Idle connections stay open `keep_alive_seconds` (uvicorn's default, 5 s, races the
+    clients' pools: shared/keepalive.py).
     """
 
     root: Path = field(default=Path("var/mlflow"))
     host: str = "127.0.0.1"
     port: int = 5000
+    keep_alive_seconds: int = SERVER_KEEP_ALIVE_SECONDS
 
     @property
     def url(self) -> str:
@@ -78,6 +83,7 @@ class MlflowServer:
             "--serve-artifacts",
             "--artifacts-destination", str(root / "artifacts"),
             "--workers", "1",
+            "--uvicorn-opts", f"--timeout-keep-alive {self.keep_alive_seconds}",
         ]  # fmt: skip
 
     def env(self) -> dict[str, str]:
@@ -95,6 +101,7 @@ class PrefectServer:
     home: Path = field(default=Path("var/prefect"))
     host: str = "127.0.0.1"
     port: int = 4200
+    keep_alive_seconds: int = SERVER_KEEP_ALIVE_SECONDS
 
     @property
     def api_url(self) -> str:
@@ -108,6 +115,7 @@ class PrefectServer:
         return [
             sys.executable, "-m", "prefect", "server", "start",
             "--host", self.host, "--port", str(self.port),
+            "--keep-alive-timeout", str(self.keep_alive_seconds),
         ]  # fmt: skip
 
     def env(self) -> dict[str, str]:

@@ -18,6 +18,7 @@ from prefect import flow, get_run_logger
 from prefect.states import Completed
 
 from level1_ct.settings import get_settings
+from shared import http_client
 from shared.data import day_of, feature_files
 from shared.schema import FEATURE_NAMES, ID
 from shared.simulator import SimulationConfig, generate_day, land_day
@@ -63,7 +64,7 @@ def replay(
     )  # fmt: skip
     first = next_day(settings.landing, config.start_date)
     totals = {"served": 0, "failed": 0}
-    with httpx.Client(timeout=30) as client:
+    with http_client.client(timeout=30) as client:
         for day in range(first, first + days):
             started = time.monotonic()
             written = land_day(settings.landing, config, day)

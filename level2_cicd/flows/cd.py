@@ -68,6 +68,7 @@ from level2_cicd.report import Report, StepFailed, record
 from level2_cicd.rollout import ArmStats, Decision, decide
 from level2_cicd.service import CANARY
 from level2_cicd.settings import CicdSettings, get_settings
+from shared import http_client
 from shared.loadtest import load
 from shared.schema import example_record
 from shared.servers import is_healthy, running
@@ -161,7 +162,7 @@ def run_staging(sha: str, settings: CicdSettings, pipeline: PipelineSettings) ->
 
 def check_contract(url: str, version: str) -> None:
     """The prediction API as its clients use it, answered by the candidate."""
-    with httpx.Client(base_url=url, timeout=10) as api:
+    with http_client.client(url, timeout=10) as api:
         shown = api.get("/model")
         if shown.status_code != 200 or shown.json().get("version") != version:
             raise StepFailed(f"GET /model: {shown.status_code} {shown.text[:200]}")

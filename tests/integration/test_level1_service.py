@@ -1,11 +1,13 @@
 """Level 1's service as a real uvicorn process following a real MLflow registry: it swaps
 to a new champion under load without failing a request, keeps serving when MLflow is gone
-(and says "degraded"), and logs every prediction in batches to the prediction store."""
+(and says "degraded"), loses no poll to MLflow closing idle connections and is not degraded
+by one failed poll, and logs every prediction in batches to the prediction store."""
 
 from __future__ import annotations
 
 import sqlite3
 import threading
+import time
 from collections import Counter
 
 import httpx
@@ -16,6 +18,7 @@ from shared.schema import example_record
 from shared.servers import MlflowServer, free_port, mlflow_server
 from shared.train import TrainingConfig, train
 from tests.integration.level1 import level1_service, register_champion, wait_for
+from tests.integration.relay import Relay
 
 
 @pytest.fixture(scope="module")
@@ -84,6 +87,73 @@ def test_mlflow_down_keeps_predictions_answered_and_health_degraded(tmp_path, tw
         assert httpx.get(f"{url}/model").json()["version"] == version
     finally:
         service.__exit__(None, None, None)
+
+
+class HealthSamples:
+    """GET /health every 0.1 s in a thread, for the block: every status seen, in order."""
+
+    def __init__(self, url: str):
+        self.url, self.seen = url, []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.wait(0.1):
+            self.seen.append(httpx.get(f"{self.url}/health", timeout=10).json()["status"])
+
+    def __enter__(self) -> HealthSamples:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+def test_polls_lose_nothing_to_keep_alive_races_and_one_failed_poll_is_not_degraded(
+    tmp_path, two_models
+):
+    """MLflow closes idle connections after 1 s; the service polls every 0.7 s through a slow
+    line (0.6 s), so every poll's first request reaches MLflow after it closed the pooled
+    connection. The polls still see the alias move; one failed poll leaves /health "ok";
+    polls failing `degraded_after_failed_polls` (3) times in a row make it "degraded"."""
+    first, second = two_models
+    server = MlflowServer(root=tmp_path / "mlflow", port=free_port(), keep_alive_seconds=1)
+    log = tmp_path / "service.log"
+
+    def failed_polls() -> int:
+        return log.read_text().count("cannot reach the model registry")
+
+    with mlflow_server(server), Relay(server.port, delay=0.6).running() as line:
+        v1 = register_champion(server.url, first)
+        with level1_service(tmp_path, line.url, poll_seconds="0.7") as url:
+            assert served_version(url) == v1
+            with HealthSamples(url) as health:
+                wait_for(lambda: line.races >= 3, 60, "three polls racing MLflow's keep-alive")
+                v2 = register_champion(server.url, second)
+                wait_for(lambda: served_version(url) == v2, 90, "the service to follow the alias")
+                assert failed_polls() == 0, "a poll was lost to a closed connection"
+
+                line.cut()  # one poll fails
+                wait_for(lambda: failed_polls() >= 1, 30, "a failed poll", every=0.05)
+                line.restore()
+                races = line.races
+                wait_for(lambda: line.races >= races + 2, 30, "two more polls")
+            assert failed_polls() < 3 and health.seen.count("ok") > 20
+            assert set(health.seen) == {"ok"}, f"/health flipped on one failed poll: {health.seen}"
+
+            line.cut()  # the registry unreachable for good
+            started = time.monotonic()
+            degraded = wait_for(
+                lambda: (h := httpx.get(f"{url}/health").json())["status"] == "degraded" and h,
+                60,
+                "/health to say degraded",
+                every=0.1,
+            )
+            assert failed_polls() >= 1 + 3 and time.monotonic() - started > 1.0
+            assert line.url in degraded["detail"] and degraded["model_version"] == v2
+            line.restore()
+            wait_for(lambda: httpx.get(f"{url}/health").json()["status"] == "ok", 30, "recovery")
 
 
 def test_every_prediction_is_logged_with_its_model_version(tmp_path, two_models):

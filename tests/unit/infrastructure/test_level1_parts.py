@@ -230,3 +230,45 @@ def test_a_version_that_cannot_score_is_not_swapped_in(monkeypatch, trained):
     assert not follower.check()
     assert follower.current.ref.version == "1"
     assert follower.problem.startswith("version 2 cannot score: ValueError: columns")
+
+
+class _Scores:
+    """A model that scores every row 0.5 (what the follower calls before a swap)."""
+
+    def predict_proba(self, frame):
+        return [[0.5, 0.5]] * len(frame)
+
+
+def test_health_is_degraded_only_after_polls_fail_in_a_row(monkeypatch):
+    """A poll that cannot reach the registry is a blip until `degraded_after_failed_polls`
+    polls fail in a row; then the follower's problem (what /health reports) says so. A
+    poll that gets through clears it, and the count starts again."""
+    from level1_ct import registry, service
+
+    ref = registry.ModelRef("churn", "1", "r1", "d1")
+    down = {"polls": 0}
+
+    def lookup(client, name, alias):
+        if down["polls"]:
+            down["polls"] -= 1
+            raise ConnectionError("Connection aborted: RemoteDisconnected")
+        return ref
+
+    monkeypatch.setattr(registry, "lookup", lookup)
+    monkeypatch.setattr(registry, "load_model", lambda ref, uri: _Scores())
+    follower = service.ModelFollower(service.ServiceSettings(degraded_after_failed_polls=3))
+    assert follower.check() and follower.problem is None
+    down["polls"] = 2
+    for _ in range(3):
+        follower.check()
+        assert follower.problem is None  # two failed polls, then one that got through
+    down["polls"] = 3
+    follower.check()
+    follower.check()
+    assert follower.problem is None and follower.failed_polls == 2
+    follower.check()
+    assert follower.problem.startswith("cannot reach the model registry at http://127.0.0.1:5000")
+    assert "RemoteDisconnected" in follower.problem
+    assert follower.current.ref.version == "1"  # still serving
+    follower.check()
+    assert follower.problem is None and follower.failed_polls == 0
