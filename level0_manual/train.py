@@ -20,7 +20,14 @@ from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from shared import model_file
-from shared.data import day_of, label_file_for, labelled_feature_files, load_labelled
+from shared.data import (
+    BATCH_NAME,
+    day_of,
+    label_file_for,
+    labelled_feature_files,
+    load_labelled,
+    misnamed_files,
+)
 from shared.evaluate import Evaluation, beats_baseline, evaluate
 from shared.features import SKOPS_TRUSTED_TYPES, feature_frame
 from shared.lineage import Lineage
@@ -82,6 +89,8 @@ def run(settings: TrainSettings) -> dict:
     print(
         f"[1/5] data: {len(files)} labelled daily batches, {day_of(files[0])} .. {day_of(files[-1])}"
     )
+    for path in misnamed_files(settings.landing):
+        print(f"      ignored {path.parent.name}/{path.name}: name is not {BATCH_NAME}")
 
     # The person checks the batches and their labels against the contract before trusting them.
     labels = [label_file_for(path) for path in files]

@@ -34,7 +34,7 @@ import pandas as pd
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from shared.data import labels_dir, read_batch
+from shared.data import day_of, label_files, read_batch
 from shared.schema import DATE, FEATURES, ID, LABEL, LABEL_COLUMNS
 from shared.validation import validate_file
 
@@ -287,9 +287,8 @@ def load_labels(engine: Engine, landing: Path) -> LabelsLoaded:
     with engine.connect() as conn:
         known = {row[0] for row in conn.execute(sa.select(labels.c[DATE]).distinct())}
     added, skipped = 0, {}
-    for path in sorted(labels_dir(landing).glob("*.parquet")):
-        day = datetime.fromisoformat(path.stem).date()
-        if day in known:
+    for path in label_files(landing):  # a misnamed file is not listed: training quarantines it
+        if day_of(path) in known:
             continue
         checked = validate_file(path, columns=LABEL_COLUMNS, row_rules=())
         if not checked.ok:

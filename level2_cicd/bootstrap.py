@@ -21,13 +21,13 @@ from level1_ct import registry
 from level1_ct.flows.training import training_pipeline
 from level1_ct.settings import get_settings as pipeline_settings
 from level2_cicd.settings import get_settings
-from shared.data import features_dir
+from shared.data import feature_files
 from shared.simulator import SimulationConfig, simulate
 
 
 def main() -> None:
     settings, pipeline = get_settings(), pipeline_settings()
-    if any(features_dir(pipeline.landing).glob("*.parquet")):
+    if feature_files(pipeline.landing):
         print(f"{pipeline.landing}: batches have landed already")
     else:
         config = SimulationConfig(days=settings.bootstrap_days, seed=settings.bootstrap_seed)

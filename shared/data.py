@@ -3,10 +3,19 @@ labels in separate folders because labels arrive days after the features they de
 
     <landing>/features/2026-01-05.parquet   customers seen on 5 January
     <landing>/labels/2026-01-05.parquet     their churn labels, landed a few days later
+
+`landed` is the one way to list a landing folder; it knows the naming rule (BATCH_NAME).
+A `*.parquet` file whose name is not a date is listed apart, as misnamed: the training
+pipeline quarantines it (rule `file_name`), everything else leaves it alone. Hidden files
+(`.DS_Store`, `._2026-01-05.parquet`), files whose name does not end in `.parquet`
+(`notes.txt`, a partial `2026-01-05.parquet.tmp`) and folders are not landed batches and are
+not listed at all.
 """
 
 from __future__ import annotations
 
+import re
+from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
 
@@ -38,19 +47,74 @@ def batch_path(folder: Path, day: date) -> Path:
     return Path(folder) / f"{day.isoformat()}.parquet"
 
 
+BATCH_NAME = "YYYY-MM-DD.parquet"  # the naming rule: the day a batch belongs to, and nothing else
+_BATCH_NAME = re.compile(r"\d{4}-\d{2}-\d{2}\.parquet")
+
+
 def day_of(path: Path) -> date:
-    """The day a landed file belongs to, from its name."""
-    return date.fromisoformat(Path(path).stem)
+    """The day a landed file belongs to, from its name; ValueError when the name is not
+    BATCH_NAME (`date.fromisoformat` alone would also take `20260105` or `2026-W02-1`)."""
+    name = Path(path).name
+    if _BATCH_NAME.fullmatch(name):
+        try:
+            return date.fromisoformat(name.removesuffix(".parquet"))
+        except ValueError:  # 2026-02-30
+            pass
+    raise ValueError(f"{name}: name is not {BATCH_NAME}")
+
+
+def is_batch_name(path: Path) -> bool:
+    try:
+        day_of(path)
+    except ValueError:
+        return False
+    return True
+
+
+@dataclass(frozen=True)
+class Landed:
+    """The Parquet files in one landing folder: `batches` named BATCH_NAME, oldest first,
+    and `misnamed`, the other `*.parquet` files (a contract violation, rule `file_name`)."""
+
+    batches: list[Path]
+    misnamed: list[Path]
+
+
+def landed(folder: Path) -> Landed:
+    """The one way to list a landing folder (`features/` or `labels/`): see the module's
+    docstring for what is listed. A folder that does not exist lists nothing."""
+    folder = Path(folder)
+    files = [
+        path
+        for path in (folder.iterdir() if folder.is_dir() else [])
+        if not path.name.startswith(".")
+        and path.suffix.lower() == ".parquet"  # 2026-01-05.PARQUET is a misnamed batch
+        and path.is_file()
+    ]
+    return Landed(
+        batches=sorted(p for p in files if is_batch_name(p)),
+        misnamed=sorted(p for p in files if not is_batch_name(p)),
+    )
 
 
 def feature_files(landing: Path) -> list[Path]:
     """Every landed feature batch, oldest first."""
-    return sorted(features_dir(landing).glob("*.parquet"))
+    return landed(features_dir(landing)).batches
+
+
+def label_files(landing: Path) -> list[Path]:
+    """Every landed label file, oldest first."""
+    return landed(labels_dir(landing)).batches
+
+
+def misnamed_files(landing: Path) -> list[Path]:
+    """The `*.parquet` files in `features/` and `labels/` whose name is not BATCH_NAME."""
+    return landed(features_dir(landing)).misnamed + landed(labels_dir(landing)).misnamed
 
 
 def labelled_feature_files(landing: Path) -> list[Path]:
     """Feature batches whose labels have landed too, oldest first: what training can use."""
-    labelled = {p.name for p in labels_dir(landing).glob("*.parquet")}
+    labelled = {p.name for p in label_files(landing)}
     return [p for p in feature_files(landing) if p.name in labelled]
 
 

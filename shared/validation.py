@@ -2,7 +2,8 @@
 
 A failing batch stops the pipeline, so every violation names its column and its rule.
 A file that cannot be read as a batch at all (empty, truncated, not Parquet) breaks the
-contract too: `validate_file` reports it as rule `readable` instead of raising.
+contract too: `validate_file` reports it as rule `readable` instead of raising. So does a
+landed file whose name is not a day (`YYYY-MM-DD.parquet`): rule `file_name`.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from pathlib import Path
 import pandas as pd
 from pandas.api import types as ptypes
 
-from shared.data import UnreadableBatch, read_batch
+from shared.data import BATCH_NAME, UnreadableBatch, is_batch_name, read_batch
 from shared.schema import BATCH_COLUMNS, ROW_RULES, Column, RowRule
 
 
@@ -162,9 +163,21 @@ def validate_file(
     row_rules: tuple[RowRule, ...] = ROW_RULES,
 ) -> ValidationResult:
     """Read a landed file and check it like `validate`. A file that cannot be read as a
-    batch is a violation of rule `readable` (column "*") naming the file and the reason."""
+    batch is a violation of rule `readable` (column "*") naming the file and the reason; a
+    file whose name is not BATCH_NAME, of rule `file_name`, before what its content breaks."""
+    path = Path(path)
+    named = () if is_batch_name(path) else (_misnamed(path),)
     try:
         batch = read_batch(path)
     except UnreadableBatch as error:
-        return ValidationResult(rows=0, violations=(Violation("*", "readable", str(error)),))
-    return validate(batch, columns, row_rules)
+        return ValidationResult(0, (*named, Violation("*", "readable", str(error))))
+    checked = validate(batch, columns, row_rules)
+    return ValidationResult(checked.rows, (*named, *checked.violations))
+
+
+def _misnamed(path: Path) -> Violation:
+    return Violation(
+        "*",
+        "file_name",
+        f"{path.parent.name}/{path.name}: name is not {BATCH_NAME}, so its day is unknown",
+    )

@@ -10,19 +10,22 @@ verdict, and the registered version. The steps call `shared/` for all model logi
 A batch that breaks the data contract stops the run before training: the run fails with
 the column and the rule in its state message and in the MLflow run, and the batch moves to
 `<landing>/quarantine/` (nothing is deleted) so that the next run can proceed without it.
-A file that cannot be read as a batch (empty, truncated, not Parquet) is such a batch too.
+A file that cannot be read as a batch (empty, truncated, not Parquet) is such a batch too,
+and so is a `*.parquet` file whose name is not a day (`shared.data.BATCH_NAME`). A second
+bad file of the same name is quarantined beside the first, under a numbered name.
 Tasks that talk to MLflow retry when it is briefly unreachable; the gate never retries.
 """
 
 from __future__ import annotations
 
 import contextlib
+import itertools
 import json
 import shutil
 import tempfile
 import time
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +46,7 @@ from shared.data import (
     label_file_for,
     labelled_feature_files,
     load_labelled,
+    misnamed_files,
     read_batch,
 )
 from shared.evaluate import Evaluation, evaluate
@@ -74,11 +78,13 @@ class NotEnoughData(RuntimeError):
 @dataclass(frozen=True)
 class Batches:
     """What one run uses: labelled batches in the window, their labels, and the newer
-    feature batches whose labels are still to come (validated and checked for drift)."""
+    feature batches whose labels are still to come (validated and checked for drift); and
+    the `*.parquet` files in the landing folder whose name is not a day (quarantined)."""
 
     labelled: list[Path]
     labels: list[Path]
     unlabelled: list[Path]
+    misnamed: list[Path] = field(default_factory=list)
 
     @property
     def window(self) -> str:
@@ -101,40 +107,71 @@ def ingest(landing: Path, window_days: int) -> Batches:
             f"{len(labelled)} labelled batches in {landing}: need at least 2 to train and hold out"
         )
     unlabelled = [p for p in feature_files(landing) if day_of(p) > day_of(labelled[-1])]
-    batches = Batches(labelled, [label_file_for(p) for p in labelled], unlabelled)
+    misnamed = misnamed_files(landing)
+    batches = Batches(labelled, [label_file_for(p) for p in labelled], unlabelled, misnamed)
     get_run_logger().info(
-        "window %s: %d labelled batches, %d newer without labels yet",
-        batches.window, len(labelled), len(unlabelled),
+        "window %s: %d labelled batches, %d newer without labels yet, %d misnamed files",
+        batches.window, len(labelled), len(unlabelled), len(misnamed),
     )  # fmt: skip
     return batches
 
 
 def quarantine(landing: Path, path: Path, result: ValidationResult) -> Path:
-    """Move a rejected file out of the landing folder, with the reason beside it."""
-    target = Path(landing) / QUARANTINE / path.parent.name / path.name
-    target.parent.mkdir(parents=True, exist_ok=True)
-    shutil.move(path, target)
-    reason = {"file": str(path), "violations": result.to_dict()}
-    target.with_suffix(".reason.json").write_text(json.dumps(reason, indent=2, default=str))
+    """Move a rejected file out of the landing folder, with the reason beside it.
+
+    Nothing already in quarantine is replaced: when `<day>.parquet` (or its reason) is there
+    from an earlier bad export, this one becomes `<day>.1.parquet`, `<day>.2.parquet`, ...
+    with its own `<day>.N.reason.json`. The reason file is created first, exclusively, so
+    that two runs quarantining at once cannot take the same name.
+    """
+    folder = Path(landing) / QUARANTINE / path.parent.name
+    folder.mkdir(parents=True, exist_ok=True)
+    stem, suffix = path.stem, path.suffix
+    for n in itertools.count():
+        target = folder / (f"{stem}.{n}{suffix}" if n else path.name)
+        reason_file = target.with_suffix(".reason.json")
+        if target.exists():
+            continue
+        try:
+            reason_file.touch(exist_ok=False)  # claims the name
+        except FileExistsError:
+            continue
+        break
+    try:
+        shutil.move(path, target)
+    except BaseException:
+        reason_file.unlink()
+        raise
+    reason = {"file": str(path), "quarantined_as": target.name, "violations": result.to_dict()}
+    reason_file.write_text(json.dumps(reason, indent=2, default=str))
     return target
+
+
+def _name(path: Path) -> str:
+    """How a landed file is named in results: `2026-01-05.parquet`, `labels/2026-01-05.parquet`."""
+    return f"labels/{path.name}" if path.parent.name == "labels" else path.name
+
+
+def _validate(path: Path) -> ValidationResult:
+    if path.parent.name == "labels":
+        return validate_file(path, columns=LABEL_COLUMNS, row_rules=())
+    return validate_file(path)
 
 
 @step
 def validate_data(batches: Batches, landing: Path) -> dict[str, dict]:
     """Every batch and label file against the data contract; quarantine what fails, then stop."""
     # validate_file reports a file it cannot read (empty, truncated, not Parquet) as a
-    # violation of rule `readable`: quarantined like any other bad batch, never an exception.
-    results = {p.name: validate_file(p) for p in [*batches.labelled, *batches.unlabelled]}
-    results |= {
-        f"labels/{p.name}": validate_file(p, columns=LABEL_COLUMNS, row_rules=())
-        for p in batches.labels
-    }
-    bad = {name: r for name, r in results.items() if not r.ok}
+    # violation of rule `readable`, and a misnamed one as rule `file_name`: quarantined like
+    # any other bad batch, never an exception.
+    files = [*batches.labelled, *batches.unlabelled, *batches.labels, *batches.misnamed]
+    checked = {path: _validate(path) for path in files}
+    results = {_name(path): result for path, result in checked.items()}
+    bad = {path: r for path, r in checked.items() if not r.ok}
     if bad:
-        for name, result in bad.items():
-            folder = "labels" if name.startswith("labels/") else "features"
-            quarantine(landing, Path(landing) / folder / Path(name).name, result)
-        lines = "; ".join(f"{name}: {r.summary()}" for name, r in bad.items())
+        for path, result in bad.items():
+            quarantine(landing, path, result)
+        lines = "; ".join(f"{_name(path)}: {r.summary()}" for path, r in bad.items())
         raise DataContractViolation(f"data contract violated, quarantined: {lines}")
     get_run_logger().info("%d files meet the data contract", len(results))
     return {name: r.to_dict() for name, r in results.items()}

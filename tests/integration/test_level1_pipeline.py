@@ -1,7 +1,8 @@
 """Level 1's training pipeline as Prefect flow runs against real MLflow and Prefect servers:
 a good batch moves the champion and the service follows; a worse model is stopped by the
-gate; a batch that breaks the contract, or a file that cannot be read at all, stops the run
-before training. The champion only ever moves on a passed gate."""
+gate; a batch that breaks the contract, a file that cannot be read at all, or a `.parquet`
+file whose name is not a day, stops the run before training and waits in quarantine (a second
+bad file of the same name beside the first). The champion only ever moves on a passed gate."""
 
 from __future__ import annotations
 
@@ -18,9 +19,10 @@ from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
 from prefect.client.schemas.sorting import TaskRunSort
 
 from level1_ct import registry
+from level1_ct.flows.landing import watch_landing
 from level1_ct.flows.training import QUARANTINE, training_pipeline
 from level1_ct.service import ServiceSettings, create_app
-from shared.data import batch_path, features_dir
+from shared.data import batch_path, feature_files, features_dir, labels_dir
 from shared.schema import example_record
 from shared.servers import MlflowServer, free_port, mlflow_server
 from shared.simulator import generate_day, land_day
@@ -281,6 +283,72 @@ def test_the_run_after_an_empty_file_was_quarantined_trains_without_it(stack, fi
     registered = run.data.tags["registered_version"]
     assert int(registered) == versions + 1  # it trained and registered a candidate
     assert (champion(stack).version == registered) == (run.data.tags["gate"] == "passed")
+
+
+def assert_stopped_by_name(stack, state, bad: Path, kept_as: str, before, versions) -> None:
+    """The run stopped at the contract naming the file and rule `file_name`; the file waits
+    in quarantine as `kept_as` with its own reason; the champion did not move."""
+    reason = f"*: file_name: {bad.parent.name}/{bad.name}: name is not YYYY-MM-DD.parquet"
+    assert state.is_failed()
+    assert reason in flow_message(state), flow_message(state)
+    run = mlflow_run_of(stack, state)
+    assert run.info.status == "FAILED" and run.data.tags["stopped_at"] == "validate_data"
+    assert reason in run.data.tags["stop_reason"]
+    assert champion(stack).version == before.version
+    client = MlflowClient(stack["mlflow"].url)
+    assert len(client.search_model_versions("name='churn'")) == versions  # no training
+    assert not bad.exists()
+    kept = Path(stack["landing"]) / QUARANTINE / bad.parent.name / kept_as
+    recorded = json.loads(kept.with_suffix(".reason.json").read_text())
+    assert recorded["file"] == str(bad) and recorded["quarantined_as"] == kept_as
+    assert "file_name" in {v["rule"] for v in recorded["violations"]["violations"]}
+
+
+def test_a_misnamed_parquet_file_is_quarantined_with_its_reason_and_the_next_run_proceeds(
+    stack, first_champion
+):
+    landing = Path(stack["landing"])
+    before = champion(stack)
+    versions = len(MlflowClient(stack["mlflow"].url).search_model_versions("name='churn'"))
+    newest = feature_files(landing)[-1]
+    # Strays that are not batches: never listed, never moved, never a reason to stop.
+    strays = [features_dir(landing) / "notes.txt", features_dir(landing) / ".DS_Store",
+              labels_dir(landing) / ".DS_Store"]  # fmt: skip
+    for stray in strays:
+        stray.write_text("not a batch")
+    # A good batch under a name that is not a day, in each folder.
+    misnamed = features_dir(landing) / "export-final.parquet"
+    shutil.copy(newest, misnamed)
+    misnamed_labels = labels_dir(landing) / f"{newest.stem} (1).parquet"
+    shutil.copy(newest, misnamed_labels)
+
+    # The watcher is not thrown off either: it still announces the next batch named by its day.
+    assert watch_landing(return_state=True).is_completed()
+    land_day(landing, SMALL, 70)
+    watched = watch_landing(return_state=True)
+    assert watched.is_completed()
+    assert f"{SMALL.day_date(70).isoformat()}.parquet" in (watched.message or ""), watched.message
+
+    stopped = training_pipeline(reason="new-data", return_state=True)
+    assert_stopped_by_name(stack, stopped, misnamed, misnamed.name, before, versions)
+    assert_stopped_by_name(stack, stopped, misnamed_labels, misnamed_labels.name, before, versions)
+    first_copy = (landing / QUARANTINE / "features" / misnamed.name).read_bytes()
+    assert first_copy == newest.read_bytes()  # the file itself, whole
+
+    # A second bad export of the same name: quarantined beside the first, which stays.
+    misnamed.write_bytes(b"")
+    again = training_pipeline(reason="new-data", return_state=True)
+    assert_stopped_by_name(stack, again, misnamed, "export-final.1.parquet", before, versions)
+    assert (landing / QUARANTINE / "features" / misnamed.name).read_bytes() == first_copy
+    assert (landing / QUARANTINE / "features" / "export-final.1.parquet").read_bytes() == b""
+
+    state = training_pipeline(reason="new-data", return_state=True)
+
+    assert state.is_completed(), flow_message(state)
+    run = mlflow_run_of(stack, state)
+    assert run.info.status == "FINISHED" and "stopped_at" not in run.data.tags
+    assert int(run.data.tags["registered_version"]) == versions + 1  # it trained
+    assert all(stray.exists() for stray in strays)  # left where they were
 
 
 def test_a_service_without_a_champion_says_so(stack, tmp_path):
