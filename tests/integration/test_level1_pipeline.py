@@ -1,7 +1,7 @@
 """Level 1's training pipeline as Prefect flow runs against real MLflow and Prefect servers:
 a good batch moves the champion and the service follows; a worse model is stopped by the
-gate; a batch that breaks the contract stops the run before training. The champion only
-ever moves on a passed gate."""
+gate; a batch that breaks the contract stops the run before training; a retrain on the same
+data is not a new champion. The champion only ever moves on a passed gate."""
 
 from __future__ import annotations
 
@@ -207,6 +207,33 @@ def test_the_run_after_a_quarantined_batch_proceeds(stack, first_champion):
     assert training_pipeline(reason="test", return_state=True).is_failed()
     state = training_pipeline(reason="test", return_state=True)
     assert state.is_completed(), flow_message(state)
+
+
+def test_training_twice_on_the_same_data_keeps_the_champion_and_registers_no_twin(
+    stack, first_champion
+):
+    """`make level1-train` twice, nothing new landed: the second run is the champion's own
+    recipe (same data, code and params), so the gate rejects it, says which version it
+    copies, and the registry gets no twin; the champion, and so every service, stays."""
+    client = MlflowClient(stack["mlflow"].url)
+    first = training_pipeline(reason="manual", return_state=True)
+    assert first.is_completed(), flow_message(first)
+    before = champion(stack)
+    versions = len(client.search_model_versions("name='churn'"))
+
+    state = training_pipeline(reason="manual", return_state=True)
+
+    reason = f"same data, code and params as champion version {before.version}"
+    assert state.is_completed(), "a rejection is an answer, not a failure"
+    assert "rejected by the gate" in flow_message(state) and reason in flow_message(state)
+    assert state.result()["twin_of"] == before.version and state.result()["version"] is None
+    assert champion(stack) == before
+    assert len(client.search_model_versions("name='churn'")) == versions  # no twin
+    run = mlflow_run_of(stack, state)
+    assert run.info.status == "FINISHED"
+    assert run.data.tags["gate"] == "rejected" and reason in run.data.tags["gate_summary"]
+    assert run.data.tags["twin_of"] == before.version
+    assert run.data.tags["lineage"] == before.lineage != ""  # the reason is true
 
 
 def test_a_service_without_a_champion_says_so(stack, tmp_path):
