@@ -48,7 +48,8 @@ from level1_ct.settings import PipelineSettings
 from level2_cicd.rollout import ArmStats, bin_counts, decide
 from level2_cicd.settings import CicdSettings
 from shared.evaluate import beats_baseline, classification_metrics, evaluate
-from shared.gate import Verdict, judge
+from shared.gate import ChampionLineage, Verdict, judge
+from shared.lineage import fingerprint
 from shared.schema import ID, LABEL, example_record
 from shared.train import split_holdout, train, train_baseline
 
@@ -147,15 +148,26 @@ class Runs:
             )
         return self._drift[key]
 
-    def judge(self, candidate: Fitted, champion: Model | None) -> Verdict:
-        """Level 1's gate: candidate, baseline and champion on the candidate's hold-out."""
+    def judge(self, candidate: Fitted, code: Code, champion: Model | None) -> Verdict:
+        """Level 1's gate: candidate, baseline and champion on the candidate's hold-out, and
+        the candidate's lineage (its days, its code) against the champion's."""
         holdout = candidate.holdout
         return judge(
             evaluate(candidate.pipeline, holdout),
             evaluate(train_baseline(candidate.train_frame), holdout),
             evaluate(champion.pipeline, holdout) if champion is not None else None,
             PIPELINE.gate(),
+            self.lineage(candidate, code),
+            ChampionLineage(str(champion.version), self.lineage(champion.fitted, champion.code))
+            if champion is not None
+            else None,
         )
+
+    def lineage(self, fitted: Fitted, code: Code) -> str | None:
+        """The lineage fingerprint of a replayed training run: its days stand for the data
+        version, the code's name for the commit, its search and seed for the params."""
+        params = {"n_iter": code.n_iter, "seed": self.settings.seed}
+        return fingerprint(f"days {list(fitted.days)}", code.name, params)
 
 
 def first_model(world: World, runs: Runs, code: Code) -> Model:
@@ -419,7 +431,7 @@ class Level1(Level):
         fitted = self.runs.fit(code, days[-PIPELINE.window_days :])
         self.trained.append(fitted)
         self.run_reasons.append(reason)
-        verdict = self.runs.judge(fitted, self.champion)
+        verdict = self.runs.judge(fitted, code, self.champion)
         if verdict.passed:
             self.promote(day, fitted, code, f"retrained ({reason})")
         else:
@@ -465,7 +477,7 @@ class Level2(Level1):
         days = [d for d in self.world.labels_landed(day - 1) if self.world.batch_ok(d)]
         fitted = self.runs.fit(code, days[-PIPELINE.window_days :])
         self.trained.append(fitted)
-        verdict = self.runs.judge(fitted, self.champion)
+        verdict = self.runs.judge(fitted, code, self.champion)
         if not verdict.passed:
             self.record(
                 day, "gate", f"'{change.title}' stopped at the staging gate: {verdict.reasons[0]}"

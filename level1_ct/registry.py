@@ -4,7 +4,9 @@
     champion            the version the service serves; moved only by a passed gate
     previous-champion   the champion before the last move: the version to roll back to
 
-Every registered version carries its lineage and the gate's verdict as version tags.
+Every registered version carries its lineage and the gate's verdict as version tags (tag
+`lineage`: the fingerprint of its data, code and params, which the gate compares with the
+next candidate's).
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ class ModelRef:
     run_id: str
     data_version: str
     alias: str = CHAMPION
+    lineage: str = ""  # the lineage fingerprint; empty for versions registered before it
 
     @property
     def uri(self) -> str:
@@ -68,6 +71,7 @@ def lookup(client: MlflowClient, name: str, alias: str = CHAMPION) -> ModelRef |
         run_id=found.run_id or "",
         data_version=found.tags.get("data_version", ""),
         alias=alias,
+        lineage=found.tags.get("lineage", ""),
     )
 
 

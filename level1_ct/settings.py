@@ -39,11 +39,11 @@ class PipelineSettings(BaseSettings):
     holdout_fraction: float = 0.2
     reference_rows: int = 5000  # training rows kept with the model for drift checks
 
-    # The gate (see shared/gate.py)
-    min_roc_auc: float = 0.70
-    min_auc_lift: float = 0.05
-    champion_margin: float = 0.0
-    max_slice_drop: float = 0.05
+    # The gate (see shared/gate.py): its defaults are GateConfig's, defined there once
+    min_roc_auc: float = GateConfig.min_roc_auc
+    min_auc_lift: float = GateConfig.min_auc_lift_over_baseline
+    champion_margin: float = GateConfig.champion_margin  # may be negative: see GateConfig
+    max_slice_drop: float = GateConfig.max_slice_drop
 
     # Triggers
     train_cron: str = "0 3 * * *"  # the scheduled retrain, in UTC

@@ -3,6 +3,24 @@
 Level 1's pipeline (and level 2's rollout) ask this after every training run. The candidate
 and the champion must be evaluated on the same data, the newest hold-out, so that the
 comparison is about the models and not about the data.
+
+Against the champion the rule is: **not worse, and not the champion again.**
+
+- Not worse: ROC AUC at least the champion's plus `champion_margin` (default 0), and no
+  slice more than `max_slice_drop` below the champion's. A positive margin asks for a real
+  improvement; a negative one tolerates the noise of a small hold-out.
+- Not the champion again: a candidate trained on the same data, by the same code, with the
+  same parameters as the champion (the same lineage fingerprint, `shared.lineage`) is the
+  champion's own recipe run twice. Training is seeded, so it is the same model: it is
+  rejected ("same data, code and params as champion version N") whatever the margin, and
+  the registry gets no twin and no service reloads for nothing.
+
+Why not a strict "better than the champion" instead: a commit that does not change the model
+(a refactor, a reworded docstring) trains a model equal to a champion trained on the same
+data. Level 2 delivers code through this gate (its staging run), so a strict comparison
+would stop every such commit; a different code version is a different lineage, and an
+equal model from it passes. The gate knows nothing of MLflow: the caller passes the
+fingerprints it read from the registry.
 """
 
 from __future__ import annotations
@@ -21,22 +39,37 @@ class GateConfig:
 
     min_roc_auc: float = 0.70  # absolute: below this the model is not useful
     min_auc_lift_over_baseline: float = 0.05  # must beat "always predict the churn rate"
-    champion_margin: float = 0.0  # candidate AUC >= champion AUC + margin
+    champion_margin: float = 0.0  # candidate AUC >= champion AUC + margin (may be negative)
     max_slice_drop: float = 0.05  # no slice's AUC may fall more than this below the champion's
 
 
 @dataclass(frozen=True)
 class Check:
-    """One comparison: what was measured, against which bar."""
+    """One comparison: what was measured, against which bar (or, for a check that is not a
+    measurement, `detail` in words)."""
 
     name: str
     passed: bool
-    value: float
-    threshold: float
+    value: float | None = None
+    threshold: float | None = None
+    detail: str = ""
 
     def describe(self) -> str:
+        if self.value is None or self.threshold is None:
+            return f"{self.name}: {self.detail}"
         verb = "meets" if self.passed else "fails"
         return f"{self.name}: {self.value:.3f} {verb} {self.threshold:.3f}"
+
+
+SAME_LINEAGE = "lineage differs from champion"  # the name of the "not the champion again" check
+
+
+@dataclass(frozen=True)
+class ChampionLineage:
+    """The champion's version and lineage fingerprint, as the registry has them."""
+
+    version: str
+    fingerprint: str | None
 
 
 @dataclass(frozen=True)
@@ -48,6 +81,11 @@ class Verdict:
     @property
     def passed(self) -> bool:
         return all(c.passed for c in self.checks)
+
+    @property
+    def same_as_champion(self) -> bool:
+        """Rejected as a retrain of the champion's own recipe (see the module docstring)."""
+        return any(c.name == SAME_LINEAGE and not c.passed for c in self.checks)
 
     @property
     def reasons(self) -> list[str]:
@@ -67,9 +105,15 @@ def judge(
     baseline: Evaluation,
     champion: Evaluation | None,
     config: GateConfig,
+    lineage: str | None = None,
+    champion_lineage: ChampionLineage | None = None,
 ) -> Verdict:
     """Judge a candidate against absolute bars, the dummy baseline and, if there is one,
-    the current champion overall and per slice (all evaluated on the same data)."""
+    the current champion overall and per slice (all evaluated on the same data).
+
+    With the candidate's `lineage` fingerprint and the champion's, a candidate with the
+    champion's lineage is rejected. Either fingerprint missing (a champion registered
+    before fingerprints, code of unknown version): that check is not made."""
     from shared.evaluate import beats_baseline
 
     auc = candidate.overall["roc_auc"]
@@ -83,6 +127,13 @@ def judge(
             baseline.overall["roc_auc"] + lift,
         ),
     ]
+    if lineage and champion_lineage is not None and champion_lineage.fingerprint:
+        twin = lineage == champion_lineage.fingerprint
+        version = champion_lineage.version
+        checks.append(Check(SAME_LINEAGE, not twin, detail=(
+            f"same data, code and params as champion version {version}" if twin
+            else f"data, code or params differ from champion version {version}'s"
+        )))  # fmt: skip
     if champion is not None:
         bar = champion.overall["roc_auc"] + config.champion_margin
         checks.append(Check("roc_auc >= champion + margin", auc >= bar, auc, bar))

@@ -1,10 +1,14 @@
 """Where a model came from: the data it saw (content hash), the code that trained it (git sha),
 its parameters and metrics. Every trained model carries this record.
+
+The first three determine the model (training is seeded): their `fingerprint` names the
+recipe, so that the gate can tell a retrain of the champion's own recipe from a new model.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import subprocess
 from dataclasses import asdict, dataclass, field
@@ -28,7 +32,8 @@ def data_version(files: list[Path]) -> str:
 
 
 def code_version(repo: Path | None = None) -> str:
-    """The git commit of the code, with '-dirty' if it has uncommitted changes.
+    """The git commit of the code; with uncommitted changes, '-dirty.' and a short hash of
+    them (`git diff HEAD`), so that two different sets of edits are two code versions.
 
     Inside an image there is no .git: the image's CODE_VERSION (set at build time from the
     commit it was built from) is used instead. 'unknown' when neither is there.
@@ -47,9 +52,29 @@ def code_version(repo: Path | None = None) -> str:
             text=True,
             check=True,
         ).stdout.strip()
+        if not dirty:
+            return sha
+        diff = subprocess.run(
+            ["git", "diff", "HEAD", "--binary"], cwd=cwd, capture_output=True, check=True
+        ).stdout
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
-    return sha + ("-dirty" if dirty else "")
+    return f"{sha}-dirty.{hashlib.sha256(diff).hexdigest()[:8]}"
+
+
+def fingerprint(data_version: str, code_version: str, params: dict[str, Any]) -> str | None:
+    """One name for a training recipe: the same data, code and parameters give the same
+    fingerprint (parameter values compared as text, the way MLflow keeps them). None when
+    the code is 'unknown': a recipe whose code cannot be named cannot be said to repeat."""
+    if code_version == "unknown":
+        return None
+    recipe = {
+        "data_version": data_version,
+        "code_version": code_version,
+        "params": {str(k): str(v) for k, v in params.items()},
+    }
+    digest = hashlib.sha256(json.dumps(recipe, sort_keys=True).encode()).hexdigest()
+    return "sha256:" + digest[:16]
 
 
 @dataclass(frozen=True)
@@ -74,6 +99,10 @@ class Lineage:
             params=dict(params),
             metrics=dict(metrics),
         )
+
+    def fingerprint(self) -> str | None:
+        """The recipe's name: data version, code version and parameters (not the metrics)."""
+        return fingerprint(self.data_version, self.code_version, self.params)
 
     def tags(self) -> dict[str, str]:
         """The lineage as MLflow tags."""

@@ -51,7 +51,7 @@ from shared.data import (
 )
 from shared.evaluate import Evaluation, evaluate
 from shared.features import SKOPS_TRUSTED_TYPES, feature_frame
-from shared.gate import Verdict, judge
+from shared.gate import ChampionLineage, Verdict, judge
 from shared.lineage import Lineage
 from shared.schema import LABEL_COLUMNS
 from shared.train import (
@@ -222,9 +222,11 @@ def gate(
     baseline: Evaluation,
     champion: Evaluation | None,
     settings: PipelineSettings,
+    lineage: str | None = None,
+    champion_lineage: ChampionLineage | None = None,
 ) -> Verdict:
     """The model gate (shared/gate.py). Never retried: a rejection is an answer, not an error."""
-    verdict = judge(candidate, baseline, champion, settings.gate())
+    verdict = judge(candidate, baseline, champion, settings.gate(), lineage, champion_lineage)
     logger = get_run_logger()
     (logger.info if verdict.passed else logger.warning)("gate %s", verdict.summary())
     return verdict
@@ -387,11 +389,15 @@ def _run(
     candidate, baseline, champion = evaluate_models(
         result, train_frame, holdout, current[1] if current else None
     )
-    verdict = gate(candidate, baseline, champion, settings)
+    # The recipe: data, code, and what fixes the fit (the search's pick, seed, hold-out)
+    recipe = {**result.params, "seed": config.seed, "holdout_fraction": config.holdout_fraction}
+    lineage = Lineage.of(batches.labelled + batches.labels, recipe, candidate.overall)
+    champion_lineage = ChampionLineage(current[0].version, current[0].lineage) if current else None
+    verdict = gate(candidate, baseline, champion, settings, lineage.fingerprint(), champion_lineage)
 
-    lineage = Lineage.of(batches.labelled + batches.labels, result.params, candidate.overall)
     run_tags = {
         **lineage.tags(),
+        "lineage": lineage.fingerprint() or "",
         "gate": "passed" if verdict.passed else "rejected",
         "gate_summary": verdict.summary(),
         "champion_before": current[0].version if current else "",
@@ -415,7 +421,19 @@ def _run(
         "prefect_flow_run_id": str(flow_run.get_id()),
         "window": batches.window,
         "gate": run_tags["gate"],
+        "lineage": run_tags["lineage"],
     }
+    if verdict.same_as_champion:
+        # The champion's own recipe again, so the same model: no twin in the registry.
+        twin_of = current[0].version
+        record(uri, run_id, tags={"registered_version": "", "promoted": "false",
+                                  "twin_of": twin_of}, status="FINISHED")  # fmt: skip
+        message = (f"rejected by the gate: {'; '.join(verdict.reasons)}; not registered "
+                   f"(version {twin_of} is this model)")  # fmt: skip
+        logger.warning(message)
+        return Completed(message=message, data={
+            "version": None, "gate": "rejected", "window": batches.window, "twin_of": twin_of,
+            "roc_auc": candidate.overall["roc_auc"], "reasons": verdict.reasons})  # fmt: skip
     version = register(settings, run_id, result, holdout, reference, version_tags, drift)
     outcome = {"version": version, "gate": run_tags["gate"], "window": batches.window,
                "roc_auc": candidate.overall["roc_auc"], "reasons": verdict.reasons}  # fmt: skip

@@ -2,7 +2,8 @@
 a good batch moves the champion and the service follows; a worse model is stopped by the
 gate; a batch that breaks the contract, a file that cannot be read at all, or a `.parquet`
 file whose name is not a day, stops the run before training and waits in quarantine (a second
-bad file of the same name beside the first). The champion only ever moves on a passed gate."""
+bad file of the same name beside the first); a retrain on the same data is not a new
+champion. The champion only ever moves on a passed gate."""
 
 from __future__ import annotations
 
@@ -212,6 +213,12 @@ def test_the_run_after_a_quarantined_batch_proceeds(stack, first_champion):
     assert state.is_completed(), flow_message(state)
 
 
+def land_labelled_day(landing: Path, day: int) -> None:
+    """Day `day`'s features and, as if `label_delay_days` had passed, its labels."""
+    land_day(landing, SMALL, day)
+    land_day(landing, SMALL, day + SMALL.label_delay_days)
+
+
 def _unreadable(path: Path, kind: str) -> None:
     """`path`, a landed Parquet file, made unreadable as a bad export would leave it."""
     if kind == "empty":
@@ -274,6 +281,7 @@ def test_the_run_after_an_empty_file_was_quarantined_trains_without_it(stack, fi
     bad = land_unreadable(stack["landing"], 60, "empty", "features")
     stopped = training_pipeline(reason="new-data", return_state=True)
     assert_stopped_and_quarantined(stack, stopped, bad, before, versions)
+    land_labelled_day(stack["landing"], 61)  # new data: not a twin of the champion
 
     state = training_pipeline(reason="new-data", return_state=True)
 
@@ -341,6 +349,7 @@ def test_a_misnamed_parquet_file_is_quarantined_with_its_reason_and_the_next_run
     assert_stopped_by_name(stack, again, misnamed, "export-final.1.parquet", before, versions)
     assert (landing / QUARANTINE / "features" / misnamed.name).read_bytes() == first_copy
     assert (landing / QUARANTINE / "features" / "export-final.1.parquet").read_bytes() == b""
+    land_labelled_day(landing, 72)  # new data: not a twin of the champion
 
     state = training_pipeline(reason="new-data", return_state=True)
 
@@ -349,6 +358,33 @@ def test_a_misnamed_parquet_file_is_quarantined_with_its_reason_and_the_next_run
     assert run.info.status == "FINISHED" and "stopped_at" not in run.data.tags
     assert int(run.data.tags["registered_version"]) == versions + 1  # it trained
     assert all(stray.exists() for stray in strays)  # left where they were
+
+
+def test_training_twice_on_the_same_data_keeps_the_champion_and_registers_no_twin(
+    stack, first_champion
+):
+    """`make level1-train` twice, nothing new landed: the second run is the champion's own
+    recipe (same data, code and params), so the gate rejects it, says which version it
+    copies, and the registry gets no twin; the champion, and so every service, stays."""
+    client = MlflowClient(stack["mlflow"].url)
+    first = training_pipeline(reason="manual", return_state=True)
+    assert first.is_completed(), flow_message(first)
+    before = champion(stack)
+    versions = len(client.search_model_versions("name='churn'"))
+
+    state = training_pipeline(reason="manual", return_state=True)
+
+    reason = f"same data, code and params as champion version {before.version}"
+    assert state.is_completed(), "a rejection is an answer, not a failure"
+    assert "rejected by the gate" in flow_message(state) and reason in flow_message(state)
+    assert state.result()["twin_of"] == before.version and state.result()["version"] is None
+    assert champion(stack) == before
+    assert len(client.search_model_versions("name='churn'")) == versions  # no twin
+    run = mlflow_run_of(stack, state)
+    assert run.info.status == "FINISHED"
+    assert run.data.tags["gate"] == "rejected" and reason in run.data.tags["gate_summary"]
+    assert run.data.tags["twin_of"] == before.version
+    assert run.data.tags["lineage"] == before.lineage != ""  # the reason is true
 
 
 def test_a_service_without_a_champion_says_so(stack, tmp_path):

@@ -87,3 +87,18 @@ def test_level_2_runs_with_security_on(compose_cli):
     # Levels 0 and 1 keep the tools open (a workshop's first hour): no login to learn yet
     level1 = config(ROOT / "level1_ct/compose.yaml")["services"]
     assert not level1["mlflow"]["environment"]["MLFLOW_SERVER_APP"]
+
+
+def test_the_pipeline_settings_compose_passes_on_default_to_what_the_code_defaults_to():
+    """`L1_X: ${L1_X:-v}` lets a host override a pipeline setting; its fallback `v` must be
+    the setting's own default (the gate's come from shared.gate.GateConfig), or the stack
+    would judge by other bars than the embedded mode does."""
+    from level1_ct.settings import PipelineSettings
+
+    passed_on = re.compile(r"^\s*L1_([A-Z_]+): \$\{L1_\1:-(.*)\}\s*$", re.MULTILINE)
+    found = [(path.parent.name, name.lower(), value)
+             for path in COMPOSE_FILES for name, value in passed_on.findall(path.read_text())]  # fmt: skip
+    assert {"champion_margin", "max_slice_drop"} <= {name for _, name, _ in found}
+    for level, name, value in found:
+        default = PipelineSettings.model_fields[name].default
+        assert type(default)(value) == default, f"{level}: L1_{name.upper()} falls back to {value}"
