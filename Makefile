@@ -194,7 +194,7 @@ engine:
 up: env
 	@$(IMAGES_BUILT)
 	$(COMPOSE) up -d --wait
-	@echo "level $(LEVEL) is up: MLflow http://127.0.0.1:$(MLFLOW_PORT)$(if $(filter 0,$(LEVEL)),  service http://127.0.0.1:$${L0_SERVE_PORT:-8000}/docs)$(if $(filter 1,$(LEVEL)),  Prefect http://127.0.0.1:$(PREFECT_PORT)  service http://127.0.0.1:$${L1_SERVE_PORT:-8001}/docs  Evidently http://127.0.0.1:$${EVIDENTLY_PORT:-8002})$(if $(filter 2,$(LEVEL)),  Prefect http://127.0.0.1:$(PREFECT_PORT)  production http://127.0.0.1:$${L2_SERVE_PORT:-8001}/docs  git http://127.0.0.1:$${L2_GIT_PORT:-8003}/ml.git (logins: .env))"
+	@infra/scripts/stack-urls.sh $(LEVEL)
 
 ## Stop the LEVEL stack; its volumes (MLflow runs, models, data) stay for the next `up`
 down:

@@ -13,6 +13,8 @@ import os
 import shutil
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
@@ -28,6 +30,7 @@ from level1_ct.service import served_version
 from shared.data import feature_files
 from shared.schema import example_record
 from shared.servers import (
+    LOOPBACK,
     MlflowServer,
     PrefectServer,
     ServerError,
@@ -76,12 +79,71 @@ def predict(url: str) -> None:
           f"{body['model_version']}, churn probability {body['predictions'][0]['churn_probability']}")  # fmt: skip
 
 
+def embedded_env(
+    settings: DemoSettings,
+    root: Path,
+    mlflow: MlflowServer,
+    prefect: PrefectServer,
+    runner_port: int,
+) -> dict[str, str]:
+    """The environment of the runner and the service: the servers' URLs, the pipeline's
+    settings, and 127.0.0.1 as every bind address (`running` adds Prefect's)."""
+    return {
+        **os.environ,
+        "MLFLOW_TRACKING_URI": mlflow.url,
+        "PREFECT_API_URL": prefect.api_url,
+        "PREDICTION_STORE_URL": f"sqlite:///{(root / 'predictions.db').resolve()}",
+        "L1_LANDING": str(root / "landing"),
+        "L1_EVIDENTLY_WORKSPACE": str(root / "evidently"),
+        "L1_N_ITER": str(settings.n_iter),
+        "L1_SEED": str(settings.seed),
+        "L1_WATCH_INTERVAL_SECONDS": "5",
+        "L1_SERVE_HOST": LOOPBACK,
+        "L1_SERVE_PORT": str(settings.level1_service_port),
+        "L1_SERVE_POLL_SECONDS": "2",
+        "PREFECT_RUNNER_SERVER_ENABLE": "true",
+        "PREFECT_RUNNER_SERVER_PORT": str(runner_port),
+    }
+
+
+@contextmanager
+def started(settings: DemoSettings, root: Path) -> Iterator[tuple[MlflowServer, str]]:
+    """Level 1 in the embedded mode for the block: MLflow, Prefect, the runner serving the
+    deployments, the service. Yields MLflow and the service's URL once all are healthy."""
+    url = f"http://{LOOPBACK}:{settings.level1_service_port}"
+    mlflow = MlflowServer(root=root / "mlflow", port=settings.mlflow_port)
+    prefect = PrefectServer(home=root / "prefect", port=settings.prefect_port)
+    step("2. Start MLflow and Prefect on SQLite (about 30 s)")
+    with (
+        mlflow_server(mlflow),
+        prefect_server(prefect),
+        temporary_settings(updates={PREFECT_API_URL: prefect.api_url}),
+    ):
+        print(f"MLflow {mlflow.url}   Prefect {prefect.api_url.removesuffix('/api')}")
+        runner_port = free_port()
+        env = embedded_env(settings, root, mlflow, prefect, runner_port)
+        # What has landed so far is the past: the watcher announces only batches after it.
+        Variable.set(LAST_SEEN, feature_files(root / "landing")[-1].name, overwrite=True)
+
+        step("3. Start the runner (serves the deployments) and the service (follows the champion)")
+        runner = [sys.executable, "-m", "level1_ct.flows.deployments", "all"]
+        service = [sys.executable, "-m", "level1_ct.service"]
+        runner_health = f"http://{LOOPBACK}:{runner_port}/health"
+        with (
+            running(runner, runner_health, root / "runner.log", env=env),
+            running(service, f"{url}/health", root / "service.log", env=env, timeout=60),
+        ):
+            print(
+                f"runner log {root / 'runner.log'}; service {url}/docs: {httpx.get(f'{url}/health').json()}"
+            )
+            yield mlflow, url
+
+
 def demo(settings: DemoSettings) -> dict[str, float]:
     """Run the demo; returns its timings (the lead time the benchmark reports)."""
     root = settings.var / "level1"
     landing = root / "landing"
-    url = f"http://127.0.0.1:{settings.level1_service_port}"
-    started = time.monotonic()
+    began = time.monotonic()
     ports = {settings.mlflow_port: "MLflow", settings.prefect_port: "Prefect",
              settings.level1_service_port: "the level-1 service"}  # fmt: skip
     require_free(ports)
@@ -94,79 +156,39 @@ def demo(settings: DemoSettings) -> dict[str, float]:
     simulate(landing, config, replace=True)
     print(f"landed in {landing}")
 
-    mlflow = MlflowServer(root=root / "mlflow", port=settings.mlflow_port)
-    prefect = PrefectServer(home=root / "prefect", port=settings.prefect_port)
-    step("2. Start MLflow and Prefect on SQLite (about 30 s)")
-    with (
-        mlflow_server(mlflow),
-        prefect_server(prefect),
-        temporary_settings(updates={PREFECT_API_URL: prefect.api_url}),
-    ):
-        print(f"MLflow {mlflow.url}   Prefect {prefect.api_url.removesuffix('/api')}")
-        runner_port = free_port()
-        env = {
-            **os.environ,
-            "MLFLOW_TRACKING_URI": mlflow.url,
-            "PREFECT_API_URL": prefect.api_url,
-            "PREDICTION_STORE_URL": f"sqlite:///{(root / 'predictions.db').resolve()}",
-            "L1_LANDING": str(landing),
-            "L1_EVIDENTLY_WORKSPACE": str(root / "evidently"),
-            "L1_N_ITER": str(settings.n_iter),
-            "L1_SEED": str(settings.seed),
-            "L1_WATCH_INTERVAL_SECONDS": "5",
-            "L1_SERVE_PORT": str(settings.level1_service_port),
-            "L1_SERVE_POLL_SECONDS": "2",
-            "PREFECT_RUNNER_SERVER_ENABLE": "true",
-            "PREFECT_RUNNER_SERVER_PORT": str(runner_port),
-        }
-        # What has landed so far is the past: the watcher announces only batches after it.
-        Variable.set(LAST_SEEN, feature_files(landing)[-1].name, overwrite=True)
+    with started(settings, root) as (mlflow, url):
+        step("4. On demand (make level1-train): a first model from only 3 labelled days")
+        run = run_deployment(
+            DEPLOYMENTS["train"], parameters={"reason": "manual", "window_days": 3}
+        )
+        print(f"{run.name}: {run.state.name}: {run.state.message}")
+        first = wait_for_version(url, None, 60)
+        predict(url)
 
-        step("3. Start the runner (serves the deployments) and the service (follows the champion)")
-        runner = [sys.executable, "-m", "level1_ct.flows.deployments", "all"]
-        service = [sys.executable, "-m", "level1_ct.service"]
-        with (
-            running(runner, f"http://127.0.0.1:{runner_port}/health", root / "runner.log", env=env),
-            running(service, f"{url}/health", root / "service.log", env=env, timeout=60),
-        ):
-            print(
-                f"runner log {root / 'runner.log'}; service {url}/docs: {httpx.get(f'{url}/health').json()}"
-            )
+        step("5. A new batch lands. Nobody does anything: watch the loop")
+        written = land_day(landing, config, config.days)
+        landed_at = time.monotonic()
+        print(f"landed {[p.name for p in written]}; the watcher looks every 5 s ...", flush=True)
+        second = wait_for_version(url, first, 300)
+        lead_time = time.monotonic() - landed_at
+        tags = MlflowClient(mlflow.url).get_model_version("churn", second).tags
+        trigger = (
+            MlflowClient(mlflow.url)
+            .get_run(httpx.get(f"{url}/model").json()["run_id"])
+            .data.tags["trigger"]
+        )
+        print(f"trigger: {trigger}; gate: {tags['gate']}; trained on {tags['window']}")
+        print(f"the champion moved: version {first} -> {second}, {lead_time:.0f} s after the "
+              "batch landed; the service follows:")  # fmt: skip
+        predict(url)
+        print("  " + httpx.get(f"{url}/model").text)
 
-            step("4. On demand (make level1-train): a first model from only 3 labelled days")
-            run = run_deployment(
-                DEPLOYMENTS["train"], parameters={"reason": "manual", "window_days": 3}
-            )
-            print(f"{run.name}: {run.state.name}: {run.state.message}")
-            first = wait_for_version(url, None, 60)
-            predict(url)
-
-            step("5. A new batch lands. Nobody does anything: watch the loop")
-            written = land_day(landing, config, config.days)
-            landed_at = time.monotonic()
-            print(
-                f"landed {[p.name for p in written]}; the watcher looks every 5 s ...", flush=True
-            )
-            second = wait_for_version(url, first, 300)
-            lead_time = time.monotonic() - landed_at
-            tags = MlflowClient(mlflow.url).get_model_version("churn", second).tags
-            trigger = (
-                MlflowClient(mlflow.url)
-                .get_run(httpx.get(f"{url}/model").json()["run_id"])
-                .data.tags["trigger"]
-            )
-            print(f"trigger: {trigger}; gate: {tags['gate']}; trained on {tags['window']}")
-            print(f"the champion moved: version {first} -> {second}, {lead_time:.0f} s after the "
-                  "batch landed; the service follows:")  # fmt: skip
-            predict(url)
-            print("  " + httpx.get(f"{url}/model").text)
-
-    step(f"Done in {time.monotonic() - started:.0f} s. Where to look next:")
+    step(f"Done in {time.monotonic() - began:.0f} s. Where to look next:")
     print("  the whole loop, in containers:  make up LEVEL=1, then make level1-replay STACK=docker")
     print("  or locally: make mlflow, make prefect, make level1-runner, make level1-serve, then")
     print("              make level1-replay (drift arrives; monitoring triggers retraining)")
     print(f"  files: {root}   the guide: level1_ct/README.md")
-    return {"lead_time_s": lead_time, "total_s": time.monotonic() - started}
+    return {"lead_time_s": lead_time, "total_s": time.monotonic() - began}
 
 
 def main() -> None:

@@ -15,6 +15,8 @@ import sys
 
 from prefect.deployments import run_deployment
 
+from shared.preflight import require
+
 DEPLOYMENTS = {"train": "ct-training/ct-training", "replay": "ct-replay/ct-replay"}
 
 
@@ -40,6 +42,7 @@ def main(argv: list[str] | None = None) -> None:
                       "seconds_per_day": args.seconds_per_day, "rows_per_day": args.rows_per_day}  # fmt: skip
     parameters = {k: v for k, v in parameters.items() if v is not None}
     name = DEPLOYMENTS[args.command]
+    require(name, "level1-runner", mlflow=args.command == "train")
     print(f"started {name} {parameters}; waiting for the runner to run it ...", flush=True)
     flow_run = run_deployment(name, parameters=parameters, timeout=args.timeout)
     state = flow_run.state

@@ -29,6 +29,7 @@ from level2_cicd import remote
 from level2_cicd.settings import CicdSettings
 from level2_cicd.traffic import Traffic
 from shared.servers import (
+    LOOPBACK,
     MlflowServer,
     PrefectServer,
     ServerError,
@@ -83,7 +84,7 @@ def demo(settings: DemoSettings) -> dict[str, float]:
     """Run the demo; returns its timings (the lead time the benchmark reports)."""
     root = (settings.var / "level2").resolve()
     landing = root / "landing"
-    url = f"http://127.0.0.1:{settings.level2_service_port}"
+    url = f"http://{LOOPBACK}:{settings.level2_service_port}"
     started = time.monotonic()
     ports = {settings.mlflow_port: "MLflow", settings.prefect_port: "Prefect",
              settings.level2_service_port: "production"}  # fmt: skip
@@ -119,6 +120,7 @@ def demo(settings: DemoSettings) -> dict[str, float]:
             "L2_STAGING_PORT": str(free_port()),
             "L2_ROLLOUT_WINDOW_SECONDS": str(settings.rollout_window_seconds),
             "L2_ROLLOUT_CHECK_SECONDS": "3",
+            "L2_SERVE_HOST": LOOPBACK,  # `running` adds Prefect's bind addresses
             "L2_SERVE_PORT": str(settings.level2_service_port),
             # Half of the demo's 20 requests a second: the canary's 100 within ~10 s
             "L2_SERVE_CANARY_SHARE": "0.5",
@@ -145,7 +147,7 @@ def demo(settings: DemoSettings) -> dict[str, float]:
             running(service, f"{url}/health", root / "service.log", env=env, timeout=60),
             running(
                 runner,
-                f"http://127.0.0.1:{runner_port}/health",
+                f"http://{LOOPBACK}:{runner_port}/health",
                 root / "runner.log",
                 env=env,
                 timeout=120,

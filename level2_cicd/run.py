@@ -42,6 +42,9 @@ def run_stage(deployment: str, parameters: dict, timeout: float) -> None:
     """Start a deployment's run for a commit (the flow names it <stage>-<sha>) and wait."""
     from prefect.deployments import run_deployment
 
+    from shared.preflight import require
+
+    require(deployment, "level2-runner")
     print(f"started {deployment} for {parameters['sha'][:12]}; waiting for the runner ...",
           flush=True)  # fmt: skip
     flow_run = run_deployment(deployment, parameters=parameters, timeout=timeout)

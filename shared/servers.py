@@ -3,6 +3,10 @@
 The embedded mode runs the same real servers as the container stacks, with SQLite and
 local folders in place of Postgres and volumes. Each server runs in its own process
 group, so stopping it also stops the helpers it spawns (MLflow's uvicorn workers).
+
+Everything binds and is probed on 127.0.0.1, never `localhost`: where `localhost` also
+resolves to ::1 but IPv6 is off (a container on Docker's default bridge, many CI runners,
+WSL), a server told to bind `localhost` fails to start (Prefect's runner web server did).
 """
 
 from __future__ import annotations
@@ -23,6 +27,16 @@ import httpx
 
 from shared.keepalive import SERVER_KEEP_ALIVE_SECONDS
 
+LOOPBACK = "127.0.0.1"
+
+# The bind addresses of the processes Prefect starts by itself, whose default is not
+# 127.0.0.1 (the runner's web server: `localhost`; a worker's health server: 0.0.0.0).
+LOOPBACK_ENV = {
+    "PREFECT_SERVER_API_HOST": LOOPBACK,
+    "PREFECT_RUNNER_SERVER_HOST": LOOPBACK,
+    "PREFECT_WORKER_WEBSERVER_HOST": LOOPBACK,
+}
+
 
 class ServerError(RuntimeError):
     """A server did not come up; the message says why and where its log is."""
@@ -31,7 +45,7 @@ class ServerError(RuntimeError):
 def free_port() -> int:
     """A TCP port on 127.0.0.1 that nothing listens on right now."""
     with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
+        s.bind((LOOPBACK, 0))
         return s.getsockname()[1]
 
 
@@ -61,7 +75,7 @@ class MlflowServer:
     """
 
     root: Path = field(default=Path("var/mlflow"))
-    host: str = "127.0.0.1"
+    host: str = LOOPBACK
     port: int = 5000
     keep_alive_seconds: int = SERVER_KEEP_ALIVE_SECONDS
 
@@ -87,7 +101,7 @@ class MlflowServer:
         ]  # fmt: skip
 
     def env(self) -> dict[str, str]:
-        return {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+        return {**os.environ, **LOOPBACK_ENV, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
 
 
 @dataclass(frozen=True)
@@ -99,7 +113,7 @@ class PrefectServer:
     """
 
     home: Path = field(default=Path("var/prefect"))
-    host: str = "127.0.0.1"
+    host: str = LOOPBACK
     port: int = 4200
     keep_alive_seconds: int = SERVER_KEEP_ALIVE_SECONDS
 
@@ -122,6 +136,7 @@ class PrefectServer:
         """The server's environment; clients need only PREFECT_API_URL = `api_url`."""
         return {
             **os.environ,
+            **LOOPBACK_ENV,
             "PREFECT_HOME": str(self.home.resolve()),
             "PREFECT_API_URL": self.api_url,
             "PREFECT_UI_API_URL": self.api_url,
@@ -151,7 +166,7 @@ def _stop(process: subprocess.Popen) -> None:
         pass
 
 
-def port_in_use(port: int, host: str = "127.0.0.1") -> bool:
+def port_in_use(port: int, host: str = LOOPBACK) -> bool:
     """True when something accepts connections on host:port."""
     with socket.socket() as s:
         s.settimeout(1)
@@ -176,9 +191,11 @@ def running(
 ) -> Iterator[subprocess.Popen]:
     """Run `command` until the block ends, yielding once `health_url` answers 200.
 
+    The process gets `env` (default: this one's environment) with LOOPBACK_ENV over it.
     Refuses to start when something already answers on `health_url` (a port in use), and
     stops only the process it started.
     """
+    env = {**(os.environ if env is None else env), **LOOPBACK_ENV}
     if is_healthy(health_url):
         raise ServerError(f"something already answers on {health_url}: stop it or pick a port")
     log_path.parent.mkdir(parents=True, exist_ok=True)

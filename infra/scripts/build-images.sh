@@ -84,4 +84,4 @@ for target in serving python; do
         --build-arg BASE_IMAGE="$base" --build-arg WHEELHOUSE="$wheelhouse" \
         --build-arg CODE_VERSION="$code_version" -t "$PREFIX/$target:latest" .
 done
-docker image ls --format '  {{.Repository}}:{{.Tag}}  {{.Size}}' | grep "^  $PREFIX/" || true
+docker image ls --format '{{.Repository}}:{{.Tag}}\t{{.Size}}' | image_sizes "$PREFIX"

@@ -9,3 +9,10 @@ debian_mirror() {
         | head -n1 | sed -E 's/\[[^]]*\] *//' | awk '{print $2}')
     echo "${uri:-http://deb.debian.org/debian}"
 }
+
+# `docker image ls --format '{{.Repository}}:{{.Tag}}\t{{.Size}}'` on stdin: the images whose
+# name starts with $1/, one a line, indented. (The CLI trims the spaces a format starts with,
+# so the indent is added here, not in the format.)
+image_sizes() {
+    awk -F '\t' -v prefix="$1/" 'index($1, prefix) == 1 { printf "  %-40s %s\n", $1, $2 }'
+}

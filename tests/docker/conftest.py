@@ -32,8 +32,15 @@ def run(command: list[str], env: dict[str, str] | None = None, timeout: int = 90
 
 @pytest.fixture(scope="session")
 def engine() -> None:
-    if subprocess.run(["docker", "info"], capture_output=True).returncode != 0:
+    try:
+        answers = subprocess.run(["docker", "info"], capture_output=True).returncode == 0
         message = "no Docker engine answers: run `make engine` (Debian, root) or start Docker"
+    except FileNotFoundError:
+        answers, message = (
+            False,
+            "no `docker` CLI: run `make engine` (Debian, root) or install Docker",
+        )
+    if not answers:
         if os.environ.get("CI"):
             pytest.fail(message)
         pytest.skip(message)
