@@ -56,6 +56,8 @@ class CompareSettings(BaseSettings):
     # level's real service in its container stack ("docker": `make compare STACK=docker`)
     out: Path = Path("var/compare")
     stack: Literal["embedded", "docker"] = "embedded"
+    # The stacks' compose projects are `<stack_project>-level0`..`2` (tests give their own)
+    stack_project: str = Field("compare", pattern=r"^[a-z0-9][a-z0-9_-]*$")
 
     @model_validator(mode="after")
     def _days_in_range(self) -> CompareSettings:

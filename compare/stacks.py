@@ -65,12 +65,12 @@ class Stack:
     """One level's service in its container stack, and how a level's decision reaches it."""
 
     def __init__(self, level: int, folder: str, service: str, image: str, port_variable: str,
-                 environment: dict[str, str], work: Path):  # fmt: skip
+                 environment: dict[str, str], work: Path, project: str):  # fmt: skip
         self.level, self.service, self.image = level, service, image
         self.work = work / f"level{level}"
         self.work.mkdir(parents=True, exist_ok=True)
         self.port = free_port()
-        self.env = {**os.environ, "COMPOSE_PROJECT_NAME": f"compare-level{level}",
+        self.env = {**os.environ, "COMPOSE_PROJECT_NAME": f"{project}-level{level}",
                     port_variable: str(self.port), "MLFLOW_PORT": str(free_port())}  # fmt: skip
         self.mlflow_url = f"http://127.0.0.1:{self.env['MLFLOW_PORT']}"
         self.url = f"http://127.0.0.1:{self.port}"
@@ -216,7 +216,7 @@ class Stack:
 
     def build(self, api_source: str) -> str:
         """The stack's service image with `shared/api.py` replaced: a person's rebuild."""
-        tag = f"compare-level{self.level}-{self.service}:{hashlib.sha1(api_source.encode()).hexdigest()[:12]}"  # fmt: skip
+        tag = f"{self.env['COMPOSE_PROJECT_NAME']}-{self.service}:{hashlib.sha1(api_source.encode()).hexdigest()[:12]}"  # fmt: skip
         dockerfile = f"FROM {self.image}\nCOPY api.py /app/shared/api.py\n"
         context = io.BytesIO()
         with tarfile.open(fileobj=context, mode="w") as tar:
@@ -281,15 +281,16 @@ class Stacks:
         self._work = tempfile.TemporaryDirectory(prefix="compare-stacks-")
         work = Path(self._work.name)
         follow = "1"  # the services check their registry alias every second
+        project = self.world.settings.stack_project
         production = {"L2_SERVE_POLL_SECONDS": follow, "L2_SERVE_CANARY_SHARE": str(CANARY_SHARE),
                       "L2_SERVE_CANARY_SPLIT": CANARY_SPLIT}  # fmt: skip
         self.stacks = {
             0: Stack(0, "level0_manual", "serving", "mlops-levels/serving:latest",
-                     "L0_SERVE_PORT", {}, work),
+                     "L0_SERVE_PORT", {}, work, project),
             1: Stack(1, "level1_ct", "serving", "mlops-levels/python:latest",
-                     "L1_SERVE_PORT", {"L1_SERVE_POLL_SECONDS": follow}, work),
+                     "L1_SERVE_PORT", {"L1_SERVE_POLL_SECONDS": follow}, work, project),
             2: Stack(2, "level2_cicd", "production", "mlops-levels/python:latest",
-                     "L2_SERVE_PORT", production, work),
+                     "L2_SERVE_PORT", production, work, project),
         }  # fmt: skip
 
     def __enter__(self) -> Stacks:

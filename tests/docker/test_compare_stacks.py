@@ -6,6 +6,7 @@ both give the same comparison; and the stacks are removed afterwards."""
 from __future__ import annotations
 
 import subprocess
+import uuid
 
 import pandas as pd
 import pytest
@@ -15,13 +16,15 @@ from tests.e2e.test_compare import SHORT, compare
 # The short story, with the good change pushed on the first day: it passes level 2's staging
 # gate then (later its champion is ahead), so production runs a canary arm too.
 STORY = {**SHORT, "COMPARE_GOOD_CHANGE_DAY": "8"}
+# Projects of the test's own (a `make compare STACK=docker` of a person may be running)
+PROJECT = f"l0test-compare-{uuid.uuid4().hex[:8]}"
 
 
 @pytest.fixture(scope="module")
 def both_runs(images, tmp_path_factory) -> tuple[pd.DataFrame, pd.DataFrame, str]:
     out = tmp_path_factory.mktemp("compare")
     compare(out / "embedded", **STORY)
-    stacked = compare(out / "stacks", STACK="docker", **STORY)
+    stacked = compare(out / "stacks", STACK="docker", COMPARE_STACK_PROJECT=PROJECT, **STORY)
     embedded = pd.read_csv(out / "embedded" / "days.csv", keep_default_na=False)
     stacks = pd.read_csv(out / "stacks" / "days.csv", keep_default_na=False)
     return embedded, stacks, stacked.stdout
@@ -53,7 +56,7 @@ def test_the_short_story_went_through_every_kind_of_change_in_the_stacks(both_ru
 def test_the_stacks_are_gone_after_the_replay(both_runs):
     def left(*command: str) -> list[str]:
         found = subprocess.run(["docker", *command], capture_output=True, text=True, check=True)
-        return [name for name in found.stdout.split() if name.startswith("compare-level")]
+        return [name for name in found.stdout.split() if name.startswith(f"{PROJECT}-level")]
 
     assert left("ps", "-a", "--format", "{{.Names}}") == []
     assert left("volume", "ls", "--format", "{{.Name}}") == []
