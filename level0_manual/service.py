@@ -16,15 +16,11 @@ from typing import Any
 
 import uvicorn
 from fastapi import FastAPI, HTTPException
-from fastapi.responses import JSONResponse
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from shared import model_file
 from shared.api import (
-    PREDICT_RESPONSES,
-    DirectPost,
-    PredictResponse,
-    add_guards_and_docs,
+    add_predict,
     predict_body,
     predict_records,
     responses,
@@ -99,16 +95,7 @@ def create_app(settings: ServiceSettings) -> FastAPI:
             {},
         )
 
-    # Every level's /predict reads, validates and refuses a body with the same code.
-    app.add_middleware(DirectPost, path="/predict", body_type=Body, answer=answer)
-    add_guards_and_docs(app, settings.max_body_bytes)
-
-    @app.post("/predict", response_model=PredictResponse, responses=PREDICT_RESPONSES)
-    async def predict(body: Body) -> JSONResponse:
-        """Churn probability for one customer record, or for a list of up to `max_records`.
-        (Requests are answered by `DirectPost` before they get here: the same `answer`.)"""
-        status, content, headers = await answer(body)
-        return JSONResponse(content, status, headers)
+    add_predict(app, Body, answer, settings.max_body_bytes)
 
     @app.get("/health")
     def health() -> dict[str, str]:

@@ -34,7 +34,6 @@ import numpy as np
 import pandas as pd
 import uvicorn
 from fastapi import FastAPI, HTTPException
-from fastapi.responses import JSONResponse
 from mlflow import MlflowClient
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -43,10 +42,7 @@ from threadpoolctl import threadpool_limits
 from level1_ct import registry
 from level1_ct.prediction_log import PredictionLog
 from shared.api import (
-    PREDICT_RESPONSES,
-    DirectPost,
-    PredictResponse,
-    add_guards_and_docs,
+    add_predict,
     churn_probabilities,
     predict_body,
     responses,
@@ -316,15 +312,7 @@ def create_app(
         }
         return 200, content, {"X-Request-ID": request_id}
 
-    app.add_middleware(DirectPost, path="/predict", body_type=Body, answer=answer)
-    add_guards_and_docs(app, settings.max_body_bytes)
-
-    @app.post("/predict", response_model=PredictResponse, responses=PREDICT_RESPONSES)
-    async def predict(body: Body) -> JSONResponse:
-        """Churn probability for one customer record, or for a list of up to `max_records`.
-        (Requests are answered by `DirectPost` before they get here: the same `answer`.)"""
-        status, content, headers = await answer(body)
-        return JSONResponse(content, status, headers)
+    add_predict(app, Body, answer, settings.max_body_bytes)
 
     @app.get("/health")
     def health() -> dict[str, Any]:

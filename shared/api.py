@@ -224,6 +224,21 @@ class DirectPost:
             return refusal.status_code, {"detail": refusal.detail}, dict(refusal.headers or {})
 
 
+def add_predict(app: FastAPI, body_type: Any, answer: Answer, max_body_bytes: int) -> None:
+    """Every level's POST /predict: read, validated and refused by `DirectPost` with the same
+    code, `answer` scoring a valid body; behind the body-size guards, with the API docs.
+    Create the app with `docs_url=None, redoc_url=None`."""
+    app.add_middleware(DirectPost, path="/predict", body_type=body_type, answer=answer)
+    add_guards_and_docs(app, max_body_bytes)
+
+    @app.post("/predict", response_model=PredictResponse, responses=PREDICT_RESPONSES)
+    async def predict(body: body_type) -> JSONResponse:  # type: ignore[valid-type]
+        """Churn probability for one customer record, or for a list of up to `max_records`.
+        (Requests are answered by `DirectPost` before they get here: the same `answer`.)"""
+        status, content, headers = await answer(body)
+        return JSONResponse(content, status, headers)
+
+
 FASTAPI_UNPARSABLE_BODY = "There was an error parsing the body"  # fastapi/routing.py, 0.150-0.154
 
 # Swagger UI 5 and ReDoc, as the fastapi-offline package ships them (installed from PyPI with
