@@ -44,7 +44,11 @@ def fuzz(url: str, report: Path, *headers: str) -> str:
         "PYTHONPATH": str(ROOT),
         "NO_COLOR": "1",
     }
-    result = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    # Run in the test's folder: schemathesis keeps the crashes it found there (.schemathesis/)
+    # and would replay them first next time; each run starts clean, from the seed alone.
+    result = subprocess.run(
+        command, cwd=report.parent, env=env, capture_output=True, text=True, timeout=600
+    )
     output = result.stdout + result.stderr
     assert result.returncode == 0, output[-6000:]
     generated = re.search(r"(\d+) generated, (\d+) passed", output)
