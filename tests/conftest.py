@@ -3,6 +3,9 @@ on it once per session (training is the slow part)."""
 
 from __future__ import annotations
 
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pandas as pd
@@ -23,6 +26,33 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         for folder in Path(item.path).relative_to(TESTS).parts[:-1]:
             item.add_marker(getattr(pytest.mark, folder))
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _environment_per_module() -> Iterator[None]:
+    """Whatever a module's fixtures put in os.environ goes when the module ends (MLflow's
+    `set_tracking_uri`, for one, exports MLFLOW_TRACKING_URI): a later module's settings
+    must not read an earlier module's servers."""
+    with _environment_restored():
+        yield
+
+
+@pytest.fixture(autouse=True)
+def _environment_per_test() -> Iterator[None]:
+    """The same for each test."""
+    with _environment_restored():
+        yield
+
+
+@contextmanager
+def _environment_restored() -> Iterator[None]:
+    saved = dict(os.environ)
+    try:
+        yield
+    finally:
+        if os.environ != saved:
+            os.environ.clear()
+            os.environ.update(saved)
 
 
 SMALL = SimulationConfig(scenario="stable", days=10, seed=7, rows_per_day=400, label_delay_days=2)

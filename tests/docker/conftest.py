@@ -5,10 +5,14 @@ session, by the same `make images` a learner runs."""
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 from pathlib import Path
 
 import pytest
+import yaml
+
+from shared.servers import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -28,6 +32,23 @@ def run(command: list[str], env: dict[str, str] | None = None, timeout: int = 90
             f"{' '.join(command)} exited {result.returncode}:\n{result.stdout[-4000:]}\n{result.stderr[-4000:]}"
         )
     return result.stdout
+
+
+def published_ports(compose_file: Path) -> dict[str, str]:
+    """A free loopback port for every port variable the stack publishes (`${NAME:-8002}` in
+    its compose file and the files it includes), for the test's environment: a test stack
+    never binds a default port another stack holds (a learner's, or one left running)."""
+    files = [compose_file]
+    for included in yaml.safe_load(compose_file.read_text()).get("include", []):
+        paths = included["path"] if isinstance(included, dict) else included  # long or short
+        for path in [paths] if isinstance(paths, str) else paths:
+            files.append(compose_file.parent / path)
+    names = {
+        name
+        for file in files
+        for name in re.findall(r"127\.0\.0\.1:\$\{(\w+):-\d+\}", file.read_text())
+    }
+    return {name: str(free_port()) for name in sorted(names)}
 
 
 @pytest.fixture(scope="session")

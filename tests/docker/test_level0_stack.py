@@ -14,8 +14,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from shared.schema import example_record
-from shared.servers import free_port
-from tests.docker.conftest import ROOT, run
+from tests.docker.conftest import ROOT, published_ports, run
 
 
 @dataclass
@@ -31,12 +30,12 @@ class Stack:
 @pytest.fixture(scope="module")
 def stack(images, request):
     project = f"l0test{uuid.uuid4().hex[:8]}"
-    mlflow_port, service_port = free_port(), free_port()
+    published = published_ports(ROOT / "level0_manual/compose.yaml")
+    mlflow_port, service_port = published["MLFLOW_PORT"], published["L0_SERVE_PORT"]
     env = {
         **os.environ,
+        **published,
         "COMPOSE_PROJECT_NAME": project,
-        "MLFLOW_PORT": str(mlflow_port),
-        "L0_SERVE_PORT": str(service_port),
         "L0_N_ITER": "2",
     }
     failed_before = request.session.testsfailed

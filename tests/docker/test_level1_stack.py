@@ -25,9 +25,8 @@ from prefect.settings import PREFECT_API_URL, temporary_settings
 
 from level1_ct.service import served_version
 from shared.schema import FEATURE_NAMES, ID, example_record
-from shared.servers import free_port
 from shared.simulator import SimulationConfig, generate_day
-from tests.docker.conftest import ROOT, run
+from tests.docker.conftest import ROOT, published_ports, run
 from tests.integration.level1 import wait_for
 
 
@@ -64,14 +63,14 @@ class Stack:
 @pytest.fixture(scope="module")
 def stack(images, request):
     project = f"l1test{uuid.uuid4().hex[:8]}"
-    ports = {name: free_port() for name in ("mlflow", "prefect", "serving", "evidently")}
+    published = published_ports(ROOT / "level1_ct/compose.yaml")
+    ports = {name: int(published[variable]) for name, variable in (
+        ("mlflow", "MLFLOW_PORT"), ("prefect", "PREFECT_PORT"), ("serving", "L1_SERVE_PORT"),
+        ("evidently", "EVIDENTLY_PORT"))}  # fmt: skip
     env = {
         **os.environ,
+        **published,
         "COMPOSE_PROJECT_NAME": project,
-        "MLFLOW_PORT": str(ports["mlflow"]),
-        "PREFECT_PORT": str(ports["prefect"]),
-        "L1_SERVE_PORT": str(ports["serving"]),
-        "EVIDENTLY_PORT": str(ports["evidently"]),
         "L1_N_ITER": "2",
         "L1_WATCH_INTERVAL_SECONDS": "15",
         "L1_MONITOR_INTERVAL_SECONDS": "20",

@@ -35,8 +35,8 @@ from level2_cicd.flows.ci import IMAGES
 from level2_cicd.remote import git_auth_env
 from level2_cicd.settings import CicdSettings
 from level2_cicd.traffic import Traffic
-from shared.servers import free_port, read_dotenv
-from tests.docker.conftest import ROOT, run
+from shared.servers import read_dotenv
+from tests.docker.conftest import ROOT, published_ports, run
 from tests.integration.level1 import wait_for
 
 AUTHOR = ["-c", "user.name=Learner", "-c", "user.email=learner@example.org"]
@@ -97,14 +97,14 @@ class Stack:
 @pytest.fixture(scope="module")
 def stack(images, request, tmp_path_factory):
     project = f"l2test{uuid.uuid4().hex[:8]}"
-    ports = {name: free_port() for name in ("mlflow", "prefect", "production", "git")}
+    published = published_ports(ROOT / "level2_cicd/compose.yaml")
+    ports = {name: int(published[variable]) for name, variable in (
+        ("mlflow", "MLFLOW_PORT"), ("prefect", "PREFECT_PORT"), ("production", "L2_SERVE_PORT"),
+        ("git", "L2_GIT_PORT"), ("evidently", "EVIDENTLY_PORT"))}  # fmt: skip
     env = {
         **os.environ,
+        **published,
         "COMPOSE_PROJECT_NAME": project,
-        "MLFLOW_PORT": str(ports["mlflow"]),
-        "PREFECT_PORT": str(ports["prefect"]),
-        "L2_SERVE_PORT": str(ports["production"]),
-        "L2_GIT_PORT": str(ports["git"]),
         "L1_N_ITER": "2",
         "L2_BOOTSTRAP_N_ITER": "2",  # the first champion: the same search as each commit's
         # A candidate within 0.02 of the champion passes (the hold-out is small), as in the

@@ -256,6 +256,7 @@ def test_health_is_degraded_only_after_polls_fail_in_a_row(monkeypatch):
 
     monkeypatch.setattr(registry, "lookup", lookup)
     monkeypatch.setattr(registry, "load_model", lambda ref, uri: _Scores())
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)  # the default registry address
     follower = service.ModelFollower(service.ServiceSettings(degraded_after_failed_polls=3))
     assert follower.check() and follower.problem is None
     down["polls"] = 2
