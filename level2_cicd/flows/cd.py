@@ -213,14 +213,15 @@ def staging_container(sha: str, settings: CicdSettings) -> Iterator[str]:
         stale.remove(force=True)  # a retried delivery of the same commit
     image = f"{settings.image_prefix}/{IMAGES['serving']}:{sha[:12]}"
     try:
-        container = client.containers.run(
-            image, name=name, detach=True, network=settings.docker_network or None,
-            environment={**{k: os.environ[k] for k in STAGING_ENV if k in os.environ},
-                         "L1_SERVE_ALIAS": CANDIDATE,
-                         "PREDICTION_STORE_URL": "sqlite:////tmp/staging-predictions.db"},
-        )  # fmt: skip
+        client.images.get(image)  # not found: `run` would try to pull it, from Docker Hub
     except docker.errors.ImageNotFound as error:
         raise StepFailed(f"{image} is missing: CI builds it (L2_BUILD_IMAGES)") from error
+    container = client.containers.run(
+        image, name=name, detach=True, network=settings.docker_network or None,
+        environment={**{k: os.environ[k] for k in STAGING_ENV if k in os.environ},
+                     "L1_SERVE_ALIAS": CANDIDATE,
+                     "PREDICTION_STORE_URL": "sqlite:////tmp/staging-predictions.db"},
+    )  # fmt: skip
     url = f"http://{name}:8001"  # the serving image's port
     try:
         deadline = time.monotonic() + 120

@@ -10,7 +10,6 @@ refuse calls without credentials (5). Everything over published ports."""
 
 from __future__ import annotations
 
-import concurrent.futures
 import os
 import subprocess
 import uuid
@@ -248,7 +247,8 @@ def test_a_commit_that_breaks_a_data_test_is_red_and_nothing_is_built_or_deploye
         assert f"CI/CD started for {sha[:12]}" in pushed
         ci = stack.finished(f"ci-{sha[:12]}", timeout=600)
     finally:
-        stack.git("reset", "-q", "--hard", "HEAD~1")  # the next change starts from working code
+        # Undone by a new commit, as a team would (exercise 2): pushed by the canary test.
+        stack.git("revert", "--no-edit", "HEAD")
     assert ci.state.is_failed()
     assert f"CI red at data tests for {sha[:12]}" in ci.state.message, ci.state.message
     engine = docker.from_env()
@@ -293,13 +293,13 @@ def test_a_commit_that_yields_a_worse_model_is_stopped_at_the_gate(stack):
 
 
 def test_a_canary_that_fails_is_rolled_back_while_production_answers_every_request(stack):
-    """Exercise 4, delivered by hand (`make level2-cd SHA=...`) while production's canary arm
-    fails every request. A new commit, pushed to a branch that is not delivered: the
-    champion's own commit, on the champion's data, would train the champion again, which the
-    staging gate stops as a copy (and main's remote head is the red commit of the test above)."""
+    """Exercise 4: undo the last changes and push, a new commit through CI and CD, while
+    production's canary arm fails every request (the drill, `make level2-fault ERRORS=1`).
+    Pushed as a new commit because re-delivering the champion's own commit on the champion's
+    data would train the champion again, which the staging gate stops as a copy."""
     mlflow, production = stack.mlflow(), stack.url("production")
     before = mlflow.get_registered_model("churn").aliases["champion"]
-    stack.git("checkout", "-q", "-b", "reworded")
+    stack.git("checkout", "-q", "main")
     gate = stack.clone / "shared" / "gate.py"
     source = gate.read_text()
     wordings = ["may a candidate take over?", "may a candidate replace the champion?"]
@@ -310,21 +310,19 @@ def test_a_canary_that_fails_is_rolled_back_while_production_answers_every_reque
     gate.write_text(edited)
     stack.git("commit", "-q", "-am", "Gate: reworded back")
     sha = stack.git("rev-parse", "HEAD").strip()
-    assert "CI/CD started" not in stack.git("push", "-q", "origin", "reworded")
     stack.make("level2-fault", "STACK=docker", "ERRORS=1")  # the drill, with production's key
     # Production's clients, as the stack's own traffic: real customers (identical requests
     # would look like drift to level 1's monitoring, which would then retrain by itself)
     try:
-        with (
-            Traffic(production, rate=10) as clients,
-            concurrent.futures.ThreadPoolExecutor(1) as pool,
-        ):
-            delivery = pool.submit(stack.make, "level2-cd", "STACK=docker", f"SHA={sha}")
-            with pytest.raises(pytest.fail.Exception, match="canary rolled back: error rate 100"):
-                delivery.result()
+        with Traffic(production, rate=10) as clients:
+            assert f"CI/CD started for {sha[:12]}" in stack.git("push", "origin", "main")
+            ci = stack.finished(f"ci-{sha[:12]}", timeout=1200)
+            assert ci.state.is_completed(), ci.state.message
+            delivered = stack.finished(f"cd-{sha[:12]}", timeout=1200)
     finally:
         stack.make("level2-fault", "STACK=docker")
-        stack.git("checkout", "-q", "main")
+    assert delivered.state.is_failed()
+    assert "canary rolled back: error rate 100" in delivered.state.message, delivered.state.message
     answers = clients.answers
     rolled_back = [
         v for v in mlflow.search_model_versions(f"name = 'churn' and tags.cd_commit = '{sha}'")
