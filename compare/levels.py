@@ -32,12 +32,12 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from compare.changes import Change, Code
+from compare.served import Fitted, Model
 from compare.servers import Servers
 from compare.settings import CompareSettings
 from compare.world import World
@@ -60,28 +60,6 @@ CICD = CicdSettings()  # level 2's canary bounds
 # a step, so the window lasts until the canary has level 2's minimum of requests, at most:
 CANARY_MAX_DAYS = 3
 MANUAL_REVERT_DROP = 0.10  # a person reverts a release after a live ROC AUC drop this large
-
-
-@dataclass(frozen=True)
-class Fitted:
-    pipeline: Any
-    days: tuple[int, ...]
-    train_frame: pd.DataFrame
-    holdout: pd.DataFrame
-
-
-@dataclass(frozen=True)
-class Model:
-    """A model serving at one level: its version there, and the training run behind it."""
-
-    version: int
-    code: Code
-    fitted: Fitted
-    holdout_auc: float
-
-    @property
-    def pipeline(self) -> Any:
-        return self.fitted.pipeline
 
 
 # Answers picked from what a service answered: (day, positions among that day's answers)

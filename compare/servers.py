@@ -27,7 +27,7 @@ from shared.schema import ID
 
 if TYPE_CHECKING:
     from compare.changes import Code
-    from compare.levels import Model
+    from compare.served import Model
 
 CANARY_SHARE = ProductionSettings().canary_share  # of production's customers, during a rollout
 CANARY_SPLIT = "customer"  # production's split in the replay: the same customers every run

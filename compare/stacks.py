@@ -54,7 +54,7 @@ from shared.servers import free_port, read_dotenv
 
 if TYPE_CHECKING:
     from compare.changes import Code
-    from compare.levels import Model
+    from compare.served import Model
 
 ROOT = Path(__file__).resolve().parents[1]
 MODEL_NAME = "churn"

@@ -11,9 +11,9 @@ import sys
 
 from prefect.deployments import run_deployment
 
+from level2_cicd.names import CI
 from level2_cicd.settings import get_settings
 
-DEPLOYMENT = "ci/level2-ci"
 DELETED = "0" * 40
 
 
@@ -33,7 +33,7 @@ def main() -> int:
     for sha in pushed_commits(sys.stdin.read().splitlines(), settings.branch):
         try:
             run = run_deployment(
-                DEPLOYMENT, parameters={"sha": sha}, flow_run_name=f"ci-{sha[:12]}", timeout=0
+                CI, parameters={"sha": sha}, flow_run_name=f"ci-{sha[:12]}", timeout=0
             )
         except Exception as error:  # noqa: BLE001 - the push itself has succeeded
             print(f"CI/CD NOT started for {sha[:12]}: {error}")

@@ -23,6 +23,7 @@ from pathlib import Path
 
 import httpx
 
+from level2_cicd.names import CD, CI
 from level2_cicd.remote import git, git_auth_env
 from level2_cicd.settings import CicdSettings, get_settings
 
@@ -108,12 +109,8 @@ def main(argv: list[str] | None = None) -> None:
     settings = get_settings()
     os.environ.update(git_auth_env(settings))  # `git ls-remote` of the git server
     if args.command == "ci":
-        from level2_cicd.hook import DEPLOYMENT as CI
-
         run_stage(CI, {"sha": resolve(args.sha, settings)}, args.timeout)
     elif args.command == "cd":
-        from level2_cicd.flows.cd import DEPLOYMENT as CD
-
         parameters = {"sha": resolve(args.sha, settings), "approval_mode": args.approval}
         run_stage(CD, parameters, args.timeout)
     elif args.command == "traffic":

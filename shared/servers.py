@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
+from dotenv import dotenv_values
 
 from shared.keepalive import SERVER_KEEP_ALIVE_SECONDS
 
@@ -50,10 +51,10 @@ def free_port() -> int:
 
 
 def read_dotenv(path: Path) -> dict[str, str]:
-    """The settings of a `.env` file (KEY=value lines; comments and blank lines skipped):
-    how a test or a bench on the host learns the credentials `make env` generated."""
-    lines = Path(path).read_text().splitlines()
-    return dict(line.split("=", 1) for line in lines if "=" in line and not line.startswith("#"))
+    """The settings of a `.env` file, read by python-dotenv as Compose reads it (quotes,
+    `export`, comments): how a test or a bench on the host learns the credentials `make env`
+    generated. A key without a value is left out."""
+    return {key: value for key, value in dotenv_values(path).items() if value is not None}
 
 
 def is_healthy(url: str, timeout: float = 2.0) -> bool:

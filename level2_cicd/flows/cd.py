@@ -63,7 +63,8 @@ from level1_ct.flows.training import training_pipeline
 from level1_ct.service import served_version
 from level1_ct.settings import PipelineSettings
 from level1_ct.settings import get_settings as pipeline_settings
-from level2_cicd.flows.ci import IMAGES, checkout, remote_url
+from level2_cicd.flows.ci import checkout, remote_url
+from level2_cicd.names import CANDIDATE, CD_FLOW, ENTRYPOINT, IMAGES, PRODUCTION, STAGING
 from level2_cicd.report import Report, StepFailed, record
 from level2_cicd.rollout import ArmStats, Decision, decide
 from level2_cicd.service import CANARY
@@ -72,12 +73,6 @@ from shared import http_client
 from shared.loadtest import load
 from shared.schema import example_record
 from shared.servers import is_healthy, running
-
-DEPLOYMENT = "cd/level2-cd"
-STAGING = "staging"  # the training pipeline's deployment that CD deploys and runs
-PRODUCTION = "production"  # the one level 1's triggers run, once a commit is delivered
-ENTRYPOINT = "level1_ct/flows/training.py:training_pipeline"
-CANDIDATE = "candidate"  # the registry alias of the version being delivered
 
 cd_step = task(cache_policy=NO_CACHE)
 
@@ -365,7 +360,7 @@ def abandon(candidate: Candidate, step: str, reason: str, pipeline: PipelineSett
     )
 
 
-@flow(name="cd", flow_run_name="cd-{sha:.12}", log_prints=True)
+@flow(name=CD_FLOW, flow_run_name="cd-{sha:.12}", log_prints=True)
 def cd(sha: str, approval_mode: Literal["auto", "manual"] | None = None):
     """Deliver one commit that passed CI: its pipeline to staging, its model through staging
     to production. Stops at the first step that says no; production stays as it was.

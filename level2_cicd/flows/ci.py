@@ -34,14 +34,14 @@ from prefect.cache_policies import NO_CACHE
 from prefect.deployments import run_deployment
 from prefect.states import Completed, Failed
 
+from level2_cicd.names import CD, CI_FLOW, IMAGES
 from level2_cicd.remote import git_auth_env
 from level2_cicd.report import Report, StepFailed, record
 from level2_cicd.settings import CicdSettings, get_settings
+from shared.schema import example_record
 
 SECTIONS = ("data", "model", "infrastructure")  # the ML Test Score's: tests/unit/<section>/
 COMMIT_DOCKERFILE = "infra/docker/commit.Dockerfile"
-# The Dockerfile's targets and the images' names (level 0's slim service is mlops-levels/serving)
-IMAGES = {"pipeline": "level2-pipeline", "serving": "level2-serving"}
 
 ci_step = task(cache_policy=NO_CACHE)
 
@@ -145,21 +145,34 @@ def build_images(checkout: Path, sha: str, settings: CicdSettings) -> list[str]:
     return tags
 
 
+# The smoke test's malformed request: a record the API takes in every field but one, so that
+# the 422 is about that field and nothing else.
+MALFORMED = [{**example_record(), "age": "old"}]
+
 # Run inside the serving container, against its own port: works the same whether the CI
 # runner is on the host or in a container next to it (no published port needed).
-PROBE = """
+PROBE = f"""
 import json, urllib.error, urllib.request
 base = "http://127.0.0.1:8001"
 health = json.load(urllib.request.urlopen(base + "/health", timeout=3))
-bad = urllib.request.Request(base + "/predict", data=b'{"records": [{"age": "old"}]}',
-                             headers={"Content-Type": "application/json"})
+bad = urllib.request.Request(base + "/predict", data={json.dumps(MALFORMED).encode()!r},
+                             headers={{"Content-Type": "application/json"}})
 try:
     urllib.request.urlopen(bad, timeout=10)
     status, body = 200, ""
 except urllib.error.HTTPError as error:
     status, body = error.code, error.read().decode()
-print(json.dumps({"health": health.get("status"), "status": status, "body": body[:500]}))
+print(json.dumps({{"health": health.get("status"), "status": status, "body": body[:500]}}))
 """
+
+
+def names_the_malformed_field(status: int, body: str) -> bool:
+    """The contract's answer to MALFORMED: a 422 whose only error is the field's type."""
+    try:
+        [error] = json.loads(body)["detail"]
+    except (ValueError, KeyError, TypeError):
+        return False
+    return status == 422 and error["loc"][-1] == "age" and error["type"] == "int_type"
 
 
 @ci_step
@@ -186,9 +199,9 @@ def smoke_test_serving(tag: str) -> str:
                 break
             time.sleep(1)
         answer = json.loads(output.decode().strip().splitlines()[-1])
-        if answer["status"] != 422 or "age" not in answer["body"]:
+        if not names_the_malformed_field(answer["status"], answer["body"]):
             raise StepFailed(f"{tag}: a malformed request got {answer['status']}: {answer['body']}")
-        return f"{tag}: /health {answer['health']}, malformed request 422"
+        return f"{tag}: /health {answer['health']}, malformed request 422 naming its field"
     finally:
         container.remove(force=True)
 
@@ -196,13 +209,11 @@ def smoke_test_serving(tag: str) -> str:
 @ci_step
 def start_delivery(sha: str) -> str:
     """A green commit goes on to CD: its own flow run (see level2_cicd/flows/cd.py)."""
-    from level2_cicd.flows.cd import DEPLOYMENT as CD
-
     run = run_deployment(CD, parameters={"sha": sha}, flow_run_name=f"cd-{sha[:12]}", timeout=0)
     return f"flow run {run.name} of {CD}"
 
 
-@flow(name="ci", flow_run_name="ci-{sha:.12}", log_prints=True)
+@flow(name=CI_FLOW, flow_run_name="ci-{sha:.12}", log_prints=True)
 def ci(sha: str):
     """Check one commit: lint, the ML Test Score's sections, the images; a green commit goes
     on to CD. Fails on the first failing step: a red commit is never deployed."""

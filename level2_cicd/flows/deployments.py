@@ -32,27 +32,24 @@ from prefect import serve
 
 from level1_ct.flows.deployments import simulator, watchers
 from level1_ct.settings import get_settings as pipeline_settings
-from level2_cicd.flows import cd as cd_flow
+from level2_cicd.flows.cd import cd
 from level2_cicd.flows.ci import ci
-from level2_cicd.hook import DEPLOYMENT as CI
+from level2_cicd.names import CD_DEPLOYMENT, CI_DEPLOYMENT
 from level2_cicd.remote import git_auth_env
 from level2_cicd.settings import get_settings
 
 
 def deployments() -> list:
-    ci_flow, ci_name = CI.split("/")
-    cd_name, cd_deployment = cd_flow.DEPLOYMENT.split("/")
-    assert ci_flow == ci.name and cd_name == cd_flow.cd.name
     loop = [*watchers(pipeline_settings()), *simulator()] if get_settings().ct_loop else []
     return [
         *loop,
         ci.to_deployment(
-            name=ci_name,
+            name=CI_DEPLOYMENT,
             concurrency_limit=1,  # commits are checked one at a time, in push order
             description="Lint, test (ML Test Score sections) and build one pushed commit.",
         ),
-        cd_flow.cd.to_deployment(
-            name=cd_deployment,
+        cd.to_deployment(
+            name=CD_DEPLOYMENT,
             concurrency_limit=1,  # one delivery at a time: they move the same aliases
             description="Deliver a green commit: pipeline to staging, its model to production.",
         ),

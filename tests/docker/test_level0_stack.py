@@ -98,9 +98,11 @@ def test_the_run_and_its_model_are_in_mlflow_over_its_rest_api(stack):
 
 def test_runs_models_and_the_served_file_survive_down_and_up(stack):
     served = httpx.get(f"{stack.service_url}/model").json()
+    assert httpx.get(f"{stack.mlflow_url}/health", timeout=2).status_code == 200  # open, then
     stack.make("down")
-    with pytest.raises(httpx.HTTPError):
-        httpx.get(f"{stack.mlflow_url}/health", timeout=2)
+    for closed in (f"{stack.mlflow_url}/health", f"{stack.service_url}/health"):
+        with pytest.raises(httpx.HTTPError):
+            httpx.get(closed, timeout=2)
     stack.make("up")
     client = MlflowClient(stack.mlflow_url)
     assert client.get_run(served["mlflow_run_id"]).info.status == "FINISHED"

@@ -39,7 +39,7 @@ from level1_ct import registry
 from level1_ct.flows.training import training_pipeline
 from level1_ct.service import served_version
 from level2_cicd import remote
-from level2_cicd.flows.cd import DEPLOYMENT as CD
+from level2_cicd.names import CD
 from level2_cicd.settings import CicdSettings
 from shared.servers import MlflowServer, free_port, mlflow_server, running
 from shared.simulator import land_day, simulate

@@ -159,3 +159,27 @@ def test_the_pipeline_settings_compose_passes_on_default_to_what_the_code_defaul
     for level, name, value in found:
         default = PipelineSettings.model_fields[name].default
         assert type(default)(value) == default, f"{level}: L1_{name.upper()} falls back to {value}"
+
+
+def test_dotenv_is_read_as_compose_reads_it(tmp_path):
+    """The host side (tests, benches, make compare) reads `.env` with python-dotenv: quotes,
+    `export`, comments and `=` inside a value, as Compose reads them."""
+    from shared.servers import read_dotenv
+
+    dotenv = tmp_path / ".env"
+    dotenv.write_text(
+        "# a comment\n"
+        "export POSTGRES_USER=mlops\n"
+        "POSTGRES_PASSWORD='s3cret # not a comment'\n"
+        'L2_PREFECT_AUTH_STRING="admin:pa=ss"\n'
+        "JUPYTER_TOKEN=abc  # a comment after the value\n"
+        "EMPTY=\n"
+        "NO_VALUE\n"
+    )
+    assert read_dotenv(dotenv) == {
+        "POSTGRES_USER": "mlops",
+        "POSTGRES_PASSWORD": "s3cret # not a comment",
+        "L2_PREFECT_AUTH_STRING": "admin:pa=ss",
+        "JUPYTER_TOKEN": "abc",
+        "EMPTY": "",
+    }

@@ -361,3 +361,18 @@ def test_level_1_answers_a_good_body_503_while_no_champion_is_loaded(level1_clie
     assert response.status_code == 503
     assert response.json()["detail"].startswith("no model loaded: cannot reach the model registry")
     assert level1_client.post("/predict", json=[example_record()] * 5000).status_code == 413
+
+
+def test_ci_smoke_probe_checks_the_field_it_means_to(level1_client):
+    """Level 2's CI smoke-tests each serving image with MALFORMED: a record the API takes in
+    every field but one. Its 422 names that field, and only it; a body of the wrong shape
+    (a 422 for every missing field, "age" among them) does not pass the check."""
+    from level2_cicd.flows.ci import MALFORMED, names_the_malformed_field
+
+    answer = level1_client.post("/predict", json=MALFORMED)
+    assert names_the_malformed_field(answer.status_code, answer.text)
+    wrong_shape = level1_client.post("/predict", json={"records": [{"age": "old"}]})
+    assert wrong_shape.status_code == 422 and "age" in wrong_shape.text
+    assert not names_the_malformed_field(wrong_shape.status_code, wrong_shape.text)
+    good = level1_client.post("/predict", json=[{**MALFORMED[0], "age": 30}])
+    assert not names_the_malformed_field(good.status_code, good.text)
