@@ -18,8 +18,9 @@
 5. **Canary.** The registry alias `canary` points at the candidate: the production service
    (level2_cicd/service.py) sends a share of live traffic to it and counts each arm. Every
    `rollout_check_seconds` CD compares the arms (level2_cicd/rollout.py): errors, p95
-   latency, the predictions' distribution. Clearly worse: rolled back at once. Within the
-   bounds for the whole window, with enough canary traffic: promoted.
+   latency, the predictions' distribution. Clearly worse: rolled back at once (the alias
+   goes, and CD waits until production says no customer is routed to the canary any more).
+   Within the bounds for the whole window, with enough canary traffic: promoted.
 6. **Promote.** `champion` moves to the candidate (the old one keeps `previous-champion`);
    the production service swaps it in and CD waits until it answers with it.
 7. **Production pipeline.** The commit's pipeline is deployed as `ct-training/production`
@@ -40,7 +41,7 @@ import sys
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -345,6 +346,19 @@ def production_serves(candidate: Candidate, settings: CicdSettings) -> str:
     return f"{settings.production_url} serves version {candidate.version}"
 
 
+def canary_unloaded(candidate: Candidate, settings: CicdSettings) -> bool:
+    """Has production stopped routing customers to the candidate's canary arm? It follows the
+    alias on its own poll, so a rollback is done only once production says so."""
+    deadline = time.monotonic() + settings.production_timeout_seconds
+    while True:
+        with suppress(httpx.HTTPError):
+            if production_rollout(settings)["canary_version"] != candidate.version:
+                return True
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(1)
+
+
 def abandon(candidate: Candidate, step: str, reason: str, pipeline: PipelineSettings) -> None:
     """A candidate that did not make it: off its aliases (production's canary arm is
     unloaded: the rollback), with the reason."""
@@ -382,6 +396,9 @@ def cd(sha: str, approval_mode: Literal["auto", "manual"] | None = None):
     except Exception as error:
         if candidate is not None:
             abandon(candidate, report.last_step, str(error), pipeline)
+            if report.last_step == "canary" and not canary_unloaded(candidate, settings):
+                error = (f"{error}; production still routes to canary version "
+                         f"{candidate.version} after {settings.production_timeout_seconds} s")  # fmt: skip
         record(report)
         return Failed(message=f"CD stopped at {report.last_step} for {sha[:12]}: {error}"[:2000])
     try:

@@ -13,13 +13,19 @@ import re
 import subprocess
 import uuid
 from dataclasses import dataclass
+from datetime import UTC, datetime
 
 import httpx
 import pandas as pd
 import pytest
 from mlflow import MlflowClient
 from prefect.client.orchestration import get_client
-from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterName
+from prefect.client.schemas.filters import (
+    DeploymentFilter,
+    DeploymentFilterName,
+    FlowRunFilter,
+    FlowRunFilterExpectedStartTime,
+)
 from prefect.client.schemas.sorting import FlowRunSort
 from prefect.settings import PREFECT_API_URL, temporary_settings
 
@@ -41,23 +47,40 @@ class Stack:
     def make(self, *args: str, timeout: int = 900) -> str:
         return run(["make", *args, "LEVEL=1"], env=self.env, timeout=timeout)
 
-    def training_runs(self) -> list:
-        """ct-training's flow runs that have started, oldest first."""
+    def flow_runs(self, deployment: str) -> list:
+        """The deployment's flow runs due by now (not the schedule's future ones), oldest
+        first, whatever their state: a triggered run queued for the deployment's one slot
+        waits in a scheduled state, without a start time."""
         api_url = f"{self.url('prefect')}/api"
-        only_training = DeploymentFilter(name=DeploymentFilterName(any_=["ct-training"]))
+        only = DeploymentFilter(name=DeploymentFilterName(any_=[deployment]))
+        due = FlowRunFilter(expected_start_time=FlowRunFilterExpectedStartTime(
+            before_=datetime.now(UTC)))  # fmt: skip
         with (
             temporary_settings(updates={PREFECT_API_URL: api_url}),
             get_client(sync_client=True) as api,
         ):
             runs = api.read_flow_runs(
-                deployment_filter=only_training, sort=FlowRunSort.START_TIME_DESC, limit=100
-            )
-        return [r for r in runs[::-1] if r.start_time is not None]
+                flow_run_filter=due, deployment_filter=only,
+                sort=FlowRunSort.EXPECTED_START_TIME_DESC, limit=200,
+            )  # fmt: skip
+        return runs[::-1]
+
+    def training_runs(self) -> list:
+        """ct-training's flow runs that have started, oldest first."""
+        started = [r for r in self.flow_runs("ct-training") if r.start_time is not None]
+        return sorted(started, key=lambda r: r.start_time)
 
     def training_settled(self) -> bool:
-        """No training run is running or waiting to run now."""
-        runs = self.training_runs()
-        return bool(runs) and all(r.state.is_final() for r in runs)
+        """A training run has started, and none is running or due to run."""
+        runs = self.flow_runs("ct-training")
+        return any(r.start_time for r in runs) and all(r.state.is_final() for r in runs)
+
+    def announced(self, batch: str) -> datetime | None:
+        """When the landing watcher announced `batch` (its run started), if it has."""
+        for watch in self.flow_runs("ct-watch-landing")[::-1]:
+            if watch.state.is_completed() and (watch.state.message or "").endswith(batch):
+                return watch.start_time
+        return None
 
 
 @pytest.fixture(scope="module")
@@ -116,6 +139,13 @@ def test_replayed_batches_train_a_champion_that_the_service_serves(stack):
         "SECONDS_PER_DAY=2",
     )  # fmt: skip
     assert "Completed" in replay and "predictions served" in replay
+    # The newest day is a training run's only when the watcher has announced it and the run
+    # its event triggered has finished (runs triggered together queue for one slot).
+    last = int(re.search(r"replayed days \d+\.\.(\d+)", replay).group(1))
+    newest = f"{SimulationConfig(scenario='covariate-shift').day_date(last).isoformat()}.parquet"
+    announced = wait_for(lambda: stack.announced(newest), 120, f"the watcher to announce {newest}")
+    wait_for(lambda: any(r.created >= announced for r in stack.flow_runs("ct-training")), 60,
+             f"the training run that {newest} triggered")  # fmt: skip
     wait_for(stack.training_settled, 600, "the triggered training runs to finish", every=5)
     runs = stack.training_runs()
     assert {r.parameters.get("reason") for r in runs} == {"new-data"}
