@@ -39,7 +39,7 @@ import pandas as pd
 from compare.changes import Change, Code
 from compare.served import Fitted, Model
 from compare.servers import Servers
-from compare.settings import CompareSettings
+from compare.settings import CompareSettings, level_defaults
 from compare.world import World
 from level0_manual.train import TrainSettings
 from level1_ct import reports
@@ -53,9 +53,10 @@ from shared.lineage import fingerprint
 from shared.schema import ID, LABEL, example_record
 from shared.train import split_holdout, train, train_baseline
 
-PIPELINE = PipelineSettings()  # level 1's defaults: window, gate, monitoring thresholds
-LEVEL0_MIN_AUC_LIFT = TrainSettings().min_auc_lift  # level 0's bar over the baseline
-CICD = CicdSettings()  # level 2's canary bounds
+# The levels' rules at their defaults (not from the environment: see level_defaults)
+PIPELINE = level_defaults(PipelineSettings)  # level 1's window, gate, monitoring thresholds
+LEVEL0_MIN_AUC_LIFT = level_defaults(TrainSettings).min_auc_lift  # level 0's bar over the baseline
+CICD = level_defaults(CicdSettings)  # level 2's canary bounds
 # The canary's window. The service's is a time (rollout_window_seconds); a replayed day is
 # a step, so the window lasts until the canary has level 2's minimum of requests, at most:
 CANARY_MAX_DAYS = 3

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 
+from compare.settings import level_defaults
 from compare.world import World
 from level2_cicd.service import ProductionSettings, canary_arm
 from shared.api import predictions
@@ -29,7 +30,8 @@ if TYPE_CHECKING:
     from compare.changes import Code
     from compare.served import Model
 
-CANARY_SHARE = ProductionSettings().canary_share  # of production's customers, during a rollout
+# Of production's customers, during a rollout (production's default, not the environment's)
+CANARY_SHARE = level_defaults(ProductionSettings).canary_share
 CANARY_SPLIT = "customer"  # production's split in the replay: the same customers every run
 
 

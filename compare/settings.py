@@ -3,10 +3,29 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Literal, TypeVar
 
 from pydantic import Field, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+Settings = TypeVar("Settings", bound=BaseSettings)
+
+
+def level_defaults(settings_class: type[Settings]) -> Settings:
+    """A level's settings at their defaults, whatever the environment says: the replay is
+    the same for a seed even in a shell that exports `L1_*`/`L2_*` variables for a stack
+    (the levels read theirs from the environment, as their services must)."""
+
+    class Defaults(settings_class):  # type: ignore[misc, valid-type]
+        @classmethod
+        def settings_customise_sources(
+            cls, settings_cls: type[BaseSettings], init_settings: PydanticBaseSettingsSource,
+            **_: PydanticBaseSettingsSource,
+        ) -> tuple[PydanticBaseSettingsSource, ...]:  # fmt: skip
+            return (init_settings,)  # no environment, no .env file
+
+    Defaults.__name__ = Defaults.__qualname__ = settings_class.__name__
+    return Defaults()
 
 
 class CompareSettings(BaseSettings):

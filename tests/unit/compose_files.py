@@ -1,7 +1,8 @@
 """Read a compose file as `docker compose config` does, for what the tests check, without
 the Docker CLI: YAML anchors and merge keys, `include` (a list of paths layers later files
 over earlier ones), `${VAR}` interpolation from a `.env`-style file, and ports and volumes
-in their long form. tests/unit/test_compose.py compares it with `docker compose config`
+in their long form, an environment entry without a value taken from the settings.
+tests/unit/test_compose.py compares it with `docker compose config`
 where the CLI is installed."""
 
 from __future__ import annotations
@@ -102,6 +103,11 @@ def load(path: Path, variables: dict[str, str]) -> dict[str, Any]:
                 item.split("=", 1) if "=" in item else (item, None)
                 for item in service["environment"]
             )
+        if "environment" in service:  # `NAME:` with no value: the settings' NAME, if set
+            service["environment"] = {
+                name: variables.get(name) if value is None else value
+                for name, value in service["environment"].items()
+            }
     return model
 
 

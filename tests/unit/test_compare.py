@@ -18,9 +18,11 @@ from compare.changes import (
 )
 from compare.levels import Canary, Event, Level0, Level2, Runs, ci_checks, first_model
 from compare.servers import InProcess
-from compare.settings import CompareSettings
+from compare.settings import CompareSettings, level_defaults
 from compare.summary import _first_alert, _lead_time, _recovery
 from compare.world import World
+from level1_ct.settings import PipelineSettings
+from level2_cicd.settings import CicdSettings
 
 SMALL = CompareSettings(days=24, start_day=8, rows_per_day=300, n_iter=1,
                         covariate_shift_day=None, incident_day=None, concept_drift_day=None,
@@ -180,3 +182,13 @@ def test_a_story_day_outside_the_replay_is_refused_by_name():
         ValidationError, match="concept_drift_day=45 is outside the replay's days 0..39"
     ):
         CompareSettings(days=40)
+
+
+def test_the_replay_takes_the_levels_defaults_not_the_environment(monkeypatch):
+    monkeypatch.setenv("L1_WINDOW_DAYS", "3")
+    monkeypatch.setenv("L2_CANARY_MIN_REQUESTS", "1")
+    assert PipelineSettings().window_days == 3  # a level's service reads it, as it must
+    replayed = level_defaults(PipelineSettings)
+    assert replayed.window_days == PipelineSettings.model_fields["window_days"].default == 14
+    assert isinstance(replayed, PipelineSettings) and replayed.gate().champion_margin == 0.0
+    assert level_defaults(CicdSettings).bounds().min_requests == 100

@@ -15,7 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.unit.compose_files import ComposeError, interpolate, load_with
+from shared.servers import read_dotenv
+from tests.unit.compose_files import ComposeError, interpolate, load, load_with
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE_FILES = sorted(ROOT.glob("level*/compose.yaml"))
@@ -146,19 +147,53 @@ def test_level_2_runs_with_security_on():
     assert not level1["mlflow"]["environment"]["MLFLOW_SERVER_APP"]
 
 
-def test_the_pipeline_settings_compose_passes_on_default_to_what_the_code_defaults_to():
-    """`L1_X: ${L1_X:-v}` lets a host override a pipeline setting; its fallback `v` must be
-    the setting's own default (the gate's come from shared.gate.GateConfig), or the stack
-    would judge by other bars than the embedded mode does."""
+def settings_fields() -> dict[str, object]:
+    """Every environment variable a level's settings object reads, with its default."""
+    from level0_manual.service import ServiceSettings as Level0Service
+    from level0_manual.train import TrainSettings
+    from level1_ct.service import ServiceSettings as Level1Service
     from level1_ct.settings import PipelineSettings
+    from level2_cicd.git_server import GitServerSettings
+    from level2_cicd.service import ProductionSettings
+    from level2_cicd.settings import CicdSettings
 
-    passed_on = re.compile(r"^\s*L1_([A-Z_]+): \$\{L1_\1:-(.*)\}\s*$", re.MULTILINE)
-    found = [(path.parent.name, name.lower(), value)
-             for path in COMPOSE_FILES for name, value in passed_on.findall(path.read_text())]  # fmt: skip
-    assert {"champion_margin", "max_slice_drop"} <= {name for _, name, _ in found}
-    for level, name, value in found:
-        default = PipelineSettings.model_fields[name].default
-        assert type(default)(value) == default, f"{level}: L1_{name.upper()} falls back to {value}"
+    return {
+        f"{cls.model_config['env_prefix']}{name}".upper(): field.default
+        for cls in (
+            TrainSettings,
+            Level0Service,
+            PipelineSettings,
+            Level1Service,
+            CicdSettings,
+            ProductionSettings,
+            GitServerSettings,
+        )
+        for name, field in cls.model_fields.items()
+    }
+
+
+@pytest.mark.parametrize("path", COMPOSE_FILES, ids=lambda p: p.parent.name)
+def test_a_compose_file_restates_no_setting_default(path: Path):
+    """A setting a host may override is passed on as `L1_X:` (compose: the shell's or .env's
+    value if set, else unset); a fallback `${L1_X:-v}` would be a second default, free to
+    drift from the settings object's, and the stack would judge by other bars than the
+    embedded mode."""
+    fields = settings_fields()
+    # an environment entry `L1_X: ${L1_X:-v}` (a published port's `${L1_SERVE_PORT:-8001}` is
+    # the host's side, not the setting)
+    restated = re.findall(r"^\s*(L[012]_\w+): .*\$\{\1:?-", path.read_text(), re.MULTILINE)
+    assert not [name for name in restated if name in fields], restated
+    passed_on = re.findall(r"^\s*(L[012]_\w+):\s*(?:#.*)?$", path.read_text(), re.MULTILINE)
+    assert set(passed_on) <= set(fields), set(passed_on) - set(fields)
+
+
+def test_a_passed_on_setting_is_the_hosts_if_set_else_unset():
+    with_margin = load(ROOT / "level1_ct/compose.yaml", {**read_dotenv(SETTINGS),
+                                                        "L1_CHAMPION_MARGIN": "-1"})  # fmt: skip
+    runner = with_margin["services"]["runner"]["environment"]
+    assert runner["L1_CHAMPION_MARGIN"] == "-1"
+    unset = config(ROOT / "level1_ct/compose.yaml")["services"]["runner"]["environment"]
+    assert unset["L1_CHAMPION_MARGIN"] is None  # not in the container: the setting's default
 
 
 def test_dotenv_is_read_as_compose_reads_it(tmp_path):
