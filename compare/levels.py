@@ -4,10 +4,10 @@ Every level starts the replay serving the same model, trained by hand on the day
 `start_day`, and gets the same days and the same two pushes. After each day:
 
 - **Level 0** (manual): nobody retrains. A pushed change is released by hand days later:
-  the person retrains with the new code on every labelled batch (leaving out those the
-  contract refuses) and hands the file over if it beats the baseline. A week after a
-  release the person looks at how the model did since (labels have arrived) and reverts
-  the release if quality collapsed. No monitoring.
+  the person retrains with the new code on every labelled batch (the script refuses while
+  one breaks the contract: the person removes it and trains again) and hands the file over
+  if it beats the baseline. A week after a release the person looks at how the model did
+  since (labels have arrived) and reverts the release if quality collapsed. No monitoring.
 - **Level 1** (continuous training): level 1's pipeline runs on every landed batch: the
   data contract (a bad batch is quarantined and the run stops), training on the window,
   the model gate, promotion. Monitoring checks the champion's drift and the service's
@@ -19,9 +19,12 @@ Every level starts the replay serving the same model, trained by hand on the day
   level 2's share of live traffic, judged by level 2's rollout rule once it has answered
   enough requests (a push waits while a canary runs). No manual step.
 
-The decisions are made by the levels' own code: `shared.validation`, `shared.train`,
-`shared.evaluate`, `shared.gate.judge` with level 1's `PipelineSettings`, level 1's drift
-report and alert rule, level 2's canary share and `rollout.decide`. What the replay
+The decisions are made by the levels' own code: level 0's rules for bad batches and the
+baseline (`level0_manual.train`), `shared.validation`, `shared.train`, `shared.evaluate`,
+`shared.gate.judge` with level 1's `PipelineSettings`, level 1's monitoring decision
+(`level1_ct.assessment`: drift, live quality, alerts, cooldown), level 2's canary share and
+`rollout.decide`. A parity test (tests/integration/test_replay_parity.py) runs level 1's
+monitoring flow on the replay's answers and finds what the replay found. What the replay
 simulates is time and the servers around them: a day is a step, and the registry, the
 Prefect runs and the HTTP calls are function calls (the demos and stacks run them for real).
 The services that answer the customers are `compare.servers`: function calls by default, or
@@ -32,6 +35,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from datetime import datetime
 
 import numpy as np
 import pandas as pd
@@ -41,16 +45,17 @@ from compare.served import Fitted, Model
 from compare.servers import Servers
 from compare.settings import CompareSettings, level_defaults
 from compare.world import World
+from level0_manual import train as level0
 from level0_manual.train import TrainSettings
-from level1_ct import reports
-from level1_ct.flows.monitoring import alerts
+from level1_ct import assessment, reports
+from level1_ct.assessment import Assessment
 from level1_ct.settings import PipelineSettings
 from level2_cicd.rollout import ArmStats, bin_counts, decide
 from level2_cicd.settings import CicdSettings
 from shared.evaluate import beats_baseline, classification_metrics, evaluate
 from shared.gate import ChampionLineage, Verdict, judge
 from shared.lineage import fingerprint
-from shared.schema import ID, LABEL, example_record
+from shared.schema import FEATURE_NAMES, ID, LABEL, example_record
 from shared.train import split_holdout, train, train_baseline
 
 # The levels' rules at their defaults (not from the environment: see level_defaults)
@@ -311,6 +316,7 @@ class Level0(Level):
     def __init__(self, *args):
         super().__init__(*args)
         self.look_at: list[int] = []  # days the person looks at quality after a release
+        self.removed: set[int] = set()  # bad batches the person removed from the landing folder
 
     def end_of_day(self, day: int) -> None:
         for change in self.releases_due(day):
@@ -324,20 +330,30 @@ class Level0(Level):
             self.revert_if_broken(day, "a person checked quality after the release")
 
     def retrain_by_hand(self, day: int, why: str) -> None:
-        """level0_manual/train.py and handoff.py, run by a person: every labelled batch
-        (the contract refuses bad ones, so the person leaves them out), and the file is
-        handed over only if the model beats the baseline by level 0's margin."""
-        days = self.world.labels_landed(day)
-        bad = [d for d in days if not self.world.batch_ok(d)]
-        if bad:
-            self.reject(day, bad, f"days {bad} break the data contract: left out by hand", True)
-        fitted = self.runs.fit(self.code, [d for d in days if d not in bad])
+        """level0_manual/train.py and handoff.py, run by a person, by the script's rules:
+        training on every labelled batch is refused while one breaks the data contract (the
+        person removes it from the landing folder and trains again), and the file is handed
+        over only if the model beats the baseline by level 0's margin."""
+        days = [d for d in self.world.labels_landed(day) if d not in self.removed]
+        try:
+            level0.refuse_bad_batches({f"day {d}": self.world.validation(d) for d in days})
+        except level0.TrainingRefused:
+            bad = [d for d in days if not self.world.batch_ok(d)]
+            self.removed.update(bad)
+            self.reject(day, bad, f"training refused: days {bad} break the data contract; "
+                        "removed by hand, trained again", manual=True)  # fmt: skip
+            days = [d for d in days if d not in bad]
+        fitted = self.runs.fit(self.code, days)
         self.trained.append(fitted)
         self.record(day, "train", f"trained by hand ({why})", manual=True)
-        model = evaluate(fitted.pipeline, fitted.holdout)
-        baseline = evaluate(train_baseline(fitted.train_frame), fitted.holdout)
-        if not beats_baseline(model, baseline, LEVEL0_MIN_AUC_LIFT):
-            self.record(day, "train", "does not beat the baseline: not handed over", manual=True)
+        try:
+            level0.refuse_below_baseline(
+                evaluate(fitted.pipeline, fitted.holdout),
+                evaluate(train_baseline(fitted.train_frame), fitted.holdout),
+                LEVEL0_MIN_AUC_LIFT,
+            )
+        except level0.TrainingRefused as refused:
+            self.record(day, "train", f"not handed over: {refused}", manual=True)
             return
         self.versions += 1
         self.champion = _model(self.versions, self.code, fitted)
@@ -357,6 +373,7 @@ class Level1(Level):
         self.respond_on: list[tuple[int, str]] = []  # (day, alert) a person will look at
         self.run_reasons: list[str] = []  # why each training run was triggered
         self.quality_alert = False  # did yesterday's monitoring raise a live-quality alert?
+        self.last_alert: datetime | None = None  # when monitoring last raised an alert
 
     def end_of_day(self, day: int) -> None:
         for change in self.releases_due(day):
@@ -364,40 +381,60 @@ class Level1(Level):
         for when, alert in [r for r in self.respond_on if r[0] == day]:
             self.respond_on.remove((when, alert))
             self.revert_if_broken(day, f"a person looked into '{alert}'")
-        found = self.monitor(day)
-        # The day's batch starts a run; an alert starts one too, on the same landing, which
-        # trains the same model: one run stands for both.
-        self.train_run(day, "new-data" + (" + drift" if found else ""), self.code)
+        checked = self.monitor(day)
+        # The day's batch starts a run; an alert starts one too (outside the cooldown), on
+        # the same landing, which trains the same model: one run stands for both.
+        drift = checked is not None and checked.retrain
+        self.train_run(day, "new-data" + (" + drift" if drift else ""), self.code)
 
-    def monitor(self, day: int) -> list[str]:
-        """Level 1's monitoring flow (level1_ct/flows/monitoring.py) in the evening: drift
-        of the champion's newest `monitor_rows` answers against its reference rows; live
-        quality of the newest `monitor_rows` answers whose labels have landed, whichever
-        version gave them; level 1's alert rule. (No cooldown: a day is one check.)"""
+    def monitor(self, day: int) -> Assessment | None:
+        """Level 1's monitoring flow (level1_ct/flows/monitoring.py) in the evening, by its
+        own rule (`level1_ct.assessment`): drift of the champion's newest `monitor_rows`
+        answers against its reference rows; live quality of the newest `monitor_rows`
+        answers whose labels have landed, whichever version gave them; the alerts, and the
+        cooldown after the last one. None when there are too few answers to judge."""
         version = self.champion.version
         own = [d for d, s in self.served.items() if s.version == version]
         live = self.newest(own, PIPELINE.monitor_rows, keep=lambda s: ~s.canary)
-        if sum(len(rows) for _, rows in live) < PIPELINE.monitor_min_rows:
+        if not assessment.enough_to_judge(PIPELINE, sum(len(rows) for _, rows in live)):
             self.record(day, "monitoring", f"too few answers of v{version} to judge yet")
-            return []
+            return None
         drift = self.runs.drift(self.champion, live)
         self.drift[day] = drift.share
-        metrics = {"drift_share": drift.share}
         labelled = [d for d in self.world.labels_landed(day) if d in self.served]
-        answers = self.newest(labelled, PIPELINE.monitor_rows)
-        rows = sum(len(r) for _, r in answers)
-        quality = self.quality(answers)
-        if rows >= PIPELINE.monitor_min_rows and not math.isnan(quality.get("roc_auc", math.nan)):
-            metrics["live_roc_auc"] = quality["roc_auc"]
-        found = alerts(PIPELINE, metrics, drift.drifted, self.champion.holdout_auc)
-        for alert in found:
+        now = self.world.evening(day)
+        found = assessment.assess(
+            PIPELINE, drift, self.labelled(self.newest(labelled, PIPELINE.monitor_rows)),
+            self.champion.holdout_auc, self.last_alert, now,
+        )  # fmt: skip
+        if assessment.ALERT in found.metrics:
+            self.last_alert = now
+        for alert in found.alerts.values():
             self.record(day, "alert", alert)
         # A person is paged when a live-quality alert starts, not again while it goes on
-        quality_alert = any(a.startswith("live ROC AUC") for a in found)
+        quality_alert = assessment.LIVE_QUALITY in found.alerts
         if self.on_call and quality_alert and not self.quality_alert:
             self.respond_on.append((day + self.settings.response_days, "live quality alert"))
         self.quality_alert = quality_alert
         return found
+
+    def labelled(self, answers: Picked) -> pd.DataFrame:
+        """These answers as the prediction store holds them once their labels have landed:
+        the request's features, the probability answered, the label."""
+        frames = []
+        for day, rows in answers:
+            served = self.served[day]
+            features = self.world.features(day)[self.world.answerable(day)].iloc[rows]
+            labels = self.world.labels(day).set_index(ID)[LABEL]
+            frames.append(
+                features[list(FEATURE_NAMES)].assign(
+                    probability=served.probability[rows],
+                    **{LABEL: labels.loc[served.ids[rows]].to_numpy()},
+                )
+            )
+        if not frames:
+            return pd.DataFrame(columns=[*FEATURE_NAMES, "probability", LABEL])
+        return pd.concat(frames, ignore_index=True)
 
     def train_run(self, day: int, reason: str, code: Code) -> Fitted | None:
         """Level 1's training pipeline on today's landing: contract, window, train, gate."""

@@ -7,6 +7,8 @@ they would from the real API (`shared/api.py`), and are counted as failed reques
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, time
+
 import numpy as np
 import pandas as pd
 from pydantic import ValidationError
@@ -16,7 +18,7 @@ from shared.api import Record
 from shared.scenarios import Ramp, Scenario, get_scenario
 from shared.schema import DATE, ID, LABEL
 from shared.simulator import SimulationConfig, generate_day
-from shared.validation import validate
+from shared.validation import ValidationResult, validate
 
 
 def scenario_of(settings: CompareSettings) -> Scenario:
@@ -84,7 +86,7 @@ class World:
         )
         self._days: dict[int, tuple[pd.DataFrame, pd.DataFrame]] = {}
         self._answerable: dict[int, np.ndarray] = {}
-        self._valid: dict[int, bool] = {}
+        self._valid: dict[int, ValidationResult] = {}
 
     def _generated(self, day: int) -> tuple[pd.DataFrame, pd.DataFrame]:
         if day not in self._days:
@@ -108,20 +110,27 @@ class World:
         """The days whose labels have landed by the end of `today`."""
         return list(range(0, today - self.settings.label_delay_days + 1))
 
-    def batch_ok(self, day: int) -> bool:
-        """Does day `day`'s batch meet the data contract (shared/validation.py)?"""
+    def validation(self, day: int) -> ValidationResult:
+        """Day `day`'s batch against the data contract (shared/validation.py)."""
         if day not in self._valid:
-            self._valid[day] = validate(self.features(day)).ok
+            self._valid[day] = validate(self.features(day))
         return self._valid[day]
 
+    def batch_ok(self, day: int) -> bool:
+        return self.validation(day).ok
+
     def violations(self, day: int) -> str:
-        return validate(self.features(day)).summary()
+        return self.validation(day).summary()
 
     def answerable(self, day: int) -> np.ndarray:
         """Which of the day's requests the API answers (the others get a 422)."""
         if day not in self._answerable:
             self._answerable[day] = _answerable(self.features(day))
         return self._answerable[day]
+
+    def evening(self, day: int) -> datetime:
+        """When the levels' evening steps (monitoring) run on day `day`: 18:00 UTC."""
+        return datetime.combine(self.config.day_date(day), time(18), tzinfo=UTC)
 
     @property
     def replay_days(self) -> range:

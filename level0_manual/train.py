@@ -34,7 +34,7 @@ from shared.lineage import Lineage
 from shared.schema import LABEL_COLUMNS
 from shared.servers import is_healthy
 from shared.train import TrainingConfig, split_holdout, train, train_baseline
-from shared.validation import validate_file
+from shared.validation import ValidationResult, validate_file
 
 
 class TrainSettings(BaseSettings):
@@ -78,6 +78,29 @@ def _print_metrics(model: Evaluation, baseline: Evaluation) -> None:
         print(f"  {name:<10} {value:>8.3f} {baseline.overall[name]:>9.3f}")
 
 
+# The person's two rules, as functions `make compare` calls too:
+
+
+def refuse_bad_batches(reports: dict[str, ValidationResult]) -> None:
+    """Train only when every batch and label file meets the data contract: a bad one
+    refuses the whole training (the person fixes or removes it, and trains again)."""
+    bad = {name: r for name, r in reports.items() if not r.ok}
+    if bad:
+        lines = "\n".join(f"  {name}: {r.summary()}" for name, r in bad.items())
+        raise TrainingRefused(f"batches break the data contract, fix or remove them:\n{lines}")
+
+
+def refuse_below_baseline(
+    evaluation: Evaluation, baseline: Evaluation, min_auc_lift: float
+) -> None:
+    """Export only a model that beats the dummy baseline's hold-out ROC AUC by `min_auc_lift`."""
+    if not beats_baseline(evaluation, baseline, min_auc_lift):
+        raise TrainingRefused(
+            f"hold-out ROC AUC {evaluation.overall['roc_auc']:.3f} does not beat the baseline's "
+            f"{baseline.overall['roc_auc']:.3f} by {min_auc_lift}: not exported"
+        )
+
+
 def run(settings: TrainSettings) -> dict:
     """Train, evaluate, log to MLflow by hand and export; returns the exported model card."""
     _check_tracking_server(settings.mlflow_tracking_uri)
@@ -99,10 +122,7 @@ def run(settings: TrainSettings) -> dict:
         f"labels/{path.name}": validate_file(path, columns=LABEL_COLUMNS, row_rules=())
         for path in labels
     }
-    bad = {name: r for name, r in reports.items() if not r.ok}
-    if bad:
-        lines = "\n".join(f"  {name}: {r.summary()}" for name, r in bad.items())
-        raise TrainingRefused(f"batches break the data contract, fix or remove them:\n{lines}")
+    refuse_bad_batches(reports)
     print("[2/5] validation: every batch and label file meets the data contract")
 
     try:
@@ -121,11 +141,7 @@ def run(settings: TrainSettings) -> dict:
         f"      best cv ROC AUC {result.cv_score:.3f} in {result.seconds:.0f} s; hold-out ({len(holdout)} rows, newest days):"
     )
     _print_metrics(evaluation, baseline)
-    if not beats_baseline(evaluation, baseline, settings.min_auc_lift):
-        raise TrainingRefused(
-            f"hold-out ROC AUC {evaluation.overall['roc_auc']:.3f} does not beat the baseline's "
-            f"{baseline.overall['roc_auc']:.3f} by {settings.min_auc_lift}: not exported"
-        )
+    refuse_below_baseline(evaluation, baseline, settings.min_auc_lift)
 
     # The data version covers what the model learned from: the features and their labels.
     lineage = Lineage.of(files + labels, result.params, evaluation.overall)

@@ -12,14 +12,14 @@ trigger turns that into a retraining run. No human in the loop.
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 
 import sqlalchemy as sa
 from mlflow import MlflowClient
 from prefect import flow, get_run_logger
 from prefect.states import Completed
 
-from level1_ct import events, registry, reports
+from level1_ct import assessment, events, registry, reports
 from level1_ct.flows.retrying import io_task, step
 from level1_ct.prediction_log import (
     connect,
@@ -29,9 +29,6 @@ from level1_ct.prediction_log import (
     record_monitoring,
 )
 from level1_ct.settings import PipelineSettings, get_settings
-from shared.schema import LABEL
-
-ALERT = "alert"  # the metric recorded when an alert was raised (1.0)
 
 
 @io_task
@@ -51,49 +48,28 @@ def reference_of(settings: PipelineSettings, champion: registry.ModelRef):
 
 @step
 def check(
-    settings: PipelineSettings, champion: registry.ModelRef, live, labelled, reference
-) -> dict:
-    """Drift of the champion's live features against its reference, and the service's
-    quality on the newest predictions whose labels have arrived."""
+    settings: PipelineSettings, live, labelled, reference, holdout_auc: float, last_alert
+) -> assessment.Assessment:
+    """Drift of the champion's live features against its reference, the service's quality
+    on the newest predictions whose labels have arrived, and the alerts they raise
+    (`level1_ct.assessment`, the rule `make compare` replays); the reports go to Evidently."""
     drift = reports.data_drift(live, reference, settings.drift_share_threshold)
-    metrics = {**drift.metrics(), "rows": float(len(live))}
-    snapshots = [drift.snapshot]
-    metrics["labelled_rows"] = float(len(labelled))
-    if len(labelled) >= settings.monitor_min_rows and labelled[LABEL].nunique() == 2:
-        frame = labelled.assign(**{reports.TARGET: labelled[LABEL].astype(int)})
-        quality = reports.live_quality(frame.rename(columns={"probability": reports.PROBABILITY}))
-        metrics |= {f"live_{k}": v for k, v in quality.metrics.items()}
-        snapshots.append(quality.snapshot)
+    result = assessment.assess(
+        settings, drift, labelled, holdout_auc, last_alert, now=datetime.now(UTC)
+    )
     try:
-        reports.publish(settings.evidently_workspace, settings.evidently_project, snapshots)
+        reports.publish(settings.evidently_workspace, settings.evidently_project, result.snapshots)
     except Exception as error:  # the UI being down must not silence the alert
         get_run_logger().warning(
             "could not publish to Evidently (%s): %s", settings.evidently_workspace, error
         )
-    return {"metrics": metrics, "drifted": drift.drifted}
-
-
-def alerts(
-    settings: PipelineSettings, metrics: dict[str, float], drifted: list[str], holdout_auc: float
-) -> list[str]:
-    """What crossed a threshold, in words."""
-    found = []
-    if metrics["drift_share"] >= settings.drift_share_threshold:
-        found.append(
-            f"{metrics['drift_share']:.0%} of features drifted (threshold "
-            f"{settings.drift_share_threshold:.0%}): {', '.join(drifted)}"
-        )
-    auc, bar = metrics.get("live_roc_auc"), holdout_auc - settings.max_live_auc_drop
-    if auc is not None and auc < bar:
-        found.append(
-            f"live ROC AUC {auc:.3f} is below {bar:.3f} (hold-out {holdout_auc:.3f} "
-            f"- {settings.max_live_auc_drop})"
-        )
-    return found
+    return result
 
 
 def _last_alert(engine: sa.Engine) -> datetime | None:
-    query = sa.select(sa.func.max(monitoring.c.checked_at)).where(monitoring.c.metric == ALERT)
+    query = sa.select(sa.func.max(monitoring.c.checked_at)).where(
+        monitoring.c.metric == assessment.ALERT
+    )
     with engine.connect() as conn:
         found = conn.execute(query).scalar()
     return found.replace(tzinfo=UTC) if found is not None and found.tzinfo is None else found
@@ -120,25 +96,21 @@ def monitoring_flow():
         "%d predictions of version %s; %d newest labelled predictions (%d new labels)",
         len(live), champion.version, len(labelled), loaded.added,
     )  # fmt: skip
-    if len(live) < settings.monitor_min_rows:
+    if not assessment.enough_to_judge(settings, len(live)):
         return Completed(
             message=f"{len(live)} predictions of version {champion.version}: "
             f"fewer than {settings.monitor_min_rows}, too few to judge"
         )
-    result = check(settings, champion, live, labelled, reference_of(settings, champion))
-    metrics = result["metrics"]
-    found = alerts(settings, metrics, result["drifted"], holdout_auc)
-    cooling = _last_alert(engine)
-    cooling = cooling and datetime.now(UTC) - cooling < timedelta(
-        seconds=settings.retrain_cooldown_seconds
-    )
-    if found and not cooling:
-        metrics[ALERT] = 1.0
+    result = check(
+        settings, live, labelled, reference_of(settings, champion), holdout_auc,
+        _last_alert(engine),
+    )  # fmt: skip
+    metrics, found = result.metrics, list(result.alerts.values())
     record_monitoring(engine, champion.version, metrics)
     summary = ", ".join(f"{k}={v:.3f}" for k, v in metrics.items())
     if not found:
         return Completed(message=f"version {champion.version} healthy: {summary}")
-    if cooling:
+    if result.cooling:
         logger.warning("ALERT (retraining already triggered recently): %s", "; ".join(found))
         return Completed(message=f"alert, in cooldown: {'; '.join(found)}")
     logger.warning("ALERT, triggering retraining: %s", "; ".join(found))

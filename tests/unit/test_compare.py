@@ -192,3 +192,21 @@ def test_the_replay_takes_the_levels_defaults_not_the_environment(monkeypatch):
     assert replayed.window_days == PipelineSettings.model_fields["window_days"].default == 14
     assert isinstance(replayed, PipelineSettings) and replayed.gate().champion_margin == 0.0
     assert level_defaults(CicdSettings).bounds().min_requests == 100
+
+
+def test_level0s_person_follows_the_scripts_rule_for_a_bad_batch_refused_then_removed():
+    """level0_manual/train.py refuses to train while a batch breaks the contract; the
+    replay's person removes it and trains again, and does not meet it a second time."""
+    settings = SMALL.model_copy(update={"incident_day": 5, "level0_retrain_weeks": 1})
+    world = World(settings)
+    assert not world.batch_ok(5)
+    runs = Runs(world, settings)
+    level = Level0(world, runs, first_model(world, runs, initial_code(settings)), InProcess(world))
+    for day in range(settings.start_day, settings.start_day + 14):
+        level.serve(day)
+        level.end_of_day(day)
+    refused = [e for e in level.events if e.kind == "batch-rejected"]
+    assert [(e.day, e.manual) for e in refused] == [(settings.start_day + 6, True)]
+    assert "training refused: days [5] break the data contract" in refused[0].text
+    assert len(level.trained) == 2 and all(5 not in fitted.days for fitted in level.trained)
+    assert level.trained[1].days == tuple(d for d in world.labels_landed(21) if d != 5)

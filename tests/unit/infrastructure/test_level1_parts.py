@@ -16,7 +16,7 @@ from mlflow.exceptions import MlflowException
 from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE, RESOURCE_DOES_NOT_EXIST
 
 from level1_ct import reports
-from level1_ct.flows.monitoring import alerts
+from level1_ct.assessment import DRIFT, LIVE_QUALITY, alerts
 from level1_ct.flows.retrying import is_transient
 from level1_ct.prediction_log import PredictionLog, connect, load_labels, recent_predictions
 from level1_ct.settings import PipelineSettings
@@ -157,11 +157,11 @@ def settings(**overrides) -> PipelineSettings:
 
 def test_alerts_fire_on_drift_share_and_on_a_live_quality_drop_only():
     quiet = {"drift_share": 0.1, "live_roc_auc": 0.80}
-    assert alerts(settings(), quiet, [], holdout_auc=0.82) == []
+    assert alerts(settings(), quiet, [], holdout_auc=0.82) == {}
     drifted = alerts(settings(), {"drift_share": 0.4}, ["age", "platform"], holdout_auc=0.82)
-    assert len(drifted) == 1 and "age, platform" in drifted[0]
+    assert list(drifted) == [DRIFT] and "age, platform" in drifted[DRIFT]
     worse = alerts(settings(), {"drift_share": 0.0, "live_roc_auc": 0.70}, [], holdout_auc=0.82)
-    assert len(worse) == 1 and "live ROC AUC 0.700" in worse[0]
+    assert list(worse) == [LIVE_QUALITY] and "live ROC AUC 0.700" in worse[LIVE_QUALITY]
 
 
 def test_drift_is_found_in_a_shifted_user_base_and_not_in_a_stable_one():

@@ -1,0 +1,91 @@
+"""Level 1's monitoring decision (`level1_ct.assessment`), the rule the flow and `make compare`
+both call: live quality only on enough labels of both outcomes, alerts by kind, and the
+cooldown that holds back a second retrain."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import numpy as np
+import pandas as pd
+import pytest
+from sklearn.metrics import roc_auc_score
+
+from level1_ct import reports
+from level1_ct.assessment import ALERT, DRIFT, LIVE_QUALITY, assess
+from level1_ct.settings import PipelineSettings
+from shared.schema import FEATURE_NAMES as _FEATURES
+from shared.schema import ID, LABEL
+from shared.simulator import SimulationConfig, generate_day
+
+FEATURE_NAMES = list(_FEATURES)
+NOW = datetime(2026, 3, 1, 18, tzinfo=UTC)
+SETTINGS = PipelineSettings(monitor_min_rows=200, retrain_cooldown_seconds=300)
+
+
+@pytest.fixture(scope="module")
+def day():
+    features, labels = generate_day(SimulationConfig(rows_per_day=600, seed=5), 2)
+    return features.merge(labels, on=ID)
+
+
+@pytest.fixture(scope="module")
+def no_drift(day):
+    return reports.data_drift(
+        day[FEATURE_NAMES], day[FEATURE_NAMES], SETTINGS.drift_share_threshold
+    )
+
+
+def answered(day: pd.DataFrame, right: bool) -> pd.DataFrame:
+    """The day's requests with the probability a service answered: near the label when
+    `right`, its opposite when not."""
+    noise = np.random.default_rng(0).random(len(day))
+    label = day[LABEL].astype(float).to_numpy()
+    probability = 0.4 * (label if right else 1 - label) + 0.6 * noise
+    return day[[*FEATURE_NAMES, LABEL]].assign(probability=probability)
+
+
+def test_live_quality_is_the_roc_auc_of_the_answers_against_their_labels(day, no_drift):
+    labelled = answered(day, right=True)
+    found = assess(SETTINGS, no_drift, labelled, holdout_auc=0.8, last_alert=None, now=NOW)
+    expected = roc_auc_score(labelled[LABEL].astype(int), labelled["probability"])
+    assert found.metrics["live_roc_auc"] == pytest.approx(expected)
+    assert found.metrics["labelled_rows"] == len(labelled)
+    assert found.alerts == {} and not found.retrain and ALERT not in found.metrics
+
+
+@pytest.mark.parametrize(
+    "labels", ["too few", "one outcome"], ids=["fewer than monitor_min_rows", "a single class"]
+)
+def test_live_quality_is_not_judged_without_enough_labels_of_both_outcomes(day, no_drift, labels):
+    wrong = answered(day, right=False)
+    if labels == "too few":
+        wrong = wrong.head(SETTINGS.monitor_min_rows - 1)
+    else:
+        wrong = wrong[wrong[LABEL].astype(bool)]
+    found = assess(SETTINGS, no_drift, wrong, holdout_auc=0.8, last_alert=None, now=NOW)
+    assert "live_roc_auc" not in found.metrics and LIVE_QUALITY not in found.alerts
+
+
+def test_wrong_answers_raise_a_live_quality_alert_that_starts_a_retrain(day, no_drift):
+    found = assess(SETTINGS, no_drift, answered(day, right=False), 0.8, last_alert=None, now=NOW)
+    assert list(found.alerts) == [LIVE_QUALITY] and "below 0.760" in found.alerts[LIVE_QUALITY]
+    assert found.retrain and found.metrics[ALERT] == 1.0 and not found.cooling
+
+
+def test_an_alert_inside_the_cooldown_starts_no_retrain_and_one_after_it_does(day, no_drift):
+    wrong = answered(day, right=False)
+    cooldown = timedelta(seconds=SETTINGS.retrain_cooldown_seconds)
+    recent = assess(SETTINGS, no_drift, wrong, 0.8, last_alert=NOW - cooldown / 2, now=NOW)
+    assert recent.alerts and recent.cooling and not recent.retrain
+    assert ALERT not in recent.metrics  # a held-back alert does not restart the cooldown
+    later = assess(SETTINGS, no_drift, wrong, 0.8, last_alert=NOW - 2 * cooldown, now=NOW)
+    assert later.retrain and later.metrics[ALERT] == 1.0
+
+
+def test_drift_past_the_threshold_is_a_drift_alert(day):
+    shifted = generate_day(SimulationConfig(scenario="covariate-shift", rows_per_day=600), 25)[0]
+    drift = reports.data_drift(shifted, day, SETTINGS.drift_share_threshold)
+    found = assess(SETTINGS, drift, day.head(0), holdout_auc=0.8, last_alert=None, now=NOW)
+    assert DRIFT in found.alerts and "age" in found.alerts[DRIFT] and found.retrain
+    assert found.metrics["drift_share"] == drift.share >= SETTINGS.drift_share_threshold
