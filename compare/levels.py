@@ -52,7 +52,8 @@ from level1_ct.assessment import Assessment
 from level1_ct.settings import PipelineSettings
 from level2_cicd.rollout import ArmStats, bin_counts, decide
 from level2_cicd.settings import CicdSettings
-from shared.evaluate import beats_baseline, classification_metrics, evaluate
+from shared import expectations
+from shared.evaluate import classification_metrics, evaluate
 from shared.gate import ChampionLineage, Verdict, judge
 from shared.lineage import fingerprint
 from shared.schema import FEATURE_NAMES, ID, LABEL, example_record
@@ -565,39 +566,26 @@ def _arm(probability: np.ndarray) -> ArmStats:
 
 
 def ci_checks(code: Code, runs: Runs, world: World) -> list[str]:
-    """Level 2's CI on the pushed code, by ML Test Score section; the failures, in words.
-    (The checks of level 2's model and infrastructure test sections, on the replay's code.)
+    """Level 2's CI on the pushed code: the checks of its ML Test Score sections
+    (`shared.expectations`, which tests/unit/model and tests/unit/infrastructure run) on a
+    model the pushed code trains on a sample, scored by the pushed code's service. The
+    failures, in words.
 
-    model: the pipeline trains on a sample and beats the baseline on its hold-out.
-    infrastructure: the service answers a contract example with a probability, the same
-    one the model gives offline (training/serving consistency), and a customer with more
+    model: the pipeline beats the baseline on its hold-out. infrastructure: the service
+    answers what the model gives (training/serving consistency), and a customer with more
     late deliveries and complaints is scored riskier (a directional expectation).
     """
     days = [d for d in world.labels_landed(world.settings.start_day - 1) if world.batch_ok(d)]
     fitted = runs.fit(code, days[: max(4, len(days) // 2)])
-    model, holdout = evaluate(fitted.pipeline, fitted.holdout), fitted.holdout
-    failures = []
-    if not beats_baseline(
-        model, evaluate(train_baseline(fitted.train_frame), holdout), PIPELINE.min_auc_lift
-    ):
-        failures.append(
-            f"model: hold-out ROC AUC {model.overall['roc_auc']:.3f} does not beat the baseline"
-        )
-    calm = pd.DataFrame([example_record()])
-    risky = calm.assign(late_deliveries_30d=6, complaints_90d=5)
-    answered = code.score(fitted.pipeline, pd.concat([calm, risky], ignore_index=True))
-    offline = fitted.pipeline.predict_proba(pd.concat([calm, risky], ignore_index=True))[:, 1]
-    if not np.allclose(answered, offline):
-        failures.append(
-            f"infrastructure: the service answers {answered[0]:.3f} where the model gives "
-            f"{offline[0]:.3f} (training/serving skew)"
-        )
-    if not answered[1] > answered[0]:
-        failures.append(
-            f"infrastructure: more late deliveries and complaints scored {answered[1]:.3f}, "
-            f"below {answered[0]:.3f}"
-        )
-    return failures
+    sample = pd.concat([fitted.holdout.head(50), pd.DataFrame([example_record()])])
+    found = [
+        expectations.beats_the_baseline(
+            fitted.pipeline, fitted.train_frame, fitted.holdout, PIPELINE.min_auc_lift
+        ),
+        expectations.serving_matches_the_model(code.score, fitted.pipeline, sample),
+        expectations.riskier_when_late_and_complaining(code.score, fitted.pipeline),
+    ]
+    return [failure for failure in found if failure is not None]
 
 
 LEVELS = (Level0, Level1, Level2)
