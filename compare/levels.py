@@ -375,6 +375,8 @@ class Level1(Level):
         self.run_reasons: list[str] = []  # why each training run was triggered
         self.quality_alert = False  # did yesterday's monitoring raise a live-quality alert?
         self.last_alert: datetime | None = None  # when monitoring last raised an alert
+        self.checks: dict[int, Assessment | None] = {}  # monitoring's decision by day
+        self.verdicts: dict[int, Verdict | None] = {}  # the day's run's gate (None: stopped)
 
     def end_of_day(self, day: int) -> None:
         for change in self.releases_due(day):
@@ -382,7 +384,7 @@ class Level1(Level):
         for when, alert in [r for r in self.respond_on if r[0] == day]:
             self.respond_on.remove((when, alert))
             self.revert_if_broken(day, f"a person looked into '{alert}'")
-        checked = self.monitor(day)
+        checked = self.checks[day] = self.monitor(day)
         # The day's batch starts a run; an alert starts one too (outside the cooldown), on
         # the same landing, which trains the same model: one run stands for both.
         drift = checked is not None and checked.retrain
@@ -437,23 +439,23 @@ class Level1(Level):
             return pd.DataFrame(columns=[*FEATURE_NAMES, "probability", LABEL])
         return pd.concat(frames, ignore_index=True)
 
-    def train_run(self, day: int, reason: str, code: Code) -> Fitted | None:
+    def train_run(self, day: int, reason: str, code: Code) -> None:
         """Level 1's training pipeline on today's landing: contract, window, train, gate."""
         if not self.world.batch_ok(day):
+            self.verdicts[day] = None
             self.reject(
                 day, [day], f"run stopped before training, batch quarantined: {self.world.violations(day)}"
             )  # fmt: skip
-            return None
+            return
         days = [d for d in self.world.labels_landed(day) if self.world.batch_ok(d)]
         fitted = self.runs.fit(code, days[-PIPELINE.window_days :])
         self.trained.append(fitted)
         self.run_reasons.append(reason)
-        verdict = self.runs.judge(fitted, code, self.champion)
+        verdict = self.verdicts[day] = self.runs.judge(fitted, code, self.champion)
         if verdict.passed:
             self.promote(day, fitted, code, f"retrained ({reason})")
         else:
             self.record(day, "train", f"retrained ({reason}), gate rejected: {verdict.reasons[0]}")
-        return fitted
 
 
 @dataclass

@@ -1,11 +1,14 @@
-"""The replay decides what the level decides: on a short story, what `make compare`'s level 1
-concludes from a day's monitoring check equals what level 1's monitoring flow concludes, as a
-Prefect flow run against real MLflow and Prefect servers, when the prediction store holds the
-same answers and labels and the registry the same champion with its reference rows."""
+"""The replay decides what the level decides. On a short story, what `make compare`'s level 1
+concludes on a day equals what level 1's flows conclude, as Prefect flow runs against real
+MLflow and Prefect servers, on the same inputs: the training pipeline's data contract and gate
+on the same landed batches and champion, and monitoring's figures, alerts and retrain verdict
+on the same answers and labels in the prediction store."""
 
 from __future__ import annotations
 
-import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 import mlflow
 import pandas as pd
@@ -15,48 +18,60 @@ from mlflow import MlflowClient
 
 from compare.changes import initial_code
 from compare.levels import PIPELINE, Level1, Runs, first_model
+from compare.served import Model
 from compare.servers import InProcess
 from compare.settings import CompareSettings
 from compare.world import World
 from level1_ct import registry
 from level1_ct.assessment import ALERT
 from level1_ct.flows.monitoring import monitoring_flow
+from level1_ct.flows.training import training_pipeline
 from level1_ct.prediction_log import connect, labels, monitoring, predictions
+from shared.data import batch_path, features_dir, labels_dir
 from shared.features import SKOPS_TRUSTED_TYPES
+from shared.gate import SAME_LINEAGE
 from shared.schema import DATE, FEATURE_NAMES, ID, LABEL
 from shared.servers import MlflowServer, free_port, mlflow_server
 from tests.integration.level1 import pipeline_env, prefect
 
 # The young customers arrive from the story's second day: by its last day the champion's
-# traffic has drifted and labels of a week of answers have landed.
-STORY = CompareSettings(days=21, start_day=8, rows_per_day=300, n_iter=1,
-                        covariate_shift_day=9, covariate_shift_days=4, incident_day=None,
+# traffic has drifted and labels of a week of answers have landed; that day's export breaks.
+# The search is the pipeline's (3 folds), so that the same days train the same model.
+STORY = CompareSettings(days=21, start_day=8, rows_per_day=300, n_iter=1, cv_folds=3,
+                        covariate_shift_day=9, covariate_shift_days=4, incident_day=20,
                         concept_drift_day=None, good_change_day=None,
                         bad_change_day=None)  # fmt: skip
-DAY = STORY.days - 1
+DAY = STORY.days - 1  # the bad batch lands; monitoring's check
+GATE_DAY = DAY - 1  # a good batch lands: the gate's verdict
+
+
+@dataclass
+class Replayed:
+    level: Level1
+    gate_champion: Model  # the champion the run of GATE_DAY was judged against
 
 
 @pytest.fixture(scope="module")
-def replayed():
-    """Level 1 replayed up to DAY, and its monitoring check on DAY's evening."""
+def replayed() -> Replayed:
+    """Level 1 replayed to the end of the story."""
     world = World(STORY)
     runs = Runs(world, STORY)
     level = Level1(world, runs, first_model(world, runs, initial_code(STORY)), InProcess(world))
-    for day in range(STORY.start_day, DAY):
+    for day in range(STORY.start_day, STORY.days):
         level.serve(day)
+        if day == GATE_DAY:
+            gate_champion = level.champion
         level.end_of_day(day)
-    level.serve(DAY)
-    return level, level.monitor(DAY)
+    return Replayed(level, gate_champion)
 
 
-def register(tracking_uri: str, level: Level1) -> str:
-    """The replayed champion as level 1's pipeline registers one: the model, its hold-out
+def register(tracking_uri: str, champion: Model) -> str:
+    """A replayed champion as level 1's pipeline registers one: the model, its hold-out
     ROC AUC and its training rows' sample; returns its registry version."""
-    champion = level.champion
     train_frame = champion.fitted.train_frame
     reference = train_frame.sample(min(len(train_frame), PIPELINE.reference_rows), random_state=0)
     mlflow.set_tracking_uri(tracking_uri)
-    mlflow.set_experiment("replay-parity")
+    mlflow.set_experiment(PIPELINE.experiment)  # the active one: the flow logs its runs there too
     with mlflow.start_run():
         info = mlflow.sklearn.log_model(
             champion.pipeline, name="model", skops_trusted_types=SKOPS_TRUSTED_TYPES
@@ -67,6 +82,21 @@ def register(tracking_uri: str, level: Level1) -> str:
     version = registry.register(client, PIPELINE.model_name, info.model_uri, {})
     registry.promote(client, PIPELINE.model_name, version)
     return version
+
+
+def land(landing: Path, world: World, through: int) -> None:
+    """What has landed by the end of day `through`: every batch, and the labels of the days
+    the label delay has passed."""
+    for day in range(through + 1):
+        batch = batch_path(features_dir(landing), world.config.day_date(day))
+        if not batch.exists():
+            batch.parent.mkdir(parents=True, exist_ok=True)
+            world.features(day).to_parquet(batch, index=False)
+    for day in world.labels_landed(through):
+        labels_file = batch_path(labels_dir(landing), world.config.day_date(day))
+        if not labels_file.exists():
+            labels_file.parent.mkdir(parents=True, exist_ok=True)
+            world.labels(day).to_parquet(labels_file, index=False)
 
 
 def store(url: str, level: Level1, version: str) -> None:
@@ -95,49 +125,98 @@ def store(url: str, level: Level1, version: str) -> None:
     engine.dispose()
 
 
+@dataclass
+class FlowRuns:
+    gate: Any  # the training run on GATE_DAY's landing: its state
+    gate_checks: list[dict]  # and its gate's checks (gate.json in its MLflow run)
+    contract: Any  # the training run once DAY's batch has landed
+    monitoring: Any  # the monitoring run on DAY's evening
+    stored: dict[str, float]  # and the figures it stored
+
+
 @pytest.fixture(scope="module")
-def flow_run(replayed, tmp_path_factory):
-    """Level 1's monitoring flow on the replay's answers: its state and the figures it stored."""
-    level, _ = replayed
+def flows(replayed: Replayed, tmp_path_factory) -> FlowRuns:
+    """Level 1's flows on the replay's inputs, in the story's order."""
+    level, world = replayed.level, replayed.level.world
     root = tmp_path_factory.mktemp("parity")
-    (root / "landing" / "labels").mkdir(parents=True)
+    landing, quiet = root / "landing", root / "monitoring-landing"
+    (quiet / "labels").mkdir(parents=True)  # monitoring's labels are in the store already
     url = f"sqlite:///{root / 'predictions.db'}"
     with (
         mlflow_server(MlflowServer(root=root / "mlflow", port=free_port())) as tracking,
         prefect(root) as orchestrator,
     ):
-        version = register(tracking.url, level)
+        env = {"MLFLOW_TRACKING_URI": tracking.url, "PREDICTION_STORE_URL": url,
+               "L1_N_ITER": str(STORY.n_iter), "L1_SEED": str(STORY.seed),
+               "L1_EVIDENTLY_WORKSPACE": str(root / "evidently")}  # fmt: skip
+        register(tracking.url, replayed.gate_champion)
+        with pipeline_env(orchestrator, env | {"L1_LANDING": str(landing)}):
+            land(landing, world, GATE_DAY)
+            gate = training_pipeline(reason="parity-gate", return_state=True)
+            land(landing, world, DAY)
+            contract = training_pipeline(reason="parity-contract", return_state=True)
+        client = MlflowClient(tracking.url)
+        [gate_run] = client.search_runs(
+            [client.get_experiment_by_name(PIPELINE.experiment).experiment_id],
+            filter_string="tags.trigger = 'parity-gate'",
+        )
+        gate_checks = mlflow.artifacts.load_dict(f"{gate_run.info.artifact_uri}/gate.json")
+        version = register(tracking.url, level.champion)
         store(url, level, version)
-        env = {
-            "MLFLOW_TRACKING_URI": tracking.url,
-            "PREDICTION_STORE_URL": url,
-            "L1_LANDING": str(root / "landing"),
-            "L1_EVIDENTLY_WORKSPACE": str(root / "evidently"),
-        }
-        with pipeline_env(orchestrator, env):
-            state = monitoring_flow(return_state=True)
+        with pipeline_env(orchestrator, env | {"L1_LANDING": str(quiet)}):
+            monitoring_state = monitoring_flow(return_state=True)
     engine = connect(url)
     with engine.connect() as conn:
         stored = dict(conn.execute(sa.select(monitoring.c.metric, monitoring.c.value)).all())
     engine.dispose()
-    return state, stored
+    return FlowRuns(gate, gate_checks["checks"], contract, monitoring_state, stored)
 
 
-def test_the_story_gives_the_check_something_to_decide(replayed):
-    _, found = replayed
+def test_the_story_gives_each_decision_something_to_decide(replayed):
+    level = replayed.level
+    assert level.verdicts[GATE_DAY] is not None and level.verdicts[DAY] is None
+    found = level.checks[DAY]
     assert found is not None and found.alerts, "the story's last day must raise an alert"
     assert "live_roc_auc" in found.metrics and found.metrics["labelled_rows"] >= 1000
 
 
-def test_the_replayed_monitoring_check_finds_what_the_monitoring_flow_finds(replayed, flow_run):
-    _, found = replayed
-    state, stored = flow_run
+def test_the_replayed_gate_judges_as_the_training_pipeline_judges(replayed, flows):
+    level = replayed.level
+    verdict = level.verdicts[GATE_DAY]
+    assert flows.gate.is_completed(), flows.gate.message
+    outcome = flows.gate.result()
+    window = level.trained[-1].days  # the last training run ran on DAY - 1 (DAY's stopped)
+    dates = [level.world.config.day_date(d).isoformat() for d in (window[0], window[-1])]
+    assert outcome["window"] == "..".join(dates)
+    assert outcome["gate"] == ("passed" if verdict.passed else "rejected")
+    # Every check but lineage (the replay's stands for files by days), with its numbers
+    replay = {c.name: c for c in verdict.checks if c.name != SAME_LINEAGE}
+    pipeline = {c["name"]: c for c in flows.gate_checks if c["name"] != SAME_LINEAGE}
+    assert pipeline.keys() == replay.keys()
+    for name, check in replay.items():
+        assert pipeline[name]["passed"] == check.passed, name
+        for number in ("value", "threshold"):
+            ours = getattr(check, number)
+            expected = ours if ours is None else pytest.approx(ours, abs=1e-9)
+            assert pipeline[name][number] == expected, (name, number)
+
+
+def test_a_bad_batch_stops_the_replayed_run_and_the_pipeline_alike(replayed, flows):
+    world = replayed.level.world
+    assert flows.contract.is_failed()
+    bad = batch_path(Path("."), world.config.day_date(DAY)).name
+    assert f"{bad}: {world.violations(DAY)}" in flows.contract.message
+    [event] = [e for e in replayed.level.events if e.kind == "batch-rejected"]
+    assert event.day == DAY and world.violations(DAY) in event.text
+
+
+def test_the_replayed_monitoring_check_finds_what_the_monitoring_flow_finds(replayed, flows):
+    found, state, stored = replayed.level.checks[DAY], flows.monitoring, flows.stored
     assert state.is_completed(), state.message
     assert stored.keys() == found.metrics.keys()
     for metric, value in found.metrics.items():
         assert stored[metric] == pytest.approx(value, abs=1e-9), metric
     # The same alerts, in the same words, and the same verdict on retraining
-    assert found.alerts and all(alert in state.message for alert in found.alerts.values())
+    assert all(alert in state.message for alert in found.alerts.values())
     assert ("retraining triggered" in state.message) == found.retrain
     assert (ALERT in stored) == found.retrain
-    assert re.search(r"drifted \(threshold \d+%\): ", state.message)
