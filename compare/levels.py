@@ -23,8 +23,9 @@ The decisions are made by the levels' own code: level 0's rules for bad batches 
 baseline (`level0_manual.train`), `shared.validation`, `shared.train`, `shared.evaluate`,
 `shared.gate.judge` with level 1's `PipelineSettings`, level 1's monitoring decision
 (`level1_ct.assessment`: drift, live quality, alerts, cooldown), level 2's canary share and
-`rollout.decide`. A parity test (tests/integration/test_replay_parity.py) runs level 1's
-monitoring flow on the replay's answers and finds what the replay found. What the replay
+`rollout.decide`, level 2's CI checks (`shared.expectations`). A parity test
+(tests/integration/test_replay_parity.py) runs level 1's training and monitoring flows on the
+replay's batches, champion and answers, and they decide what the replay decided. What the replay
 simulates is time and the servers around them: a day is a step, and the registry, the
 Prefect runs and the HTTP calls are function calls (the demos and stacks run them for real).
 The services that answer the customers are `compare.servers`: function calls by default, or
