@@ -26,7 +26,7 @@ from level1_ct import registry
 from shared.data import labelled_feature_files, load_labelled
 from shared.features import SKOPS_TRUSTED_TYPES
 from shared.loadtest import LoadResult, load
-from shared.schema import example_record
+from shared.schema import MODEL_NAME, example_record
 from shared.servers import MlflowServer, free_port, mlflow_server, running
 from shared.simulator import SimulationConfig, simulate
 from shared.train import TrainingConfig, train
@@ -52,8 +52,8 @@ def serving(work: Path) -> None:
                 pip_requirements=registry.model_requirements(),
             )  # fmt: skip
         client = MlflowClient(server.url)
-        version = registry.register(client, "churn", info.model_uri, {})
-        registry.promote(client, "churn", version)
+        version = registry.register(client, MODEL_NAME, info.model_uri, {})
+        registry.promote(client, MODEL_NAME, version)
         # `mlflow models serve` shells out to uvicorn: the venv's bin/ must be on PATH.
         path = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
         # One OpenMP thread for both servers, as the level-1 service sets for itself.

@@ -26,7 +26,7 @@ import pandas as pd
 
 from shared import model_file
 from shared.data import labelled_feature_files, load_labelled
-from shared.schema import example_record
+from shared.schema import MODEL_NAME, example_record
 from shared.servers import free_port, running
 from shared.simulator import SimulationConfig, simulate
 from shared.train import TrainingConfig, train
@@ -50,7 +50,7 @@ def measure(work: Path, requests: int, concurrency: int) -> None:
     result = train(
         load_labelled(labelled_feature_files(work / "landing")), TrainingConfig(n_iter=4)
     )
-    model_file.save(result.pipeline, {"name": "churn", "version": "bench"}, work / "model")
+    model_file.save(result.pipeline, {"name": MODEL_NAME, "version": "bench"}, work / "model")
     print(f"model: {result.params}")
 
     row = pd.DataFrame([example_record()])

@@ -49,7 +49,7 @@ from level1_ct.service import served_version
 from level2_cicd.service import CANARY, canary_arm
 from shared import http_client, model_file
 from shared.features import SKOPS_TRUSTED_TYPES
-from shared.schema import FEATURE_NAMES, ID
+from shared.schema import FEATURE_NAMES, ID, MODEL_NAME
 from shared.servers import free_port, read_dotenv
 
 if TYPE_CHECKING:
@@ -57,7 +57,6 @@ if TYPE_CHECKING:
     from compare.served import Model
 
 ROOT = Path(__file__).resolve().parents[1]
-MODEL_NAME = "churn"
 CLIENTS = 8  # customers in flight at once
 
 

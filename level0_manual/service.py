@@ -16,10 +16,11 @@ from typing import Any
 
 import uvicorn
 from fastapi import FastAPI, HTTPException
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import SettingsConfigDict
 
 from shared import model_file
 from shared.api import (
+    RequestLimits,
     add_predict,
     predict_body,
     predict_records,
@@ -28,7 +29,7 @@ from shared.api import (
 from shared.keepalive import SERVER_KEEP_ALIVE_SECONDS
 
 
-class ServiceSettings(BaseSettings):
+class ServiceSettings(RequestLimits):
     """Settings of the level-0 service, from L0_SERVE_* environment variables."""
 
     model_config = SettingsConfigDict(env_prefix="L0_SERVE_", frozen=True)
@@ -36,8 +37,6 @@ class ServiceSettings(BaseSettings):
     model_dir: Path = Path("var/level0/serving")
     host: str = "127.0.0.1"
     port: int = 8000
-    max_records: int = 1000  # records per request; a larger list gets a 422
-    max_body_bytes: int = 2_000_000  # a larger body gets a 413 before it is parsed
     keep_alive_seconds: int = SERVER_KEEP_ALIVE_SECONDS  # idle connections kept open
 
 

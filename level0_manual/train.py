@@ -31,7 +31,7 @@ from shared.data import (
 from shared.evaluate import Evaluation, beats_baseline, evaluate
 from shared.features import SKOPS_TRUSTED_TYPES, feature_frame
 from shared.lineage import Lineage
-from shared.schema import LABEL_COLUMNS
+from shared.schema import LABEL_COLUMNS, MODEL_NAME
 from shared.servers import is_healthy
 from shared.train import TrainingConfig, split_holdout, train, train_baseline
 from shared.validation import ValidationResult, validate_file
@@ -48,7 +48,7 @@ class TrainSettings(BaseSettings):
         "http://127.0.0.1:5000", validation_alias="MLFLOW_TRACKING_URI"
     )
     experiment: str = "level0-manual"
-    model_name: str = "churn"
+    model_name: str = MODEL_NAME
     n_iter: int = 10
     seed: int = 42
     min_auc_lift: float = 0.05  # the model must beat the dummy's ROC AUC by this much

@@ -28,7 +28,7 @@ from level1_ct.flows.landing import LAST_SEEN
 from level1_ct.run import DEPLOYMENTS
 from level1_ct.service import served_version
 from shared.data import feature_files
-from shared.schema import example_record
+from shared.schema import MODEL_NAME, example_record
 from shared.servers import (
     LOOPBACK,
     MlflowServer,
@@ -171,7 +171,7 @@ def demo(settings: DemoSettings) -> dict[str, float]:
         print(f"landed {[p.name for p in written]}; the watcher looks every 5 s ...", flush=True)
         second = wait_for_version(url, first, 300)
         lead_time = time.monotonic() - landed_at
-        tags = MlflowClient(mlflow.url).get_model_version("churn", second).tags
+        tags = MlflowClient(mlflow.url).get_model_version(MODEL_NAME, second).tags
         trigger = (
             MlflowClient(mlflow.url)
             .get_run(httpx.get(f"{url}/model").json()["run_id"])

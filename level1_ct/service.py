@@ -36,12 +36,13 @@ import uvicorn
 from fastapi import FastAPI, HTTPException
 from mlflow import MlflowClient
 from pydantic import Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import SettingsConfigDict
 from threadpoolctl import threadpool_limits
 
 from level1_ct import registry
 from level1_ct.prediction_log import PredictionLog
 from shared.api import (
+    RequestLimits,
     add_predict,
     churn_probabilities,
     predict_body,
@@ -49,7 +50,7 @@ from shared.api import (
 )
 from shared.evaluate import THRESHOLD
 from shared.keepalive import SERVER_KEEP_ALIVE_SECONDS
-from shared.schema import FEATURE_NAMES, ID, example_record
+from shared.schema import FEATURE_NAMES, ID, MODEL_NAME, example_record
 
 # Fail fast when MLflow is down: the service keeps its model and says "degraded" instead of
 # hanging in the client's retries (minutes by default). One retry, sent at once (urllib3
@@ -63,7 +64,7 @@ os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "5")
 log = logging.getLogger("level1.service")
 
 
-class ServiceSettings(BaseSettings):
+class ServiceSettings(RequestLimits):
     """Settings of the level-1 service, from L1_SERVE_* environment variables."""
 
     model_config = SettingsConfigDict(env_prefix="L1_SERVE_", frozen=True)
@@ -74,7 +75,7 @@ class ServiceSettings(BaseSettings):
     prediction_store_url: str = Field(
         "sqlite:///var/level1/predictions.db", validation_alias="PREDICTION_STORE_URL"
     )
-    model_name: str = Field("churn", validation_alias="MODEL_NAME")
+    model_name: str = Field(MODEL_NAME, validation_alias="MODEL_NAME")
     alias: str = registry.CHAMPION
     host: str = "127.0.0.1"
     port: int = 8001
@@ -88,8 +89,6 @@ class ServiceSettings(BaseSettings):
     # OpenMP threads per model call. One batch is scored at a time, and on a small machine
     # extra OpenMP threads spin on cores the event loop needs: 1 doubled throughput on 2 cores.
     model_threads: int = 1
-    max_records: int = 1000
-    max_body_bytes: int = 2_000_000
 
 
 @cache

@@ -13,6 +13,7 @@ from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from shared.gate import GateConfig
+from shared.schema import MODEL_NAME
 
 
 class PipelineSettings(BaseSettings):
@@ -26,7 +27,7 @@ class PipelineSettings(BaseSettings):
     prediction_store_url: str = Field(
         "sqlite:///var/level1/predictions.db", validation_alias="PREDICTION_STORE_URL"
     )
-    model_name: str = Field("churn", validation_alias="MODEL_NAME")
+    model_name: str = Field(MODEL_NAME, validation_alias="MODEL_NAME")
     experiment: str = "level1-ct"
     evidently_workspace: str = "var/level1/evidently"  # a folder, or the Evidently UI's URL
     evidently_project: str = "churn - level 1 monitoring"

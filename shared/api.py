@@ -23,6 +23,7 @@ from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, Discriminator, Field, Tag, TypeAdapter, ValidationError
+from pydantic_settings import BaseSettings
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Receive, Scope, Send
 
@@ -71,6 +72,14 @@ def predictions(ids: list[str | None], probabilities: Any) -> list[dict[str, Any
 
 def _one_or_many(value: Any) -> str:
     return "records" if isinstance(value, list) else "record"
+
+
+class RequestLimits(BaseSettings):
+    """The request limits of every level's service, defined once; each service's settings
+    read them under its own prefix (L0_SERVE_MAX_RECORDS, L1_SERVE_MAX_BODY_BYTES, ...)."""
+
+    max_records: int = 1000  # records per request; a larger list gets a 422
+    max_body_bytes: int = 2_000_000  # a larger body gets a 413 before it is parsed
 
 
 def predict_body(max_records: int) -> Any:

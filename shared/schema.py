@@ -14,6 +14,7 @@ from typing import Annotated, Any, ClassVar, Literal
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, create_model, model_validator
 
 SCHEMA_VERSION = "1"
+MODEL_NAME = "churn"  # the model's name in every level's registry, model card and log
 
 Kind = Literal["id", "date", "int", "float", "bool", "category", "label"]
 

@@ -147,8 +147,8 @@ def test_level_2_runs_with_security_on():
     assert not level1["mlflow"]["environment"]["MLFLOW_SERVER_APP"]
 
 
-def settings_fields() -> dict[str, object]:
-    """Every environment variable a level's settings object reads, with its default."""
+def settings_classes() -> tuple[type, ...]:
+    """Every level's settings objects."""
     from level0_manual.service import ServiceSettings as Level0Service
     from level0_manual.train import TrainSettings
     from level1_ct.service import ServiceSettings as Level1Service
@@ -157,19 +157,34 @@ def settings_fields() -> dict[str, object]:
     from level2_cicd.service import ProductionSettings
     from level2_cicd.settings import CicdSettings
 
+    return (TrainSettings, Level0Service, PipelineSettings, Level1Service, CicdSettings,
+            ProductionSettings, GitServerSettings)  # fmt: skip
+
+
+def settings_fields() -> dict[str, object]:
+    """Every environment variable a level's settings object reads, with its default."""
     return {
         f"{cls.model_config['env_prefix']}{name}".upper(): field.default
-        for cls in (
-            TrainSettings,
-            Level0Service,
-            PipelineSettings,
-            Level1Service,
-            CicdSettings,
-            ProductionSettings,
-            GitServerSettings,
-        )
+        for cls in settings_classes()
         for name, field in cls.model_fields.items()
     }
+
+
+def test_the_request_limits_and_the_model_name_are_defined_once():
+    """Every service takes its request limits from shared.api.RequestLimits, and every
+    setting of the model's name defaults to shared.schema.MODEL_NAME."""
+    from shared.api import RequestLimits
+    from shared.schema import MODEL_NAME
+
+    services = [cls for cls in settings_classes() if "max_records" in cls.model_fields]
+    assert len(services) == 3  # levels 0, 1 and 2
+    for cls in settings_classes():
+        own = vars(cls).get("__annotations__", {})
+        if cls is not RequestLimits:
+            assert not {"max_records", "max_body_bytes"} & set(own), cls
+        if "model_name" in cls.model_fields:
+            assert cls.model_fields["model_name"].default == MODEL_NAME, cls
+    assert all(issubclass(cls, RequestLimits) for cls in services)
 
 
 @pytest.mark.parametrize("path", COMPOSE_FILES, ids=lambda p: p.parent.name)
