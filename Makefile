@@ -110,9 +110,31 @@ demo: venv
 		esac; \
 	done
 
-## Run every test kind: unit, integration, e2e, container (docker; builds the images once)
+## Run every test tier in turn (tests/tiers.toml): unit, integration, e2e, containers; the first that fails stops the run
 test: venv
-	$(PY) -m pytest --durations=25  # the slowest tests, to watch CI's 90-minute budget
+	@rm -rf var/test-times
+	@$(MAKE) --no-print-directory test-unit test-integration test-e2e test-containers; status=$$?; \
+		$(PY) -m tests.tiers; exit $$status
+
+## Run the unit tier: one module at a time, no servers; stops at the first failure
+test-unit: venv
+	$(PY) -m pytest --tier unit tests/unit --exitfirst --durations=10
+
+## Run the integration tier: real MLflow, Prefect, git and service processes on loopback
+test-integration: venv
+	$(PY) -m pytest --tier integration tests/integration --durations=10
+
+## Run the e2e tier: each level's demo and make compare, end to end without Docker
+test-e2e: venv
+	$(PY) -m pytest --tier e2e tests/e2e --durations=10
+
+## Run the containers tier: the stacks and make compare STACK=docker (builds the images first)
+test-containers: venv
+	@if docker info >/dev/null 2>&1; then \
+		start=$$SECONDS; $(MAKE) --no-print-directory images || exit 1; \
+		echo "images: $$((SECONDS - start)) s"; \
+	fi
+	$(PY) -m pytest --tier containers tests/docker --durations=10
 
 ## Run one ML Test Score section of the tests, SECTION=data|model|infrastructure (level 2's CI steps)
 test-ml: venv
@@ -293,7 +315,7 @@ level2-traffic: $(L0_NEEDS)
 level2-fault: $(L0_NEEDS)
 	$(L2_DRILL) fault --error-rate $(or $(ERRORS),0) --delay-ms $(or $(DELAY_MS),0)
 
-.PHONY: help venv env lock demo compare reset test test-ml bench bench-level1 bench-level2 bench-stack lint data mlflow prefect clean images engine up \
+.PHONY: help venv env lock demo compare reset test test-unit test-integration test-e2e test-containers test-ml bench bench-level1 bench-level2 bench-stack lint data mlflow prefect clean images engine up \
 	down logs ps level0-notebook level0-train level0-handoff level0-serve level0-predict \
 	level1-runner level1-serve level1-train level1-replay level2-remote level2-runner level2-ci level2-cd \
 	level2-serve level2-traffic level2-fault

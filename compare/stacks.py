@@ -46,7 +46,8 @@ from compare.servers import CANARY_SHARE, CANARY_SPLIT, Answers
 from compare.world import World
 from level1_ct import registry
 from level1_ct.service import served_version
-from level2_cicd.service import CANARY, canary_arm
+from level2_cicd.names import CANARY
+from level2_cicd.service import canary_arm
 from shared import http_client, model_file
 from shared.features import SKOPS_TRUSTED_TYPES
 from shared.schema import FEATURE_NAMES, ID, MODEL_NAME

@@ -7,9 +7,10 @@ from typing import Any
 
 from prefect.events import emit_event
 
-DATA_LANDED = "churn.data.landed"  # the landing watcher saw a new batch
-DRIFT_DETECTED = "churn.drift.detected"  # monitoring saw drift or a quality drop
-RESOURCE = "churn.level1"  # every event is about this resource
+from level1_ct.names import DATA_LANDED, DRIFT_DETECTED
+from level1_ct.names import EVENT_RESOURCE as RESOURCE
+
+__all__ = ["DATA_LANDED", "DRIFT_DETECTED", "RESOURCE", "emit"]
 
 
 def emit(event: str, source: str, payload: dict[str, Any]) -> None:

@@ -19,9 +19,9 @@ import pandas as pd
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 
-CHAMPION = "champion"
-CHALLENGER = "challenger"
-PREVIOUS_CHAMPION = "previous-champion"
+from level1_ct.names import CHALLENGER, CHAMPION, PREVIOUS_CHAMPION
+
+__all__ = ["CHALLENGER", "CHAMPION", "PREVIOUS_CHAMPION"]  # with the functions below
 
 
 @dataclass(frozen=True)

@@ -15,9 +15,10 @@ import sys
 
 from prefect.deployments import run_deployment
 
+from level1_ct.names import REPLAY, TRAINING, deployment
 from shared.preflight import require
 
-DEPLOYMENTS = {"train": "ct-training/ct-training", "replay": "ct-replay/ct-replay"}
+DEPLOYMENTS = {"train": deployment(TRAINING), "replay": deployment(REPLAY)}
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -16,7 +16,9 @@ STAGING = "staging"  # what CD deploys and runs for each commit, before producti
 PRODUCTION = "production"  # the one level 1's triggers run, once a commit is delivered
 ENTRYPOINT = "level1_ct/flows/training.py:training_pipeline"
 
+WORK_POOL = "level2-pipeline"  # the Prefect work pool the staging and production runs go to
 CANDIDATE = "candidate"  # the registry alias of the version being delivered
+CANARY = "canary"  # the registry alias of the version production routes its canary share to
 
 # The Dockerfile's targets and the images' names (level 0's slim service is mlops-levels/serving)
 IMAGES = {"pipeline": "level2-pipeline", "serving": "level2-serving"}

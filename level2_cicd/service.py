@@ -42,12 +42,12 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr
 from pydantic_settings import SettingsConfigDict
 
 from level1_ct.service import MicroBatcher, ModelFollower, Served, ServiceSettings, create_app
+from level2_cicd.names import CANARY
 from level2_cicd.rollout import BINS, bin_of
 from shared.api import BODY_REFUSALS, responses
 from shared.schema import ID
 
 log = logging.getLogger("level2.service")
-CANARY = "canary"  # the registry alias CD points at the version being rolled out
 
 
 class ProductionSettings(ServiceSettings):

@@ -14,6 +14,7 @@ from typing import Literal
 from pydantic import SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from level2_cicd.names import WORK_POOL
 from level2_cicd.rollout import Bounds
 
 
@@ -42,7 +43,7 @@ class CicdSettings(BaseSettings):
 
     # CD of the pipeline: the commit's training pipeline is deployed as `ct-training/staging`
     # (version: the commit) to this work pool; a process worker runs it from the git remote.
-    work_pool: str = "level2-pipeline"
+    work_pool: str = WORK_POOL
     staging_timeout_seconds: int = 1800  # the staging run, queued and trained
 
     # The staging service: the candidate served with the commit's code, then checked. As a

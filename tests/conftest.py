@@ -17,6 +17,9 @@ from shared.train import TrainingConfig, TrainingResult, split_holdout, train
 
 TESTS = Path(__file__).parent
 
+# The tiers (tests/tiers.toml): `--tier NAME`, a per-test timeout and a time budget per tier
+pytest_plugins = ["tests.tiers"]
+
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Mark each test with its folders: its kind (tests/unit/, integration/, e2e/, docker/)

@@ -27,7 +27,7 @@ from prefect import serve
 from prefect.events import DeploymentEventTrigger
 from prefect.schedules import Cron
 
-from level1_ct import events
+from level1_ct import events, names
 from level1_ct.flows.landing import watch_landing
 from level1_ct.flows.monitoring import monitoring_flow
 from level1_ct.flows.replay import replay
@@ -57,10 +57,10 @@ def watchers(settings: PipelineSettings) -> list:
     """The flows whose events trigger training: monitoring and the landing watcher."""
     return [
         monitoring_flow.to_deployment(
-            name="ct-monitoring", interval=settings.monitor_interval_seconds, concurrency_limit=1
+            name=names.MONITORING, interval=settings.monitor_interval_seconds, concurrency_limit=1
         ),
         watch_landing.to_deployment(
-            name="ct-watch-landing", interval=settings.watch_interval_seconds, concurrency_limit=1
+            name=names.WATCH_LANDING, interval=settings.watch_interval_seconds, concurrency_limit=1
         ),
     ]
 
@@ -68,7 +68,7 @@ def watchers(settings: PipelineSettings) -> list:
 def pipeline(settings: PipelineSettings) -> list:
     """The CT pipeline: training with its four triggers, monitoring, the landing watcher."""
     training = training_pipeline.to_deployment(
-        name="ct-training",
+        name=names.TRAINING,
         **training_triggers(settings),
         concurrency_limit=1,  # runs triggered together queue up instead of racing for the alias
         description="Train, gate and register; promote a passing candidate to champion.",
@@ -78,7 +78,7 @@ def pipeline(settings: PipelineSettings) -> list:
 
 def simulator() -> list:
     """The world around the pipeline: the replay of a scenario's days and traffic."""
-    return [replay.to_deployment(name="ct-replay", concurrency_limit=1)]
+    return [replay.to_deployment(name=names.REPLAY, concurrency_limit=1)]
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -11,14 +11,14 @@ from prefect import flow, get_run_logger
 from prefect.states import Completed
 from prefect.variables import Variable
 
-from level1_ct import events
+from level1_ct import events, names
 from level1_ct.settings import get_settings
 from shared.data import feature_files
 
 LAST_SEEN = "level1-last-seen-batch"  # a Prefect Variable: the newest batch already announced
 
 
-@flow(name="ct-watch-landing")
+@flow(name=names.WATCH_LANDING)
 def watch_landing():
     """Emit `churn.data.landed` for batches newer than the last one announced."""
     settings = get_settings()

@@ -19,7 +19,7 @@ from mlflow import MlflowClient
 from prefect import flow, get_run_logger
 from prefect.states import Completed
 
-from level1_ct import assessment, events, registry, reports
+from level1_ct import assessment, events, names, registry, reports
 from level1_ct.flows.retrying import io_task, step
 from level1_ct.prediction_log import (
     connect,
@@ -75,7 +75,7 @@ def _last_alert(engine: sa.Engine) -> datetime | None:
     return found.replace(tzinfo=UTC) if found is not None and found.tzinfo is None else found
 
 
-@flow(name="ct-monitoring")
+@flow(name=names.MONITORING)
 def monitoring_flow():
     """Check the champion's live traffic; alert and trigger retraining past a threshold."""
     settings, logger = get_settings(), get_run_logger()

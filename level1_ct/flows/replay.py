@@ -17,6 +17,7 @@ import httpx
 from prefect import flow, get_run_logger
 from prefect.states import Completed
 
+from level1_ct import names
 from level1_ct.settings import get_settings
 from shared import http_client
 from shared.data import day_of, feature_files
@@ -47,7 +48,7 @@ def send_day(client: httpx.Client, url: str, features) -> tuple[int, int]:
     return served, failed
 
 
-@flow(name="ct-replay")
+@flow(name=names.REPLAY)
 def replay(
     scenario: str = "covariate-shift",
     days: int = 14,

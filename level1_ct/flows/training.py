@@ -37,7 +37,7 @@ from prefect import flow, get_run_logger
 from prefect.runtime import flow_run
 from prefect.states import Completed
 
-from level1_ct import registry, reports
+from level1_ct import names, registry, reports
 from level1_ct.flows.retrying import io_task, step
 from level1_ct.settings import PipelineSettings, get_settings
 from shared.data import (
@@ -322,7 +322,7 @@ def champion_reference(tracking_uri: str, ref: registry.ModelRef) -> pd.DataFram
 # ---- the flow -----------------------------------------------------------------------------
 
 
-@flow(name="ct-training")
+@flow(name=names.TRAINING)
 def training_pipeline(
     reason: str = "manual",
     window_days: int | None = None,

@@ -65,10 +65,9 @@ from level1_ct.service import served_version
 from level1_ct.settings import PipelineSettings
 from level1_ct.settings import get_settings as pipeline_settings
 from level2_cicd.flows.ci import checkout, remote_url
-from level2_cicd.names import CANDIDATE, CD_FLOW, ENTRYPOINT, IMAGES, PRODUCTION, STAGING
+from level2_cicd.names import CANARY, CANDIDATE, CD_FLOW, ENTRYPOINT, IMAGES, PRODUCTION, STAGING
 from level2_cicd.report import Report, StepFailed, record
 from level2_cicd.rollout import ArmStats, Decision, decide
-from level2_cicd.service import CANARY
 from level2_cicd.settings import CicdSettings, get_settings
 from shared import http_client
 from shared.loadtest import load

@@ -29,6 +29,7 @@ from prefect.client.schemas.filters import (
 from prefect.client.schemas.sorting import FlowRunSort
 from prefect.settings import PREFECT_API_URL, temporary_settings
 
+from level1_ct import names
 from level1_ct.service import served_version
 from shared.schema import FEATURE_NAMES, ID, example_record
 from shared.simulator import SimulationConfig, generate_day
@@ -67,17 +68,17 @@ class Stack:
 
     def training_runs(self) -> list:
         """ct-training's flow runs that have started, oldest first."""
-        started = [r for r in self.flow_runs("ct-training") if r.start_time is not None]
+        started = [r for r in self.flow_runs(names.TRAINING) if r.start_time is not None]
         return sorted(started, key=lambda r: r.start_time)
 
     def training_settled(self) -> bool:
         """A training run has started, and none is running or due to run."""
-        runs = self.flow_runs("ct-training")
+        runs = self.flow_runs(names.TRAINING)
         return any(r.start_time for r in runs) and all(r.state.is_final() for r in runs)
 
     def announced(self, batch: str) -> datetime | None:
         """When the landing watcher announced `batch` (its run started), if it has."""
-        for watch in self.flow_runs("ct-watch-landing")[::-1]:
+        for watch in self.flow_runs(names.WATCH_LANDING)[::-1]:
             if watch.state.is_completed() and (watch.state.message or "").endswith(batch):
                 return watch.start_time
         return None
@@ -144,7 +145,7 @@ def test_replayed_batches_train_a_champion_that_the_service_serves(stack):
     last = int(re.search(r"replayed days \d+\.\.(\d+)", replay).group(1))
     newest = f"{SimulationConfig(scenario='covariate-shift').day_date(last).isoformat()}.parquet"
     announced = wait_for(lambda: stack.announced(newest), 120, f"the watcher to announce {newest}")
-    wait_for(lambda: any(r.created >= announced for r in stack.flow_runs("ct-training")), 60,
+    wait_for(lambda: any(r.created >= announced for r in stack.flow_runs(names.TRAINING)), 60,
              f"the training run that {newest} triggered")  # fmt: skip
     wait_for(stack.training_settled, 600, "the triggered training runs to finish", every=5)
     runs = stack.training_runs()
