@@ -52,6 +52,7 @@ from shared import http_client, model_file
 from shared.features import SKOPS_TRUSTED_TYPES
 from shared.schema import FEATURE_NAMES, ID, MODEL_NAME
 from shared.servers import free_port, read_dotenv
+from shared.waiting import wait_until
 
 if TYPE_CHECKING:
     from compare.changes import Code
@@ -122,12 +123,11 @@ class Stack:
                     raise RuntimeError(f"removing {sorted(self.built)}: {done.stderr[-500:]}")
 
     def wait_for(self, what: str, check: Callable[[], bool], seconds: float = 120) -> None:
-        deadline = time.monotonic() + seconds
-        while not check():
-            if time.monotonic() > deadline:
-                logs = self.compose("logs", "--tail", "30", self.service)
-                raise TimeoutError(f"level {self.level}: {what} within {seconds:.0f} s\n{logs}")
-            time.sleep(0.5)
+        try:
+            wait_until(check, seconds, f"level {self.level}: {what}", every=0.5)
+        except TimeoutError as error:
+            logs = self.compose("logs", "--tail", "30", self.service)
+            raise TimeoutError(f"{error}\n{logs}") from None
 
     def serving(self, version: int) -> None:
         self.wait_for(f"service answering with v{version}",

@@ -41,6 +41,7 @@ from shared.servers import (
     running,
 )
 from shared.simulator import SimulationConfig, land_day, simulate
+from shared.waiting import wait_until
 
 
 class DemoSettings(BaseSettings):
@@ -62,13 +63,13 @@ def step(title: str) -> None:
 
 def wait_for_version(url: str, other_than: str | None, timeout: float) -> str:
     """Poll the service's /model until it serves a version other than `other_than`."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if (version := served_version(url)) not in (None, other_than):
-            return version
-        time.sleep(1)
-    raise RuntimeError(
-        f"the service at {url} still serves version {other_than} after {timeout:.0f} s"
+
+    def new_version() -> str | None:
+        version = served_version(url)
+        return version if version not in (None, other_than) else None
+
+    return wait_until(
+        new_version, timeout, f"the service at {url} serving a version after {other_than}"
     )
 
 

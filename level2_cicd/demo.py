@@ -40,6 +40,7 @@ from shared.servers import (
     running,
 )
 from shared.simulator import SimulationConfig, land_day, simulate
+from shared.waiting import wait_until
 
 
 class DemoSettings(BaseSettings):
@@ -58,18 +59,17 @@ class DemoSettings(BaseSettings):
 
 def finished(name: str, timeout: float) -> object:
     """The flow run called `name` once it is final."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+
+    def final() -> object | None:
         with get_client(sync_client=True) as api:
             runs = api.read_flow_runs(
                 flow_run_filter=FlowRunFilter(name=FlowRunFilterName(any_=[name])),
                 sort=FlowRunSort.START_TIME_DESC,
                 limit=1,
             )
-        if runs and runs[0].state and runs[0].state.is_final():
-            return runs[0]
-        time.sleep(2)
-    raise RuntimeError(f"{name} did not finish within {timeout:.0f} s")
+        return runs[0] if runs and runs[0].state and runs[0].state.is_final() else None
+
+    return wait_until(final, timeout, f"flow run {name} to finish", every=2)
 
 
 def git(*args: str, cwd: Path) -> str:

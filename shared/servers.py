@@ -27,6 +27,7 @@ import httpx
 from dotenv import dotenv_values
 
 from shared.keepalive import SERVER_KEEP_ALIVE_SECONDS
+from shared.waiting import wait_until
 
 LOOPBACK = "127.0.0.1"
 
@@ -204,18 +205,17 @@ def running(
         process = subprocess.Popen(
             command, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True
         )
+
+    def healthy() -> bool:
+        if process.poll() is not None:
+            raise ServerError(f"{command[2:5]} exited with {process.returncode}; log: {log_path}")
+        return is_healthy(health_url)
+
     try:
-        deadline = time.monotonic() + timeout
-        while not is_healthy(health_url):
-            if process.poll() is not None:
-                raise ServerError(
-                    f"{command[2:5]} exited with {process.returncode}; log: {log_path}"
-                )
-            if time.monotonic() > deadline:
-                raise ServerError(
-                    f"{health_url} not healthy after {timeout:.0f} s; log: {log_path}"
-                )
-            time.sleep(0.5)
+        try:
+            wait_until(healthy, timeout, f"{health_url} to be healthy", every=0.5)
+        except TimeoutError as error:
+            raise ServerError(f"{error}; log: {log_path}") from None
         yield process
     finally:
         _stop(process)

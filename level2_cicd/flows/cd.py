@@ -41,7 +41,7 @@ import sys
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager, suppress
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -73,6 +73,7 @@ from shared import http_client
 from shared.loadtest import load
 from shared.schema import example_record
 from shared.servers import is_healthy, running
+from shared.waiting import wait_until
 
 cd_step = task(cache_policy=NO_CACHE)
 
@@ -218,14 +219,20 @@ def staging_container(sha: str, settings: CicdSettings) -> Iterator[str]:
                      "PREDICTION_STORE_URL": "sqlite:////tmp/staging-predictions.db"},
     )  # fmt: skip
     url = f"http://{name}:8001"  # the serving image's port
+
+    def healthy() -> bool:
+        container.reload()
+        if container.status == "exited":
+            raise StepFailed(f"{name} exited:\n{container.logs(tail=30).decode(errors='replace')}")
+        return is_healthy(f"{url}/health")
+
     try:
-        deadline = time.monotonic() + 120
-        while not is_healthy(f"{url}/health"):
-            container.reload()
-            if container.status == "exited" or time.monotonic() > deadline:
-                raise StepFailed(f"{name} did not answer /health:\n"
-                                 f"{container.logs(tail=30).decode(errors='replace')}")  # fmt: skip
-            time.sleep(1)
+        try:
+            wait_until(healthy, 120, f"{name} to answer /health")
+        except TimeoutError as error:
+            raise StepFailed(
+                f"{error}:\n{container.logs(tail=30).decode(errors='replace')}"
+            ) from None
         yield url
     finally:
         container.remove(force=True)
@@ -301,11 +308,12 @@ def canary(candidate: Candidate, settings: CicdSettings, pipeline: PipelineSetti
     client = MlflowClient(pipeline.mlflow_tracking_uri)
     client.set_registered_model_alias(name, CANARY, candidate.version)
     client.set_model_version_tag(name, candidate.version, "rollout", "canary")
-    loaded_by = time.monotonic() + settings.production_timeout_seconds
-    while (figures := production_rollout(settings))["counted_version"] != candidate.version:
-        if time.monotonic() > loaded_by:
-            raise StepFailed(f"production did not load canary version {candidate.version}")
-        time.sleep(1)
+    try:
+        wait_until(lambda: production_rollout(settings)["counted_version"] == candidate.version,
+                   settings.production_timeout_seconds, f"production routing to canary version "
+                   f"{candidate.version}")  # fmt: skip
+    except TimeoutError as error:
+        raise StepFailed(str(error)) from None
     started = time.monotonic()
     while True:
         time.sleep(settings.rollout_check_seconds)
@@ -336,26 +344,26 @@ def promote(candidate: Candidate, sha: str, pipeline: PipelineSettings) -> str:
 @cd_step
 def production_serves(candidate: Candidate, settings: CicdSettings) -> str:
     """Wait until the production service answers with the new champion."""
-    deadline = time.monotonic() + settings.production_timeout_seconds
-    while (served := served_version(settings.production_url)) != candidate.version:
-        if time.monotonic() > deadline:
-            raise StepFailed(f"{settings.production_url} serves version {served}, not "
-                             f"{candidate.version}, after {settings.production_timeout_seconds} s")  # fmt: skip
-        time.sleep(1)
+    try:
+        wait_until(lambda: served_version(settings.production_url) == candidate.version,
+                   settings.production_timeout_seconds,
+                   f"{settings.production_url} serving version {candidate.version}")  # fmt: skip
+    except TimeoutError as error:
+        raise StepFailed(str(error)) from None
     return f"{settings.production_url} serves version {candidate.version}"
 
 
 def canary_unloaded(candidate: Candidate, settings: CicdSettings) -> bool:
     """Has production stopped routing customers to the candidate's canary arm? It follows the
     alias on its own poll, so a rollback is done only once production says so."""
-    deadline = time.monotonic() + settings.production_timeout_seconds
-    while True:
-        with suppress(httpx.HTTPError):
-            if production_rollout(settings)["canary_version"] != candidate.version:
-                return True
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(1)
+    try:
+        return wait_until(
+            lambda: production_rollout(settings)["canary_version"] != candidate.version,
+            settings.production_timeout_seconds, "production to unload the canary arm",
+            ignoring=(httpx.HTTPError,),
+        )  # fmt: skip
+    except TimeoutError:
+        return False
 
 
 def abandon(candidate: Candidate, step: str, reason: str, pipeline: PipelineSettings) -> None:

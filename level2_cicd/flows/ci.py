@@ -39,6 +39,7 @@ from level2_cicd.remote import git_auth_env
 from level2_cicd.report import Report, StepFailed, record
 from level2_cicd.settings import CicdSettings, get_settings
 from shared.schema import example_record
+from shared.waiting import wait_until
 
 SECTIONS = ("data", "model", "infrastructure")  # the ML Test Score's: tests/unit/<section>/
 COMMIT_DOCKERFILE = "infra/docker/commit.Dockerfile"
@@ -187,17 +188,21 @@ def smoke_test_serving(tag: str) -> str:
         environment={"MLFLOW_TRACKING_URI": "http://127.0.0.1:9",
                      "PREDICTION_STORE_URL": "sqlite:////tmp/predictions.db"},
     )  # fmt: skip
+
+    def probed() -> bytes | None:
+        container.reload()
+        if container.status == "exited":
+            raise StepFailed(f"{tag} exited:\n{container.logs(tail=50).decode(errors='replace')}")
+        code, output = container.exec_run(["python", "-c", PROBE])
+        return output if code == 0 else None
+
     try:
-        deadline = time.monotonic() + 90
-        while True:
-            container.reload()
-            if container.status == "exited" or time.monotonic() > deadline:
-                logs = container.logs(tail=50).decode(errors="replace")
-                raise StepFailed(f"{tag} did not answer /health:\n{logs}")
-            code, output = container.exec_run(["python", "-c", PROBE])
-            if code == 0:
-                break
-            time.sleep(1)
+        try:
+            output = wait_until(probed, 90, f"{tag} to answer /health")
+        except TimeoutError as error:
+            raise StepFailed(
+                f"{error}:\n{container.logs(tail=50).decode(errors='replace')}"
+            ) from None
         answer = json.loads(output.decode().strip().splitlines()[-1])
         if not names_the_malformed_field(answer["status"], answer["body"]):
             raise StepFailed(f"{tag}: a malformed request got {answer['status']}: {answer['body']}")

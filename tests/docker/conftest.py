@@ -7,6 +7,10 @@ from __future__ import annotations
 import os
 import re
 import subprocess
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -15,6 +19,7 @@ import yaml
 from shared.servers import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
+LEVEL_DIRS = {0: "level0_manual", 1: "level1_ct", 2: "level2_cicd"}
 
 
 def run(command: list[str], env: dict[str, str] | None = None, timeout: int = 900) -> str:
@@ -70,3 +75,48 @@ def engine() -> None:
 @pytest.fixture(scope="session")
 def images(engine) -> None:
     run(["make", "images"], timeout=2400)
+
+
+@dataclass(frozen=True)
+class Started:
+    """A level's stack the tests brought up: its compose project, the environment its make
+    targets need, and its published ports by variable (MLFLOW_PORT, L1_SERVE_PORT, ...)."""
+
+    level: int
+    project: str
+    env: dict[str, str]
+    ports: dict[str, int]
+
+    def url(self, port_variable: str) -> str:
+        return f"http://127.0.0.1:{self.ports[port_variable]}"
+
+    def make(self, *args: str, timeout: int = 900) -> str:
+        return run(["make", *args, f"LEVEL={self.level}"], env=self.env, timeout=timeout)
+
+
+@contextmanager
+def started_stack(
+    level: int, request: pytest.FixtureRequest, settings: dict[str, str]
+) -> Iterator[Started]:
+    """The one way the container tests set a level's stack up and tear it down: `make up` as a
+    compose project of its own, on free loopback ports, with the test's settings; its logs
+    printed when one of the tests using it failed; every container and volume removed after."""
+    compose_file = ROOT / LEVEL_DIRS[level] / "compose.yaml"
+    project = f"l{level}test{uuid.uuid4().hex[:8]}"
+    published = published_ports(compose_file)
+    env = {**os.environ, **published, "COMPOSE_PROJECT_NAME": project, **settings}
+    compose = ["docker", "compose", "-p", project, "-f", str(compose_file)]
+    stack = Started(level, project, env, {name: int(port) for name, port in published.items()})
+    failed_before = request.session.testsfailed
+    try:
+        stack.make("up")
+        yield stack
+    finally:
+        if request.session.testsfailed > failed_before:
+            logs = subprocess.run([*compose, "logs", "--tail=150"], capture_output=True, text=True)
+            print(f"\n---- logs of {project} ----\n{logs.stdout[-30000:]}{logs.stderr[-3000:]}")
+        subprocess.run(  # every profile's services, so level 0's workbench volume goes too
+            [*compose, "--profile", "*", "down", "-v", "--remove-orphans"],
+            capture_output=True,
+            env=env,
+        )

@@ -4,9 +4,6 @@ published port, the run is in MLflow, and state survives `down` and `up`."""
 
 from __future__ import annotations
 
-import os
-import subprocess
-import uuid
 from dataclasses import dataclass
 
 import httpx
@@ -14,7 +11,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from shared.schema import example_record
-from tests.docker.conftest import ROOT, published_ports, run
+from tests.docker.conftest import run, started_stack
 
 
 @dataclass
@@ -29,30 +26,8 @@ class Stack:
 
 @pytest.fixture(scope="module")
 def stack(images, request):
-    project = f"l0test{uuid.uuid4().hex[:8]}"
-    published = published_ports(ROOT / "level0_manual/compose.yaml")
-    mlflow_port, service_port = published["MLFLOW_PORT"], published["L0_SERVE_PORT"]
-    env = {
-        **os.environ,
-        **published,
-        "COMPOSE_PROJECT_NAME": project,
-        "L0_N_ITER": "2",
-    }
-    failed_before = request.session.testsfailed
-    stack = Stack(env, f"http://127.0.0.1:{mlflow_port}", f"http://127.0.0.1:{service_port}")
-    compose = ["docker", "compose", "-p", project, "-f", str(ROOT / "level0_manual/compose.yaml")]
-    try:
-        stack.make("up")
-        yield stack
-    finally:
-        if request.session.testsfailed > failed_before:
-            logs = subprocess.run([*compose, "logs", "--tail=200"], capture_output=True, text=True)
-            print(f"\n---- logs of {project} ----\n{logs.stdout}{logs.stderr}")
-        subprocess.run(  # every profile's services, so the workbench's volume goes too
-            [*compose, "--profile", "*", "down", "-v", "--remove-orphans"],
-            capture_output=True,
-            env=env,
-        )
+    with started_stack(0, request, {"L0_N_ITER": "2"}) as started:
+        yield Stack(started.env, started.url("MLFLOW_PORT"), started.url("L0_SERVE_PORT"))
 
 
 def test_the_stack_is_healthy_and_the_service_waits_for_a_model(stack):

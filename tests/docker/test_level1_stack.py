@@ -8,10 +8,7 @@ Postgres, MLflow, Prefect server, runner, simulator, service and Evidently UI al
 from __future__ import annotations
 
 import json
-import os
 import re
-import subprocess
-import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -33,7 +30,7 @@ from level1_ct import names
 from level1_ct.service import served_version
 from shared.schema import FEATURE_NAMES, ID, example_record
 from shared.simulator import SimulationConfig, generate_day
-from tests.docker.conftest import ROOT, published_ports, run
+from tests.docker.conftest import run, started_stack
 from tests.integration.level1 import wait_for
 
 
@@ -86,15 +83,7 @@ class Stack:
 
 @pytest.fixture(scope="module")
 def stack(images, request):
-    project = f"l1test{uuid.uuid4().hex[:8]}"
-    published = published_ports(ROOT / "level1_ct/compose.yaml")
-    ports = {name: int(published[variable]) for name, variable in (
-        ("mlflow", "MLFLOW_PORT"), ("prefect", "PREFECT_PORT"), ("serving", "L1_SERVE_PORT"),
-        ("evidently", "EVIDENTLY_PORT"))}  # fmt: skip
-    env = {
-        **os.environ,
-        **published,
-        "COMPOSE_PROJECT_NAME": project,
+    settings = {
         "L1_N_ITER": "2",
         "L1_WATCH_INTERVAL_SECONDS": "15",
         "L1_MONITOR_INTERVAL_SECONDS": "20",
@@ -104,17 +93,11 @@ def stack(images, request):
         "L1_CHAMPION_MARGIN": "-1",
         "L1_MAX_SLICE_DROP": "1",
     }
-    compose = ["docker", "compose", "-p", project, "-f", str(ROOT / "level1_ct/compose.yaml")]
-    failed_before = request.session.testsfailed
-    stack = Stack(env, ports)
-    try:
-        stack.make("up")
-        yield stack
-    finally:
-        if request.session.testsfailed > failed_before:
-            logs = subprocess.run([*compose, "logs", "--tail=150"], capture_output=True, text=True)
-            print(f"\n---- logs of {project} ----\n{logs.stdout[-20000:]}{logs.stderr[-3000:]}")
-        subprocess.run([*compose, "down", "-v", "--remove-orphans"], capture_output=True, env=env)
+    with started_stack(1, request, settings) as started:
+        ports = {name: started.ports[variable] for name, variable in (
+            ("mlflow", "MLFLOW_PORT"), ("prefect", "PREFECT_PORT"), ("serving", "L1_SERVE_PORT"),
+            ("evidently", "EVIDENTLY_PORT"))}  # fmt: skip
+        yield Stack(started.env, ports)
 
 
 def test_every_service_is_up_and_the_service_waits_for_a_champion(stack):

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import os
 import subprocess
-import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -35,7 +34,7 @@ from level2_cicd.remote import git_auth_env
 from level2_cicd.settings import CicdSettings
 from level2_cicd.traffic import Traffic
 from shared.servers import read_dotenv
-from tests.docker.conftest import ROOT, published_ports, run
+from tests.docker.conftest import ROOT, run, started_stack
 from tests.integration.level1 import wait_for
 
 AUTHOR = ["-c", "user.name=Learner", "-c", "user.email=learner@example.org"]
@@ -95,15 +94,7 @@ class Stack:
 
 @pytest.fixture(scope="module")
 def stack(images, request, tmp_path_factory):
-    project = f"l2test{uuid.uuid4().hex[:8]}"
-    published = published_ports(ROOT / "level2_cicd/compose.yaml")
-    ports = {name: int(published[variable]) for name, variable in (
-        ("mlflow", "MLFLOW_PORT"), ("prefect", "PREFECT_PORT"), ("production", "L2_SERVE_PORT"),
-        ("git", "L2_GIT_PORT"), ("evidently", "EVIDENTLY_PORT"))}  # fmt: skip
-    env = {
-        **os.environ,
-        **published,
-        "COMPOSE_PROJECT_NAME": project,
+    settings = {
         "L1_N_ITER": "2",
         "L2_BOOTSTRAP_N_ITER": "2",  # the first champion: the same search as each commit's
         # A candidate within 0.02 of the champion passes (the hold-out is small), as in the
@@ -119,24 +110,19 @@ def stack(images, request, tmp_path_factory):
         "L1_WATCH_INTERVAL_SECONDS": "3600",
         "L1_MONITOR_INTERVAL_SECONDS": "3600",
     }
-    compose = ["docker", "compose", "-p", project, "-f", str(ROOT / "level2_cicd/compose.yaml")]
-    failed_before = request.session.testsfailed
-    try:
-        run(["make", "up", "LEVEL=2"], env=env, timeout=900)
+    with started_stack(2, request, settings) as started:
+        ports = {name: started.ports[variable] for name, variable in (
+            ("mlflow", "MLFLOW_PORT"), ("prefect", "PREFECT_PORT"), ("production", "L2_SERVE_PORT"),
+            ("git", "L2_GIT_PORT"), ("evidently", "EVIDENTLY_PORT"))}  # fmt: skip
         secrets = read_dotenv(ROOT / ".env")
         clone = tmp_path_factory.mktemp("level2-stack") / "ml"
-        stack = Stack(project, env, ports, secrets, clone)
+        stack = Stack(started.project, started.env, ports, secrets, clone)
         clone_url = f"{stack.url('git')}/ml.git"
-        run(["git", "clone", "-q", clone_url, str(clone)], env={**env, **stack.login()})
+        run(["git", "clone", "-q", clone_url, str(clone)], env={**started.env, **stack.login()})
         with pytest.MonkeyPatch.context() as patch:
             patch.setenv("MLFLOW_TRACKING_USERNAME", secrets["L2_MLFLOW_USERNAME"])
             patch.setenv("MLFLOW_TRACKING_PASSWORD", secrets["L2_MLFLOW_PASSWORD"])
             yield stack
-    finally:
-        if request.session.testsfailed > failed_before:
-            logs = subprocess.run([*compose, "logs", "--tail=150"], capture_output=True, text=True)
-            print(f"\n---- logs of {project} ----\n{logs.stdout[-30000:]}{logs.stderr[-3000:]}")
-        subprocess.run([*compose, "down", "-v", "--remove-orphans"], capture_output=True, env=env)
 
 
 def test_security_is_on_mlflow_prefect_git_and_admin_calls_need_credentials(stack):

@@ -1,5 +1,7 @@
-"""`make compare`: the default scenario shows what each level claims, the outputs are written,
-and a seed gives the same comparison twice, whatever L*_ variables the shell exports."""
+"""`make compare`: the default scenario shows what each level claims and the outputs are
+written. That a seed gives the same comparison twice, whatever L*_ variables the shell exports,
+is checked where the suite replays a story twice anyway: tests/docker/test_compare_stacks.py
+(and tests/unit/test_compare.py checks the replay takes the levels' defaults)."""
 
 from __future__ import annotations
 
@@ -15,7 +17,7 @@ from tests.browser import render
 
 ROOT = Path(__file__).resolve().parents[2]
 
-# A shorter story for the determinism check: the same kinds of events, in 30 days.
+# A shorter story with the same kinds of events, for the container stacks' replay
 SHORT = {
     "COMPARE_DAYS": "24",
     "COMPARE_START_DAY": "8",
@@ -111,42 +113,3 @@ def test_the_report_renders_in_headless_chromium(default_run):
     assert dom.count('data-rendered="true"') == 2
     assert "see quality.png" not in dom and "see drift.png" not in dom  # no plot replaced
     assert '<table id="summary">' in dom and '<table id="events">' in dom
-
-
-# What a shell set up for the stacks may export: each would change a level's decisions, were
-# the replay to read the levels' settings from the environment.
-STACK_EXPORTS = {
-    "L0_MIN_AUC_LIFT": "0.3",
-    "L1_WINDOW_DAYS": "3",
-    "L1_CHAMPION_MARGIN": "0.2",
-    "L1_DRIFT_SHARE_THRESHOLD": "0.01",
-    "L2_CANARY_MIN_REQUESTS": "1",
-    "L2_SERVE_CANARY_SHARE": "0.9",
-}
-
-
-def test_a_seed_gives_the_same_comparison_twice_whatever_the_shell_exports(tmp_path):
-    compare(tmp_path / "a", **SHORT)
-    compare(tmp_path / "b", **SHORT, **STACK_EXPORTS)
-    first, second = (json.loads((tmp_path / run / "summary.json").read_text()) for run in "ab")
-    assert first == second
-    assert (tmp_path / "a" / "days.csv").read_text() == (tmp_path / "b" / "days.csv").read_text()
-    # Not the same by accident: the short story has its events, seen by level 1.
-    assert (
-        first["1 (continuous training)"]["training runs"] == 15
-    )  # a run a day, but the bad batch's
-    assert first["1 (continuous training)"]["bad batches rejected"] == 1
-
-
-def test_a_story_day_outside_the_replay_is_refused_by_name(tmp_path):
-    result = subprocess.run(
-        ["make", "compare"],
-        cwd=ROOT,
-        env={**os.environ, "COMPARE_OUT": str(tmp_path), "COMPARE_INCIDENT_DAY": "70"},
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert result.returncode != 0
-    assert "incident_day=70 is outside the replay's days 0..59" in result.stderr
-    assert not (tmp_path / "summary.json").exists()

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import sys
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -22,6 +21,7 @@ from level1_ct import registry
 from level1_ct.settings import get_settings
 from shared.features import SKOPS_TRUSTED_TYPES
 from shared.servers import PrefectServer, free_port, prefect_server, running
+from shared.waiting import wait_until
 
 
 @contextmanager
@@ -100,10 +100,7 @@ def service_process(
 
 def wait_for(condition, timeout: float, what: str, every: float = 0.5) -> Any:
     """Poll `condition` until it returns something truthy; fail the test with `what`."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(every)
-    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+    try:
+        return wait_until(condition, timeout, what, every=every)
+    except TimeoutError as error:
+        raise AssertionError(str(error)) from None

@@ -13,11 +13,11 @@ from __future__ import annotations
 
 import asyncio
 import threading
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
 from shared.servers import free_port, port_in_use
+from shared.waiting import wait_until
 
 
 class Relay:
@@ -106,9 +106,9 @@ class Relay:
         thread = threading.Thread(target=self._loop.run_forever, daemon=True)
         thread.start()
         serving = asyncio.run_coroutine_threadsafe(serve(), self._loop)
-        deadline = time.monotonic() + 10
-        while not port_in_use(self.port) and time.monotonic() < deadline:
-            time.sleep(0.05)
+        wait_until(
+            lambda: port_in_use(self.port), 10, f"the relay listening on {self.port}", every=0.05
+        )
         try:
             yield self
         finally:
