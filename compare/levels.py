@@ -19,11 +19,12 @@ Every level starts the replay serving the same model, trained by hand on the day
   level 2's share of live traffic, judged by level 2's rollout rule once it has answered
   enough requests (a push waits while a canary runs). No manual step.
 
-The decisions are made by the levels' own code: level 0's rules for bad batches and the
-baseline (`level0_manual.train`), `shared.validation`, `shared.train`, `shared.evaluate`,
-`shared.gate.judge` with level 1's `PipelineSettings`, level 1's monitoring decision
-(`level1_ct.assessment`: drift, live quality, alerts, cooldown), level 2's canary share and
-`rollout.decide`, level 2's CI checks (`shared.expectations`). A parity test
+The decisions are made by the levels' own code: level 0's steps and rules for bad batches and
+the baseline (`level0_manual.train`), `shared.validation` and `shared.train`, level 1's training
+rules (`level1_ct.training_rules`: the window, the data contract, the gate with level 1's
+`PipelineSettings`), level 1's monitoring decision (`level1_ct.assessment`: drift, live
+quality, alerts, cooldown), level 2's canary share and `rollout.decide`, level 2's CI checks
+(`shared.expectations`). A parity test
 (tests/integration/test_replay_parity.py) runs level 1's training and monitoring flows on the
 replay's batches, champion and answers, and they decide what the replay decided. What the replay
 simulates is time and the servers around them: a day is a step, and the registry, the
@@ -48,17 +49,17 @@ from compare.settings import CompareSettings, level_defaults
 from compare.world import World
 from level0_manual import train as level0
 from level0_manual.train import TrainSettings
-from level1_ct import assessment, reports
+from level1_ct import assessment, reports, training_rules
 from level1_ct.assessment import Assessment
 from level1_ct.settings import PipelineSettings
 from level2_cicd.rollout import ArmStats, bin_counts, decide
 from level2_cicd.settings import CicdSettings
 from shared import expectations
 from shared.evaluate import classification_metrics, evaluate
-from shared.gate import ChampionLineage, Verdict, judge
+from shared.gate import ChampionLineage, Verdict
 from shared.lineage import fingerprint
 from shared.schema import FEATURE_NAMES, ID, LABEL, example_record
-from shared.train import split_holdout, train, train_baseline
+from shared.train import split_holdout, train
 
 # The levels' rules at their defaults (not from the environment: see level_defaults)
 PIPELINE = level_defaults(PipelineSettings)  # level 1's window, gate, monitoring thresholds
@@ -137,12 +138,13 @@ class Runs:
     def judge(self, candidate: Fitted, code: Code, champion: Model | None) -> Verdict:
         """Level 1's gate: candidate, baseline and champion on the candidate's hold-out, and
         the candidate's lineage (its days, its code) against the champion's."""
-        holdout = candidate.holdout
-        return judge(
-            evaluate(candidate.pipeline, holdout),
-            evaluate(train_baseline(candidate.train_frame), holdout),
-            evaluate(champion.pipeline, holdout) if champion is not None else None,
-            PIPELINE.gate(),
+        evaluated = training_rules.evaluations(
+            candidate.pipeline, candidate.train_frame, candidate.holdout,
+            champion.pipeline if champion is not None else None,
+        )  # fmt: skip
+        return training_rules.gate(
+            evaluated,
+            PIPELINE,
             self.lineage(candidate, code),
             ChampionLineage(str(champion.version), self.lineage(champion.fitted, champion.code))
             if champion is not None
@@ -160,7 +162,7 @@ def first_model(world: World, runs: Runs, code: Code) -> Model:
     """The model every level starts with: trained by hand on the labelled days before the
     replay, and handed over (level 0's way; the other levels registered it as champion)."""
     days = [d for d in world.labels_landed(world.settings.start_day - 1) if world.batch_ok(d)]
-    fitted = runs.fit(code, days[-PIPELINE.window_days :])
+    fitted = runs.fit(code, training_rules.window(days, PIPELINE.window_days))
     return _model(1, code, fitted)
 
 
@@ -350,8 +352,7 @@ class Level0(Level):
         self.record(day, "train", f"trained by hand ({why})", manual=True)
         try:
             level0.refuse_below_baseline(
-                evaluate(fitted.pipeline, fitted.holdout),
-                evaluate(train_baseline(fitted.train_frame), fitted.holdout),
+                *level0.evaluate_with_baseline(fitted.pipeline, fitted.train_frame, fitted.holdout),
                 LEVEL0_MIN_AUC_LIFT,
             )
         except level0.TrainingRefused as refused:
@@ -442,14 +443,13 @@ class Level1(Level):
 
     def train_run(self, day: int, reason: str, code: Code) -> None:
         """Level 1's training pipeline on today's landing: contract, window, train, gate."""
-        if not self.world.batch_ok(day):
+        violation = training_rules.contract({f"day {day}": self.world.validation(day)})
+        if violation:
             self.verdicts[day] = None
-            self.reject(
-                day, [day], f"run stopped before training, batch quarantined: {self.world.violations(day)}"
-            )  # fmt: skip
+            self.reject(day, [day], f"run stopped before training: {violation}")
             return
         days = [d for d in self.world.labels_landed(day) if self.world.batch_ok(d)]
-        fitted = self.runs.fit(code, days[-PIPELINE.window_days :])
+        fitted = self.runs.fit(code, training_rules.window(days, PIPELINE.window_days))
         self.trained.append(fitted)
         self.run_reasons.append(reason)
         verdict = self.verdicts[day] = self.runs.judge(fitted, code, self.champion)

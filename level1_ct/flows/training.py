@@ -37,7 +37,7 @@ from prefect import flow, get_run_logger
 from prefect.runtime import flow_run
 from prefect.states import Completed
 
-from level1_ct import names, registry, reports
+from level1_ct import names, registry, reports, training_rules
 from level1_ct.flows.retrying import io_task, step
 from level1_ct.settings import PipelineSettings, get_settings
 from shared.data import (
@@ -49,9 +49,9 @@ from shared.data import (
     misnamed_files,
     read_batch,
 )
-from shared.evaluate import Evaluation, evaluate
+from shared.evaluate import Evaluation
 from shared.features import SKOPS_TRUSTED_TYPES, feature_frame
-from shared.gate import ChampionLineage, Verdict, judge
+from shared.gate import ChampionLineage, Verdict
 from shared.lineage import Lineage
 from shared.schema import LABEL_COLUMNS
 from shared.train import (
@@ -60,7 +60,6 @@ from shared.train import (
     TrainingResult,
     split_holdout,
     train,
-    train_baseline,
 )
 from shared.validation import ValidationResult, validate_file
 
@@ -69,10 +68,6 @@ QUARANTINE = "quarantine"
 
 class DataContractViolation(RuntimeError):
     """A batch broke the data contract: the run stops before training."""
-
-
-class NotEnoughData(RuntimeError):
-    """Too few labelled batches in the landing folder to train and hold out."""
 
 
 @dataclass(frozen=True)
@@ -101,11 +96,7 @@ class Batches:
 @step
 def ingest(landing: Path, window_days: int) -> Batches:
     """The newest `window_days` labelled batches, and any newer batch still without labels."""
-    labelled = labelled_feature_files(landing)[-window_days:]
-    if len(labelled) < 2:
-        raise NotEnoughData(
-            f"{len(labelled)} labelled batches in {landing}: need at least 2 to train and hold out"
-        )
+    labelled = training_rules.window(labelled_feature_files(landing), window_days)
     unlabelled = [p for p in feature_files(landing) if day_of(p) > day_of(labelled[-1])]
     misnamed = misnamed_files(landing)
     batches = Batches(labelled, [label_file_for(p) for p in labelled], unlabelled, misnamed)
@@ -167,12 +158,12 @@ def validate_data(batches: Batches, landing: Path) -> dict[str, dict]:
     files = [*batches.labelled, *batches.unlabelled, *batches.labels, *batches.misnamed]
     checked = {path: _validate(path) for path in files}
     results = {_name(path): result for path, result in checked.items()}
-    bad = {path: r for path, r in checked.items() if not r.ok}
-    if bad:
-        for path, result in bad.items():
-            quarantine(landing, path, result)
-        lines = "; ".join(f"{_name(path)}: {r.summary()}" for path, r in bad.items())
-        raise DataContractViolation(f"data contract violated, quarantined: {lines}")
+    violation = training_rules.contract(results)
+    if violation:
+        for path, result in checked.items():
+            if not result.ok:
+                quarantine(landing, path, result)
+        raise DataContractViolation(violation)
     get_run_logger().info("%d files meet the data contract", len(results))
     return {name: r.to_dict() for name, r in results.items()}
 
@@ -203,10 +194,9 @@ def evaluate_models(
     result: TrainingResult, train_frame: pd.DataFrame, holdout: pd.DataFrame, champion: Any
 ) -> tuple[Evaluation, Evaluation, Evaluation | None]:
     """The candidate, the dummy baseline and the champion, all on the same hold-out."""
-    candidate = evaluate(result.pipeline, holdout)
-    get_run_logger().info("candidate on %d hold-out rows: %s", len(holdout), candidate.overall)
-    baseline = evaluate(train_baseline(train_frame), holdout)
-    return candidate, baseline, evaluate(champion, holdout) if champion is not None else None
+    evaluated = training_rules.evaluations(result.pipeline, train_frame, holdout, champion)
+    get_run_logger().info("candidate on %d hold-out rows: %s", len(holdout), evaluated[0].overall)
+    return evaluated
 
 
 @io_task
@@ -226,7 +216,9 @@ def gate(
     champion_lineage: ChampionLineage | None = None,
 ) -> Verdict:
     """The model gate (shared/gate.py). Never retried: a rejection is an answer, not an error."""
-    verdict = judge(candidate, baseline, champion, settings.gate(), lineage, champion_lineage)
+    verdict = training_rules.gate(
+        (candidate, baseline, champion), settings, lineage, champion_lineage
+    )
     logger = get_run_logger()
     (logger.info if verdict.passed else logger.warning)("gate %s", verdict.summary())
     return verdict
@@ -340,7 +332,9 @@ def training_pipeline(
     settings = get_settings()
     uri = settings.mlflow_tracking_uri
     window_days = window_days or settings.window_days
-    if len(labelled_feature_files(settings.landing)[-window_days:]) < 2:
+    try:
+        training_rules.window(labelled_feature_files(settings.landing), window_days)
+    except training_rules.NotEnoughData:
         # Early in a replay, batches land before their labels: not a failure, just early.
         return Completed(message="skipped: fewer than 2 labelled batches have landed so far")
     run_id = open_run(uri, settings.experiment, reason)
