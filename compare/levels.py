@@ -126,10 +126,7 @@ class Runs:
             live = pd.concat(
                 [self.world.features(d)[self.world.answerable(d)].iloc[rows] for d, rows in answers]
             )
-            train_frame = model.fitted.train_frame
-            reference = train_frame.sample(
-                min(len(train_frame), PIPELINE.reference_rows), random_state=0
-            )
+            reference = training_rules.reference(model.fitted.train_frame, PIPELINE)
             self._drift[key] = reports.data_drift(
                 live, reference, PIPELINE.drift_share_threshold, summary=False
             )

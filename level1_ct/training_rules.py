@@ -5,6 +5,7 @@ data contract stops it, and how a fitted candidate is judged. The training pipel
 
     window     the newest `window_days` labelled batches; fewer than 2 cannot train and hold out
     contract   the files' validation results -> the violation that stops the run, or None
+    reference  the training rows kept with the model: what monitoring compares live traffic to
     judge      candidate, dummy baseline and champion on the candidate's hold-out -> the gate
 """
 
@@ -48,6 +49,12 @@ def contract(results: Mapping[str, ValidationResult]) -> str | None:
     return "data contract violated, quarantined: " + "; ".join(
         f"{name}: {result.summary()}" for name, result in bad.items()
     )
+
+
+def reference(train_frame: pd.DataFrame, settings: PipelineSettings) -> pd.DataFrame:
+    """The sample of its training rows a model is registered with (`reference_rows` of them,
+    always the same for the same rows): monitoring's reference for drift."""
+    return train_frame.sample(min(len(train_frame), settings.reference_rows), random_state=0)
 
 
 def evaluations(

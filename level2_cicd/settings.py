@@ -62,11 +62,12 @@ class CicdSettings(BaseSettings):
     # when within these bounds, rolled back as soon as it is clearly outside them
     rollout_window_seconds: float = 120.0
     rollout_check_seconds: float = 5.0
-    canary_min_requests: int = 100
-    canary_max_error_rate_increase: float = 0.01
-    canary_max_p95_ratio: float = 1.5
-    canary_p95_slack_ms: float = 10.0
-    canary_max_prediction_psi: float = 0.2
+    # (the bounds' defaults and meaning: level2_cicd/rollout.py's Bounds)
+    canary_min_requests: int = Bounds.min_requests
+    canary_max_error_rate_increase: float = Bounds.max_error_rate_increase
+    canary_max_p95_ratio: float = Bounds.max_p95_ratio
+    canary_p95_slack_ms: float = Bounds.p95_slack_ms
+    canary_max_prediction_psi: float = Bounds.max_prediction_psi
 
     # Production: "manual" pauses each delivery before production until approved in the UI
     approval: Literal["auto", "manual"] = "auto"

@@ -368,7 +368,7 @@ def _run(
     frame = load_labelled(batches.labelled)
     train_frame, holdout = split_holdout(frame, settings.holdout_fraction)
     current = load_champion(uri, settings.model_name)
-    reference = train_frame.sample(min(len(train_frame), settings.reference_rows), random_state=0)
+    reference = training_rules.reference(train_frame, settings)
     drift = check_drift(
         read_batch(batches.newest),
         champion_reference(uri, current[0]) if current else reference,

@@ -7,6 +7,7 @@ accept each file and agree with that reading (in CI, CI=true, a missing CLI fail
 
 from __future__ import annotations
 
+import ast
 import json
 import os
 import re
@@ -233,3 +234,23 @@ def test_dotenv_is_read_as_compose_reads_it(tmp_path):
         "JUPYTER_TOKEN": "abc",
         "EMPTY": "",
     }
+
+
+def test_the_gate_bars_and_the_canary_bounds_are_defined_once():
+    """Level 1's gate settings take their defaults from shared.gate.GateConfig and level 2's
+    canary settings from level2_cicd.rollout.Bounds, by name, not as numbers written again."""
+    from level2_cicd.rollout import Bounds
+    from shared.gate import GateConfig
+
+    owners = {"level1_ct/settings.py": GateConfig, "level2_cicd/settings.py": Bounds}
+    for file, cls in owners.items():
+        tree = ast.parse((ROOT / file).read_text())
+        defaults = {
+            ast.unparse(node.value)
+            for node in ast.walk(tree)
+            if isinstance(node, ast.AnnAssign) and node.value is not None
+        }
+        written_again = [
+            n for n in cls.__dataclass_fields__ if f"{cls.__name__}.{n}" not in defaults
+        ]
+        assert written_again == [], f"{file}: not defaulting to {cls.__name__}'s: {written_again}"

@@ -42,3 +42,13 @@ def test_the_gate_judges_the_candidate_against_a_baseline_fitted_on_its_rows(tra
     strict = settings.model_copy(update={"champion_margin": 0.01})
     verdict = training_rules.gate((candidate, baseline, candidate), strict, None, None)
     assert not verdict.passed and "champion" in verdict.reasons[0]
+
+
+def test_the_reference_is_a_fixed_sample_of_at_most_reference_rows(split):
+    train_frame, _ = split
+    settings = PipelineSettings().model_copy(update={"reference_rows": 100})
+    first = training_rules.reference(train_frame, settings)
+    assert len(first) == 100 and first.index.isin(train_frame.index).all()
+    assert first.equals(training_rules.reference(train_frame, settings))  # the same each time
+    everything = settings.model_copy(update={"reference_rows": 10**6})
+    assert len(training_rules.reference(train_frame, everything)) == len(train_frame)
