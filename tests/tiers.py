@@ -43,7 +43,6 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addoption("--tiers-file", type=Path, default=TIERS_FILE, help="default: %(default)s")
 
 
-@pytest.hookimpl(trylast=True)  # after pytest-timeout has read its own settings
 def pytest_configure(config: pytest.Config) -> None:
     name = config.getoption("tier")
     if not name:
@@ -51,10 +50,7 @@ def pytest_configure(config: pytest.Config) -> None:
     defined = tiers(config.getoption("tiers_file"))
     if name not in defined:
         raise pytest.UsageError(f"--tier {name}: the tiers are {', '.join(defined)}")
-    tier = defined[name]
-    if config.getoption("timeout") is None and not config.getini("timeout"):
-        config._env_timeout = tier.timeout_seconds  # pytest-timeout's default for every test
-    config.pluginmanager.register(TierRun(tier, config.rootpath), "tier-run")
+    config.pluginmanager.register(TierRun(defined[name], config.rootpath), "tier-run")
 
 
 class TierRun:
@@ -77,10 +73,17 @@ class TierRun:
     def slowest(self, n: int | None = None) -> list[tuple[str, float]]:
         return sorted(self.tests.items(), key=lambda item: -item[1])[:n]
 
-    def pytest_collection_modifyitems(self, items: list[pytest.Item]) -> None:
+    def pytest_collection_modifyitems(
+        self, config: pytest.Config, items: list[pytest.Item]
+    ) -> None:
         strays = [i.nodeid for i in items if not Path(i.path).is_relative_to(self.folder)]
         if strays:
             raise pytest.UsageError(f"not in tier {self.tier.name}'s {self.folder}: {strays[:5]}")
+        # pytest-timeout's bound for each test, unless the command line or the test sets one
+        if config.getoption("timeout", None) is None:
+            for item in items:
+                if item.get_closest_marker("timeout") is None:
+                    item.add_marker(pytest.mark.timeout(self.tier.timeout_seconds))
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         self.tests[report.nodeid] = self.tests.get(report.nodeid, 0.0) + report.duration
