@@ -6,6 +6,9 @@ start, and serves it until someone restarts it with another file.
                     "no_model" (and why) until a model has been handed over
     GET  /model     which file, which version, trained when, on which data
     GET  /docs      the API docs, served from local files so they work offline
+    GET  /metrics   Prometheus metrics (shared/telemetry.py): requests, latency, the model
+                    and its age, the probabilities answered. Level 0 has telemetry in its
+                    server, not in its process: nothing scrapes or alerts on it here.
 """
 
 import time
@@ -27,6 +30,7 @@ from shared.api import (
     responses,
 )
 from shared.keepalive import SERVER_KEEP_ALIVE_SECONDS
+from shared.telemetry import ModelFacts, Telemetry, iso_seconds
 
 
 class ServiceSettings(RequestLimits):
@@ -79,22 +83,35 @@ def create_app(settings: ServiceSettings) -> FastAPI:
         return app.state.model
 
     Body = predict_body(settings.max_records)
+    telemetry = app.state.telemetry = Telemetry()
+
+    def served() -> ModelFacts | None:
+        model = getattr(app.state, "model", None)
+        if model is None:
+            return None
+        card = model.card
+        return ModelFacts(card["name"], card["version"], iso_seconds(card.get("trained_at")))
+
+    telemetry.serving("champion", served)
 
     async def answer(body: Any) -> tuple[int, dict[str, Any], dict[str, str]]:
         """Score a validated /predict body with the loaded file's model."""
         model = loaded()
         records = body if isinstance(body, list) else [body]
+        scored = predict_records(model.pipeline, records)
+        telemetry.answered("champion", (p["churn_probability"] for p in scored))
         return (
             200,
             {
                 "model_name": model.card["name"],
                 "model_version": model.card["version"],
-                "predictions": predict_records(model.pipeline, records),
+                "predictions": scored,
             },
             {},
         )
 
     add_predict(app, Body, answer, settings.max_body_bytes)
+    telemetry.add_metrics(app)
 
     @app.get("/health")
     def health() -> dict[str, str]:

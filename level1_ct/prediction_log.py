@@ -161,6 +161,7 @@ class PredictionLog:
         self._status = dict(_NO_STATUS)  # what the writer process said after its last write
         self._lost = 0  # rows lost with writer processes that died
         self._writer_error: str | None = None
+        self.written = 0  # rows in the store, over every writer process
 
     def record(self, rows: list[dict[str, Any]]) -> None:
         """Queue rows for the next batch write; never blocks on the database."""
@@ -203,6 +204,7 @@ class PredictionLog:
             return 0
         self._writer_error = None
         self._status = status
+        self.written += status["written"] - before
         return status["written"] - before
 
     def _start_writer(self) -> subprocess.Popen:

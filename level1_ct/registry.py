@@ -34,6 +34,7 @@ class ModelRef:
     data_version: str
     alias: str = CHAMPION
     lineage: str = ""  # the lineage fingerprint; empty for versions registered before it
+    registered_at: float | None = None  # Unix seconds: right after its training run
 
     @property
     def uri(self) -> str:
@@ -72,6 +73,7 @@ def lookup(client: MlflowClient, name: str, alias: str = CHAMPION) -> ModelRef |
         data_version=found.tags.get("data_version", ""),
         alias=alias,
         lineage=found.tags.get("lineage", ""),
+        registered_at=found.creation_timestamp / 1000 if found.creation_timestamp else None,
     )
 
 

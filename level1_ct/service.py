@@ -11,6 +11,7 @@ with the model it started with, so requests in flight finish on the old model an
                     unreachable, with the reason; "no_model" until a champion exists
     GET  /model     name, version, alias, run id and data version of the served model
     GET  /docs      the API docs, served offline
+    GET  /metrics   Prometheus metrics (shared/telemetry.py), and the prediction log's counts
 
 Requests that arrive while a batch is being scored wait and are scored together in the next
 batch (adaptive micro-batching: no added delay when idle, far fewer model calls under load).
@@ -22,7 +23,7 @@ import logging
 import os
 import threading
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -35,6 +36,8 @@ import pandas as pd
 import uvicorn
 from fastapi import FastAPI, HTTPException
 from mlflow import MlflowClient
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.registry import Collector
 from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 from threadpoolctl import threadpool_limits
@@ -51,6 +54,7 @@ from shared.api import (
 from shared.evaluate import THRESHOLD
 from shared.keepalive import SERVER_KEEP_ALIVE_SECONDS
 from shared.schema import FEATURE_NAMES, ID, MODEL_NAME, example_record
+from shared.telemetry import ModelFacts, Telemetry
 
 # Fail fast when MLflow is down: the service keeps its model and says "degraded" instead of
 # hanging in the client's retries (minutes by default). One retry, sent at once (urllib3
@@ -278,6 +282,9 @@ def create_app(
         redoc_url=None,
     )
     app.state.follower, app.state.prediction_log = follower, prediction_log
+    telemetry = app.state.telemetry = Telemetry()
+    telemetry.serving(settings.alias, lambda: model_facts(follower.current))
+    telemetry.registry.register(_PredictionLogCounts(prediction_log))
     Body = predict_body(settings.max_records)
 
     async def answer(body: Any) -> tuple[int, dict[str, Any], dict[str, str]]:
@@ -288,6 +295,7 @@ def create_app(
             served, probabilities = await batcher.score(rows)
         except LookupError as missing:
             raise HTTPException(status_code=503, detail=f"no model loaded: {missing}") from None
+        telemetry.answered(served.ref.alias, probabilities)
         request_id = str(uuid.uuid4())
         now = datetime.now(UTC)
         prediction_log.record([
@@ -312,6 +320,7 @@ def create_app(
         return 200, content, {"X-Request-ID": request_id}
 
     add_predict(app, Body, answer, settings.max_body_bytes)
+    telemetry.add_metrics(app)
 
     @app.get("/health")
     def health() -> dict[str, Any]:
@@ -337,6 +346,28 @@ def create_app(
         }
 
     return app
+
+
+def model_facts(served: Served | None) -> ModelFacts | None:
+    """What /metrics says of a served version (its age: since it was registered)."""
+    if served is None:
+        return None
+    return ModelFacts(served.ref.name, served.ref.version, served.ref.registered_at)
+
+
+class _PredictionLogCounts(Collector):
+    """The prediction log's rows, read when Prometheus scrapes."""
+
+    def __init__(self, prediction_log: PredictionLog):
+        self.log = prediction_log
+
+    def collect(self) -> Iterable[GaugeMetricFamily | CounterMetricFamily]:
+        yield GaugeMetricFamily("churn_prediction_log_pending",
+                                "Predictions waiting to be written to the store", value=self.log.pending)  # fmt: skip
+        yield CounterMetricFamily("churn_prediction_log_written",
+                                  "Predictions written to the store", value=self.log.written)  # fmt: skip
+        yield CounterMetricFamily("churn_prediction_log_dropped",
+                                  "Predictions dropped while the store was unreachable", value=self.log.dropped)  # fmt: skip
 
 
 def _store_problem(prediction_log: PredictionLog) -> str | None:

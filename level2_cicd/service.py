@@ -13,6 +13,9 @@ same way on every run). A canary request that fails is counted against the canar
 clients never see the canary's errors, only (at worst) its latency, and only for its share.
 
     GET  /rollout            the arms' counters (open, like /health)
+    GET  /metrics            level 1's metrics, with the canary arm's model and answers, and
+                             churn_arm_requests_total{arm,outcome} (a failed canary request
+                             is answered by the champion)
     POST /admin/fault        inject errors or delay into the canary arm (needs X-API-Key):
                              the workshop's "watch a canary roll back" exercise
     and level 1's /predict, /health, /model, /docs
@@ -38,10 +41,18 @@ import numpy as np
 import uvicorn
 from fastapi import FastAPI, HTTPException, Security
 from fastapi.security import APIKeyHeader
+from prometheus_client import Counter
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
 from pydantic_settings import SettingsConfigDict
 
-from level1_ct.service import MicroBatcher, ModelFollower, Served, ServiceSettings, create_app
+from level1_ct.service import (
+    MicroBatcher,
+    ModelFollower,
+    Served,
+    ServiceSettings,
+    create_app,
+    model_facts,
+)
 from level2_cicd.names import CANARY
 from level2_cicd.rollout import BINS, bin_of
 from shared.api import BODY_REFUSALS, responses
@@ -113,6 +124,12 @@ class CanaryRouter:
         self.version: str | None = None  # the canary version the counters are for
         self.since: str | None = None
         self.arms = {"champion": ArmCounter(), "canary": ArmCounter()}
+        self.outcomes: Counter | None = None  # each arm's requests, for /metrics
+
+    def _count(self, arm: str, started: float, probabilities: np.ndarray | None) -> None:
+        self.arms[arm].count(started, probabilities)
+        if self.outcomes is not None:
+            self.outcomes.labels(arm, "error" if probabilities is None else "ok").inc()
 
     def start(self) -> None:
         self.champion.start()
@@ -144,14 +161,14 @@ class CanaryRouter:
                     raise RuntimeError("injected fault")
                 served, probabilities = await self.canary.score(rows)
             except Exception as error:
-                self.arms["canary"].count(started, None)
+                self._count("canary", started, None)
                 log.warning("canary failed (the champion answers): %s", error)
             else:
-                self.arms["canary"].count(started, probabilities)
+                self._count("canary", started, probabilities)
                 return served, probabilities
         started = time.perf_counter()
         served, probabilities = await self.champion.score(rows)
-        self.arms["champion"].count(started, probabilities)
+        self._count("champion", started, probabilities)
         return served, probabilities
 
     def _to_canary(self, customer_id: str | None) -> bool:
@@ -183,6 +200,13 @@ def create_production_app(settings: ProductionSettings) -> FastAPI:
     app.title = "Churn prediction service (level 2: production, with a canary arm)"
     app.description = "Level 1's service with a canary arm. " + __doc__.split("\n\n")[0]
     assert router is not None
+    app.state.router = router
+    telemetry = app.state.telemetry
+    telemetry.serving(CANARY, lambda: model_facts(router.follower.current))
+    router.outcomes = Counter(
+        "churn_arm_requests", "Requests each arm took, by outcome (ok, error)",
+        ["arm", "outcome"], registry=telemetry.registry,
+    )  # fmt: skip
 
     # Declared as a security scheme: /docs has an "Authorize" button, and the document says
     # which routes need the key.

@@ -207,9 +207,11 @@ def running(
         )
 
     def healthy() -> bool:
+        if is_healthy(health_url):
+            return True
         if process.poll() is not None:
             raise ServerError(f"{command[2:5]} exited with {process.returncode}; log: {log_path}")
-        return is_healthy(health_url)
+        return False
 
     try:
         try:
