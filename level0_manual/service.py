@@ -30,10 +30,10 @@ from shared.api import (
     responses,
 )
 from shared.keepalive import SERVER_KEEP_ALIVE_SECONDS
-from shared.telemetry import ModelFacts, Telemetry, iso_seconds
+from shared.telemetry import ModelFacts, Telemetry, TelemetrySettings, iso_seconds
 
 
-class ServiceSettings(RequestLimits):
+class ServiceSettings(RequestLimits, TelemetrySettings):
     """Settings of the level-0 service, from L0_SERVE_* environment variables."""
 
     model_config = SettingsConfigDict(env_prefix="L0_SERVE_", frozen=True)
@@ -83,7 +83,7 @@ def create_app(settings: ServiceSettings) -> FastAPI:
         return app.state.model
 
     Body = predict_body(settings.max_records)
-    telemetry = app.state.telemetry = Telemetry()
+    telemetry = app.state.telemetry = Telemetry(settings.metrics)
 
     def served() -> ModelFacts | None:
         model = getattr(app.state, "model", None)

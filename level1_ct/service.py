@@ -54,7 +54,7 @@ from shared.api import (
 from shared.evaluate import THRESHOLD
 from shared.keepalive import SERVER_KEEP_ALIVE_SECONDS
 from shared.schema import FEATURE_NAMES, ID, MODEL_NAME, example_record
-from shared.telemetry import ModelFacts, Telemetry
+from shared.telemetry import ModelFacts, Telemetry, TelemetrySettings
 
 # Fail fast when MLflow is down: the service keeps its model and says "degraded" instead of
 # hanging in the client's retries (minutes by default). One retry, sent at once (urllib3
@@ -68,7 +68,7 @@ os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "5")
 log = logging.getLogger("level1.service")
 
 
-class ServiceSettings(RequestLimits):
+class ServiceSettings(RequestLimits, TelemetrySettings):
     """Settings of the level-1 service, from L1_SERVE_* environment variables."""
 
     model_config = SettingsConfigDict(env_prefix="L1_SERVE_", frozen=True)
@@ -282,7 +282,7 @@ def create_app(
         redoc_url=None,
     )
     app.state.follower, app.state.prediction_log = follower, prediction_log
-    telemetry = app.state.telemetry = Telemetry()
+    telemetry = app.state.telemetry = Telemetry(settings.metrics)
     telemetry.serving(settings.alias, lambda: model_facts(follower.current))
     telemetry.registry.register(_PredictionLogCounts(prediction_log))
     Body = predict_body(settings.max_records)

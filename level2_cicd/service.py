@@ -203,10 +203,11 @@ def create_production_app(settings: ProductionSettings) -> FastAPI:
     app.state.router = router
     telemetry = app.state.telemetry
     telemetry.serving(CANARY, lambda: model_facts(router.follower.current))
-    router.outcomes = Counter(
-        "churn_arm_requests", "Requests each arm took, by outcome (ok, error)",
-        ["arm", "outcome"], registry=telemetry.registry,
-    )  # fmt: skip
+    if telemetry.enabled:
+        router.outcomes = Counter(
+            "churn_arm_requests", "Requests each arm took, by outcome (ok, error)",
+            ["arm", "outcome"], registry=telemetry.registry,
+        )  # fmt: skip
 
     # Declared as a security scheme: /docs has an "Authorize" button, and the document says
     # which routes need the key.

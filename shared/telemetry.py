@@ -36,12 +36,21 @@ from prometheus_client import (
 )
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
+from pydantic_settings import BaseSettings
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 UNMATCHED = "unmatched"
 # Seconds: a scored record takes about a millisecond, a cold or overloaded one far more
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 PROBABILITY_BUCKETS = tuple(round(0.1 * i, 1) for i in range(1, 11))
+
+
+class TelemetrySettings(BaseSettings):
+    """Every service's telemetry switch, read under the service's prefix (L0_SERVE_METRICS,
+    L1_SERVE_METRICS, L2_SERVE_METRICS). Off, nothing is measured and /metrics is a 404: what
+    `make bench` compares with, to print what the measuring costs."""
+
+    metrics: bool = True
 
 
 @dataclass(frozen=True)
@@ -92,7 +101,8 @@ class _Models(Collector):
 class Telemetry:
     """One service's metrics: `add_metrics(app)` serves them, `answered` counts answers."""
 
-    def __init__(self) -> None:
+    def __init__(self, enabled: bool = True) -> None:
+        self.enabled = enabled
         self.registry = CollectorRegistry()
         self.arms: dict[str, Callable[[], ModelFacts | None]] = {}
         self.registry.register(_Models(self.arms))
@@ -117,13 +127,17 @@ class Telemetry:
         self.arms[arm] = facts
 
     def answered(self, arm: str, probabilities: Iterable[float]) -> None:
+        if not self.enabled:
+            return
         histogram = self.probability.labels(arm)
         for p in probabilities:
             histogram.observe(float(p))
 
     def add_metrics(self, app: FastAPI) -> None:
         """Count every request the app answers (add it after the app's other middleware, so
-        that it sees their refusals too), and serve GET /metrics."""
+        that it sees their refusals too), and serve GET /metrics; unless disabled."""
+        if not self.enabled:
+            return
         app.add_middleware(_Measured, telemetry=self, app_routes=lambda: app.routes)
 
         @app.get("/metrics", include_in_schema=False)

@@ -152,3 +152,13 @@ def test_level2_reports_each_arm(trained, tmp_path):
     assert champion_ok == 80 - canary_ok
     assert value(samples, "churn_probability_count", arm="canary") == canary_ok
     assert value(samples, "churn_probability_count", arm="champion") == champion_ok
+
+
+def test_with_metrics_off_nothing_is_measured_and_metrics_is_not_served(trained, tmp_path):
+    model_file.save(trained.pipeline, {"name": "churn", "version": "v-off"}, tmp_path)
+    settings = ServiceSettings(model_dir=tmp_path, metrics=False)
+    app = create_app(settings)
+    with TestClient(app) as client:
+        assert client.post("/predict", json=example_record()).status_code == 200
+        assert client.get("/metrics").status_code == 404
+    assert app.state.telemetry.probability.collect()[0].samples == []
