@@ -27,6 +27,9 @@ CHAMPION = "champion"
 CHALLENGER = "challenger"
 PREVIOUS_CHAMPION = "previous-champion"
 
+# The landing folder's subfolder where the data contract's refused files go, with their reasons
+QUARANTINE = "quarantine"
+
 # The Prefect events (level1_ct/events.py emits them; the training deployment has a trigger each)
 DATA_LANDED = "churn.data.landed"  # the landing watcher saw a new batch
 DRIFT_DETECTED = "churn.drift.detected"  # monitoring saw drift or a quality drop

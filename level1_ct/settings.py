@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from functools import cache
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -57,6 +58,15 @@ class PipelineSettings(BaseSettings):
     drift_share_threshold: float = 0.3  # share of features whose distribution drifted
     max_live_auc_drop: float = 0.04  # live ROC AUC (where labels arrived) vs the hold-out's
     retrain_cooldown_seconds: int = 300  # at most one drift-triggered retrain per cooldown
+    # Who turns monitoring's alert into a retrain: one path, never two racing. The Prefect
+    # event trigger where no Alertmanager runs (the embedded mode); Alertmanager's webhook
+    # (level1_ct/alerts.py) in the stacks, where Prometheus' rule raises the alert.
+    alert_route: Literal["prefect-event", "alertmanager"] = "prefect-event"
+
+    # Staleness (alert rules; level1_ct/pipeline_metrics.py exports the bars beside the figures)
+    max_model_age_days: float = 7.0  # the champion was trained more than this long ago
+    max_data_lag_days: int = 3  # newer labelled days have landed than the champion's newest
+    metrics_port: int = 9108  # where `python -m level1_ct.pipeline_metrics` answers
 
     def gate(self) -> GateConfig:
         return GateConfig(

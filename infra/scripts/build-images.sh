@@ -9,8 +9,8 @@
 #                           package, Python packages from a wheelhouse built on this host from
 #                           requirements.lock (so no build step needs PyPI or a proxy's CA)
 #
-# Either way the stacks use the same names: mlops-levels/{python,serving}:latest and
-# mlops-levels/postgres:15. Needs: a Docker engine; offline also debootstrap (Debian) and
+# Either way the stacks use the same names: mlops-levels/{python,serving,observability}:latest
+# and mlops-levels/postgres:15. Needs: a Docker engine; offline also debootstrap (Debian) and
 # Python 3.11 on the host (PYTHON, default .venv/bin/python).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -84,4 +84,6 @@ for target in serving python; do
         --build-arg BASE_IMAGE="$base" --build-arg WHEELHOUSE="$wheelhouse" \
         --build-arg CODE_VERSION="$code_version" -t "$PREFIX/$target:latest" .
 done
+say "building $PREFIX/observability:latest (Prometheus, Alertmanager) from Debian's packages"
+build docker build -t "$PREFIX/observability:latest" --build-arg BASE_IMAGE="$base" infra/docker/observability
 docker image ls --format '{{.Repository}}:{{.Tag}}\t{{.Size}}' | image_sizes "$PREFIX"

@@ -1,7 +1,8 @@
 """Level 1's deployments, served by one long-running process (`flow.serve`-style runner).
 
     ct-training/ct-training        on a cron schedule, on `churn.data.landed`, on
-                                   `churn.drift.detected`, and on demand (make level1-train)
+                                   `churn.drift.detected` (or, in the stacks, on Alertmanager's
+                                   drift alerts: level1_ct/alerts.py), and on demand
     ct-monitoring/ct-monitoring    every monitor_interval_seconds
     ct-watch-landing/ct-watch-landing  every watch_interval_seconds
     ct-replay/ct-replay            on demand (make level1-replay)
@@ -46,10 +47,15 @@ def _on(event: str, reason: str) -> DeploymentEventTrigger:
 
 def training_triggers(settings: PipelineSettings) -> dict:
     """When the training deployment runs by itself: the cron schedule, new data, drift.
-    Level 2 gives the same triggers to the pipeline version it delivers."""
+    Level 2 gives the same triggers to the pipeline version it delivers. Drift has one path:
+    this event trigger, or Alertmanager's webhook (L1_ALERT_ROUTE=alertmanager, the stacks:
+    level1_ct/alerts.py starts the run), never both."""
+    triggers = [_on(events.DATA_LANDED, "new-data")]
+    if settings.alert_route == "prefect-event":
+        triggers.append(_on(events.DRIFT_DETECTED, "drift"))
     return {
         "schedules": [Cron(settings.train_cron, timezone="UTC", parameters={"reason": "schedule"})],
-        "triggers": [_on(events.DATA_LANDED, "new-data"), _on(events.DRIFT_DETECTED, "drift")],
+        "triggers": triggers,
     }
 
 

@@ -7,7 +7,9 @@ landed since, and runs Evidently against the training sample logged with the cha
 The numbers go to the prediction store (table `monitoring`, to plot over time) and the
 reports to the Evidently workspace (the Evidently UI). When drift or quality crosses its
 threshold the flow logs an alert and emits `churn.drift.detected`: the training deployment's
-trigger turns that into a retraining run. No human in the loop.
+trigger turns that into a retraining run. No human in the loop. In the stacks
+(L1_ALERT_ROUTE=alertmanager) Prometheus reads the same figures (level1_ct/pipeline_metrics.py)
+and its alert, through Alertmanager, starts the retrain instead: the flow emits nothing.
 """
 
 from __future__ import annotations
@@ -113,6 +115,11 @@ def monitoring_flow():
     if result.cooling:
         logger.warning("ALERT (retraining already triggered recently): %s", "; ".join(found))
         return Completed(message=f"alert, in cooldown: {'; '.join(found)}")
+    if settings.alert_route == "alertmanager":
+        # Prometheus' rules judge the same figures by the same bars (level1_ct/prometheus/);
+        # Alertmanager's webhook starts the retrain: one path, so no event here.
+        logger.warning("ALERT (Alertmanager starts the retrain): %s", "; ".join(found))
+        return Completed(message=f"alert raised, for Alertmanager: {'; '.join(found)}")
     logger.warning("ALERT, triggering retraining: %s", "; ".join(found))
     events.emit(
         events.DRIFT_DETECTED,

@@ -63,7 +63,7 @@ from shared.train import (
 )
 from shared.validation import ValidationResult, validate_file
 
-QUARANTINE = "quarantine"
+QUARANTINE = names.QUARANTINE
 
 
 class DataContractViolation(RuntimeError):

@@ -1,7 +1,7 @@
 """Read a compose file as `docker compose config` does, for what the tests check, without
 the Docker CLI: YAML anchors and merge keys, `include` (a list of paths layers later files
-over earlier ones), `${VAR}` interpolation from a `.env`-style file, and ports and volumes
-in their long form, an environment entry without a value taken from the settings.
+over earlier ones), `${VAR}` interpolation from a `.env`-style file, `extends`, and ports and
+volumes in their long form, an environment entry without a value taken from the settings.
 tests/unit/test_compose.py compares it with `docker compose config`
 where the CLI is installed."""
 
@@ -92,7 +92,13 @@ def load(path: Path, variables: dict[str, str]) -> dict[str, Any]:
             layered = merge(layered, load(path.parent / included, variables))
         model = merge(model, layered)
     own = {key: value for key, value in document.items() if not key.startswith("x-")}
-    model = merge(model, interpolate(own, variables))
+    own = interpolate(own, variables)
+    for name, service in own.get("services", {}).items():
+        if "extends" in service:  # the base service, then this one's keys over it
+            base = service.pop("extends")
+            found = load(path.parent / base["file"], variables)["services"][base["service"]]
+            own["services"][name] = merge(found, service)
+    model = merge(model, own)
     for service in model.get("services", {}).values():
         if "ports" in service:
             service["ports"] = [port(entry) for entry in service["ports"]]

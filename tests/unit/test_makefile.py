@@ -66,7 +66,7 @@ def test_make_up_prints_the_ports_of_env_and_the_shell_over_the_defaults(tmp_pat
     dotenv.write_text("MLFLOW_PORT=5055\nPREFECT_PORT=4255\nL0_SERVE_PORT=8100\n"
                       "L1_SERVE_PORT=8101\nEVIDENTLY_PORT=8102\n# L2_SERVE_PORT=1\n")  # fmt: skip
     ports = ("MLFLOW_PORT", "PREFECT_PORT", "L0_SERVE_PORT", "L1_SERVE_PORT", "L2_SERVE_PORT",
-             "EVIDENTLY_PORT", "L2_GIT_PORT")  # fmt: skip
+             "EVIDENTLY_PORT", "L2_GIT_PORT", "PROMETHEUS_PORT", "INBOX_PORT")  # fmt: skip
     env = {k: v for k, v in os.environ.items() if k not in ports and k != "MAKEFLAGS"}
     env |= {"PATH": fake_docker(tmp_path), "ENV_FILE": str(dotenv), "L2_GIT_PORT": "9003"}
     out = subprocess.run(
@@ -74,6 +74,7 @@ def test_make_up_prints_the_ports_of_env_and_the_shell_over_the_defaults(tmp_pat
         cwd=ROOT, env=env, capture_output=True, text=True, check=True,
     ).stdout  # fmt: skip
     urls = set(re.findall(r"http://127\.0\.0\.1:(\d+)", out))
-    expected = {"0": {"5055", "8100"}, "1": {"5055", "4255", "8101", "8102"},
-                "2": {"5055", "4255", "8001", "9003"}}  # fmt: skip
+    observability = {"9090", "8004"}  # Prometheus and the alert inbox, at their defaults
+    expected = {"0": {"5055", "8100"}, "1": {"5055", "4255", "8101", "8102", *observability},
+                "2": {"5055", "4255", "8001", "9003", *observability}}  # fmt: skip
     assert urls == expected[level], out
