@@ -26,9 +26,14 @@ from prefect.client.schemas.filters import (
     FlowRunFilterStateType,
 )
 from prefect.client.schemas.objects import StateType
+from prefect.settings import (
+    PREFECT_API_REQUEST_TIMEOUT,
+    PREFECT_CLIENT_MAX_RETRIES,
+    temporary_settings,
+)
 from prometheus_client.core import CounterMetricFamily, Metric
 
-from level1_ct.pipeline_metrics import PipelineCollector, serve
+from level1_ct.pipeline_metrics import PipelineCollector, quick_to_fail, serve
 from level1_ct.settings import get_settings
 from level2_cicd.names import CD_FLOW, CI_FLOW
 
@@ -52,7 +57,11 @@ class DeliveryCollector(PipelineCollector):
         runs = CounterMetricFamily(
             "churn_delivery_runs", "CI and CD flow runs, by final state", labels=["stage", "state"]
         )
-        with get_client(sync_client=True) as api:
+        quick = {
+            PREFECT_CLIENT_MAX_RETRIES: 0,
+            PREFECT_API_REQUEST_TIMEOUT: 3.0,
+        }  # see quick_to_fail
+        with temporary_settings(updates=quick), get_client(sync_client=True) as api:
             for stage, flow in (("ci", CI_FLOW), ("cd", CD_FLOW)):
                 for state, kind in STATES.items():
                     count = api.count_flow_runs(
@@ -78,6 +87,7 @@ class DeliveryCollector(PipelineCollector):
 
 def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    quick_to_fail()
     settings = get_settings()
     serve(DeliveryCollector(settings), settings.metrics_port)
 

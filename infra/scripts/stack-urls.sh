@@ -13,7 +13,7 @@ done < <(grep -E '^[A-Za-z_][A-Za-z0-9_]*=' "${ENV_FILE:-.env}" 2>/dev/null || t
 url() { echo "http://127.0.0.1:$1"; }
 mlflow="MLflow $(url "${MLFLOW_PORT:-5000}")"
 prefect="Prefect $(url "${PREFECT_PORT:-4200}")"
-alerts="Prometheus $(url "${PROMETHEUS_PORT:-9090}")/alerts  alert inbox $(url "${INBOX_PORT:-8004}")"
+alerts="Prometheus $(url "${PROMETHEUS_PORT:-9090}")/classic/alerts  alert inbox $(url "${INBOX_PORT:-8004}")"
 case "$level" in
     0) echo "level 0 is up: $mlflow  service $(url "${L0_SERVE_PORT:-8000}")/docs" ;;
     1) echo "level 1 is up: $mlflow  $prefect  service $(url "${L1_SERVE_PORT:-8001}")/docs  Evidently $(url "${EVIDENTLY_PORT:-8002}")  $alerts" ;;

@@ -81,6 +81,15 @@ class Stack:
     def make(self, *args: str, timeout: int = 900) -> str:
         return run(["make", *args, "LEVEL=2"], env=self.env, timeout=timeout)
 
+    def query(self, promql: str) -> dict[frozenset, float]:
+        """Prometheus' answer to an instant query: labels -> value."""
+        answer = httpx.get(f"{self.url('prometheus')}/api/v1/query", params={"query": promql})
+        return {frozenset(r["metric"].items()): float(r["value"][1])
+                for r in answer.json()["data"]["result"]}  # fmt: skip
+
+    def inbox(self, name: str) -> list[dict]:
+        return [a for a in httpx.get(f"{self.url('inbox')}/alerts").json() if a["name"] == name]
+
     def git(self, *args: str) -> str:
         result = subprocess.run(["git", *AUTHOR, *args], cwd=self.clone, capture_output=True,
                                 text=True, env={**os.environ, **self.login()})  # fmt: skip
@@ -113,7 +122,8 @@ def stack(images, request, tmp_path_factory):
     with started_stack(2, request, settings) as started:
         ports = {name: started.ports[variable] for name, variable in (
             ("mlflow", "MLFLOW_PORT"), ("prefect", "PREFECT_PORT"), ("production", "L2_SERVE_PORT"),
-            ("git", "L2_GIT_PORT"), ("evidently", "EVIDENTLY_PORT"))}  # fmt: skip
+            ("git", "L2_GIT_PORT"), ("evidently", "EVIDENTLY_PORT"),
+            ("prometheus", "PROMETHEUS_PORT"), ("inbox", "INBOX_PORT"))}  # fmt: skip
         secrets = read_dotenv(ROOT / ".env")
         clone = tmp_path_factory.mktemp("level2-stack") / "ml"
         stack = Stack(started.project, started.env, ports, secrets, clone)
@@ -167,6 +177,17 @@ def test_the_stack_starts_where_level_1_left_off(stack):
     with stack.prefect() as api:
         pool = api.read_work_pool("level2-pipeline")
     assert pool.type == "process"
+    # Prometheus scrapes production, the exporter (which reads all its stores, behind the
+    # stack's logins), the inbox and Alertmanager; level 2's rules beside level 1's
+    jobs = {"production", "pipeline", "alerts", "alertmanager", "prometheus"}
+    wait_for(lambda: {dict(k)["job"] for k, v in stack.query("up").items() if v == 1} == jobs,
+             60, f"{jobs} scraped")  # fmt: skip
+    sources = stack.query("churn_pipeline_source_up")
+    assert {dict(k)["source"]: v for k, v in sources.items()} == dict.fromkeys(
+        ("mlflow", "landing", "prefect", "registry"), 1.0)  # fmt: skip
+    assert stack.query(f'churn_champion_info{{version="{champion}"}}')
+    groups = httpx.get(f"{stack.url('prometheus')}/api/v1/rules").json()["data"]["groups"]
+    assert {"CanaryRolledBack", "DriftHigh"} <= {r["name"] for g in groups for r in g["rules"]}
 
 
 def test_a_good_push_is_built_staged_canaried_and_served_in_production(stack):
@@ -330,3 +351,10 @@ def test_a_canary_that_fails_is_rolled_back_while_production_answers_every_reque
     # The canary's share failed, and the champion answered each of those requests
     assert answers and {status for status, _ in answers} == {200}
     assert {version for _, version in answers} == {before}
+    # ... and the rollback pages a person: CanaryRolledBack, through Alertmanager, in the inbox
+    pages = wait_for(lambda: stack.inbox("CanaryRolledBack"), 180, "CanaryRolledBack paged")
+    assert pages[0]["outcome"] == "paged" and pages[0]["status"] == "firing"
+    rolled = stack.query('churn_rollouts_total{outcome="rolled back"}')
+    assert list(rolled.values()) == [1.0]
+    failed_cd = stack.query('churn_delivery_runs_total{stage="cd",state="failed"}')
+    assert list(failed_cd.values())[0] >= 1  # this delivery (and the worse model's)

@@ -53,7 +53,9 @@ def cases_of(rules: Path) -> dict[str, set[str]]:
 @pytest.mark.parametrize("rules", RULES, ids=lambda p: p.parent.parent.name)
 def test_promtool_passes_the_rules_tests(rules):
     promtool = tool("promtool")
-    checked = subprocess.run([promtool, "check", "rules", str(rules)], capture_output=True, text=True)
+    checked = subprocess.run(
+        [promtool, "check", "rules", str(rules)], capture_output=True, text=True
+    )
     assert checked.returncode == 0, checked.stdout + checked.stderr
     result = subprocess.run(
         [promtool, "test", "rules", "rules_test.yml"], cwd=rules.parent, capture_output=True,
