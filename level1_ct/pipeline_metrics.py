@@ -322,11 +322,12 @@ def quick_to_fail() -> None:
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "3")
 
 
-def main() -> None:
+def main(collector: type[PipelineCollector] = PipelineCollector) -> None:
+    """Serve `collector`'s figures (level 2 passes its own) on L1_METRICS_PORT."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     quick_to_fail()
     settings = get_settings()
-    serve(PipelineCollector(settings), settings.metrics_port)
+    serve(collector(settings), settings.metrics_port)
 
 
 if __name__ == "__main__":

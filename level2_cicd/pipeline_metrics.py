@@ -12,7 +12,6 @@ CI and CD did, read at each scrape from where they keep it:
 
 from __future__ import annotations
 
-import logging
 from collections import Counter
 from collections.abc import Iterable
 
@@ -33,8 +32,7 @@ from prefect.settings import (
 )
 from prometheus_client.core import CounterMetricFamily, Metric
 
-from level1_ct.pipeline_metrics import PipelineCollector, quick_to_fail, serve
-from level1_ct.settings import get_settings
+from level1_ct.pipeline_metrics import PipelineCollector, main
 from level2_cicd.names import CD_FLOW, CI_FLOW
 
 STATES = {"completed": StateType.COMPLETED, "failed": StateType.FAILED,
@@ -85,12 +83,5 @@ class DeliveryCollector(PipelineCollector):
         yield rollouts
 
 
-def main() -> None:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
-    quick_to_fail()
-    settings = get_settings()
-    serve(DeliveryCollector(settings), settings.metrics_port)
-
-
 if __name__ == "__main__":
-    main()
+    main(DeliveryCollector)
