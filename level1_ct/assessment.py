@@ -84,6 +84,7 @@ def assess(
     holdout_auc: float,
     last_alert: datetime | None,
     now: datetime,
+    tags: list[str] | None = None,
 ) -> Assessment:
     """Monitoring's decision on one check.
 
@@ -91,13 +92,16 @@ def assess(
     reference rows (`reports.data_drift` with `settings.drift_share_threshold`); `labelled`:
     the newest predictions whose labels have arrived, whichever version gave them (feature
     columns, `probability`, `churned`); `holdout_auc`: the champion's ROC AUC on its hold-out,
-    the bar live quality is held to; `last_alert`: when an alert was last raised.
+    the bar live quality is held to; `last_alert`: when an alert was last raised; `tags`:
+    for the quality report's snapshot (the drift report's has its own).
     """
     metrics = {**drift.metrics(), "rows": float(drift.rows), "labelled_rows": float(len(labelled))}
     snapshots = [drift.snapshot]
     if enough_labels(settings, labelled):
         frame = labelled.assign(**{reports.TARGET: labelled[LABEL].astype(int)})
-        quality = reports.live_quality(frame.rename(columns={"probability": reports.PROBABILITY}))
+        quality = reports.live_quality(
+            frame.rename(columns={"probability": reports.PROBABILITY}), tags
+        )
         metrics |= {f"live_{k}": v for k, v in quality.metrics.items()}
         snapshots.append(quality.snapshot)
     found = alerts(settings, metrics, drift.drifted, holdout_auc)

@@ -65,7 +65,11 @@ def _definition(extra_numerical: list[str] = (), classification: Any = None) -> 
 
 
 def data_drift(
-    current: pd.DataFrame, reference: pd.DataFrame, drift_share: float = 0.5, summary: bool = True
+    current: pd.DataFrame,
+    reference: pd.DataFrame,
+    drift_share: float = 0.5,
+    summary: bool = True,
+    tags: list[str] | None = None,
 ) -> DriftResult:
     """Drift of every contract feature (Evidently's per-column tests) plus data summary.
     `drift_share`: the share of drifted features at which Evidently's dataset test fails
@@ -82,6 +86,7 @@ def data_drift(
     snapshot = Report(presets, include_tests=True).run(
         Dataset.from_pandas(current[FEATURE_NAMES], data_definition=definition),
         Dataset.from_pandas(reference[FEATURE_NAMES], data_definition=definition),
+        tags=list(tags or []),
     )
     result = snapshot.dict()
     share = next(
@@ -102,9 +107,9 @@ def data_drift(
 _QUALITY = {"RocAuc": "roc_auc", "F1Score": "f1", "Accuracy": "accuracy", "LogLoss": "log_loss"}
 
 
-def live_quality(labelled: pd.DataFrame) -> QualityResult:
+def live_quality(labelled: pd.DataFrame, tags: list[str] | None = None) -> QualityResult:
     """ROC AUC, F1, accuracy and log loss of logged predictions (`probability`) against
-    their arrived labels (`target`, 0/1)."""
+    their arrived labels (`target`, 0/1). `tags` go on the snapshot (see `publish`)."""
     from evidently import BinaryClassification, Dataset, Report
     from evidently.presets import ClassificationPreset
 
@@ -117,6 +122,7 @@ def live_quality(labelled: pd.DataFrame) -> QualityResult:
                 labelled[[*FEATURE_NAMES, TARGET, PROBABILITY]], data_definition=definition
             ),
             None,
+            tags=list(tags or []),
         )
     metrics = {}
     for m in snapshot.dict()["metrics"]:
@@ -128,12 +134,60 @@ def live_quality(labelled: pd.DataFrame) -> QualityResult:
 
 def publish(workspace: str | Path, project: str, snapshots: list[Snapshot]) -> None:
     """Add the snapshots to the project's timeline in the Evidently workspace: a folder
-    (embedded mode) or the Evidently UI service's URL (containers: its API stores them)."""
+    (embedded mode) or the Evidently UI service's URL (containers: its API stores them).
+    The project opens on the dashboard `dashboard()` describes (saved each time: the same
+    panels, replaced, never added twice)."""
     from evidently.ui.workspace import RemoteWorkspace, Workspace
 
     where = str(workspace)
     ws = RemoteWorkspace(where) if where.startswith("http") else Workspace(where)
     found = ws.search_project(project)
     target = found[0] if found else ws.create_project(project, description="Level 1 monitoring")
+    ws.save_dashboard(target.id, dashboard(str(target.id)))
     for snapshot in snapshots:
         ws.add_run(target.id, snapshot, include_data=False)
+
+
+# The dashboard's panels: (title, Evidently metric, its labels, kind). The metric ids are
+# the snapshots' own (DataDriftPreset's DriftedColumnsCount, ClassificationPreset's RocAuc,
+# DataSummaryPreset's DatasetMissingValueCount), checked against Evidently 0.7.23.
+PANELS = (
+    ("Drift share, last check", "DriftedColumnsCount", {"value_type": "share"}, "counter"),
+    ("Drifted columns, last check", "DriftedColumnsCount", {"value_type": "count"}, "counter"),
+    ("Share of drifted features over time", "DriftedColumnsCount", {"value_type": "share"}, "line"),
+    ("Drifted columns over time", "DriftedColumnsCount", {"value_type": "count"}, "line"),
+    ("Live ROC AUC (labelled predictions)", "RocAuc", {}, "line"),
+    (
+        "Share of missing values per check",
+        "DatasetMissingValueCount",
+        {"value_type": "share"},
+        "line",
+    ),
+)
+
+
+def dashboard(project_id: str):
+    """Monitoring's dashboard, with ids derived from the project's and the titles, so that
+    saving it again changes nothing (the OSS UI takes one tab)."""
+    import uuid
+
+    from evidently.sdk.models import DashboardModel, DashboardTabModel, PanelMetric
+    from evidently.sdk.panels import counter_panel, line_plot_panel
+
+    panels = []
+    for title, metric, labels, kind in PANELS:
+        values = [
+            PanelMetric(legend=title.split(",")[0].lower(), metric=metric, metric_labels=labels)
+        ]
+        panel = (
+            counter_panel(title, values, size="half", aggregation="last")
+            if kind == "counter"
+            else line_plot_panel(title, values, size="half")
+        )
+        panel.id = uuid.uuid5(uuid.NAMESPACE_URL, f"churn-monitoring:{project_id}:{title}")
+        panels.append(panel)
+    tab = DashboardTabModel(
+        id=uuid.uuid5(uuid.NAMESPACE_URL, f"churn-monitoring:{project_id}:tab"),
+        title="Monitoring", panels=[p.id for p in panels],
+    )  # fmt: skip
+    return DashboardModel(tabs=[tab], panels=panels)

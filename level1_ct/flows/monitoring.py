@@ -50,15 +50,22 @@ def reference_of(settings: PipelineSettings, champion: registry.ModelRef):
 
 @step
 def check(
-    settings: PipelineSettings, live, labelled, reference, holdout_auc: float, last_alert
+    settings: PipelineSettings,
+    version: str,
+    live,
+    labelled,
+    reference,
+    holdout_auc: float,
+    last_alert,
 ) -> assessment.Assessment:
     """Drift of the champion's live features against its reference, the service's quality
     on the newest predictions whose labels have arrived, and the alerts they raise
     (`level1_ct.assessment`, the rule `make compare` replays); the reports go to Evidently."""
-    drift = reports.data_drift(live, reference, settings.drift_share_threshold)
-    result = assessment.assess(
-        settings, drift, labelled, holdout_auc, last_alert, now=datetime.now(UTC)
-    )
+    now = datetime.now(UTC)
+    # Tagged so that the Evidently UI's Reports page filters by version and by day
+    tags = [f"version={version}", f"date={now.date().isoformat()}", "kind=monitoring"]
+    drift = reports.data_drift(live, reference, settings.drift_share_threshold, tags=tags)
+    result = assessment.assess(settings, drift, labelled, holdout_auc, last_alert, now, tags)
     try:
         reports.publish(settings.evidently_workspace, settings.evidently_project, result.snapshots)
     except Exception as error:  # the UI being down must not silence the alert
@@ -104,7 +111,7 @@ def monitoring_flow():
             f"fewer than {settings.monitor_min_rows}, too few to judge"
         )
     result = check(
-        settings, live, labelled, reference_of(settings, champion), holdout_auc,
+        settings, champion.version, live, labelled, reference_of(settings, champion), holdout_auc,
         _last_alert(engine),
     )  # fmt: skip
     metrics, found = result.metrics, list(result.alerts.values())

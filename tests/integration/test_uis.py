@@ -22,6 +22,7 @@ from mlflow import MlflowClient
 
 from level1_ct import reports
 from level1_ct.settings import PipelineSettings
+from shared.schema import LABEL
 from shared.servers import (
     MlflowServer,
     PrefectServer,
@@ -235,13 +236,21 @@ def evidently_ui(tools, labelled) -> Published:
     (reports.publish) while the Evidently UI runs on it, as in the embedded mode."""
     project = PipelineSettings().evidently_project
     half = len(labelled) // 2
-    drift = reports.data_drift(labelled.iloc[half:], labelled.iloc[:half], summary=False)
+    tags = ["version=7", "date=2026-01-05", "kind=monitoring"]
+    drift = reports.data_drift(labelled.iloc[half:], labelled.iloc[:half], tags=tags)
     reports.publish(tools.workspace, project, [drift.snapshot])
     api = f"{tools.evidently}/api/projects"
-    (found,) = httpx.get(api).json()
+    # The UI watches the folder and reloads a project once its files settle
+    found = wait_for(lambda: next(iter(httpx.get(api).json()), None), 30, "the UI to list it")
     (snapshot,) = wait_for(
         lambda: httpx.get(f"{api}/{found['id']}/snapshots").json(), 30, "the UI to read it"
     )
+    # A second check, with live quality: published again, the dashboard is saved again
+    quality = labelled.assign(**{reports.TARGET: labelled[LABEL].astype(int)})
+    quality[reports.PROBABILITY] = (0.3 + 0.4 * quality[reports.TARGET]).clip(0, 1)
+    later = reports.data_drift(labelled.iloc[:half], labelled.iloc[half:], tags=tags)
+    scored = reports.live_quality(quality, tags)
+    reports.publish(tools.workspace, project, [later.snapshot, scored.snapshot])
     drifted = f"{len(drift.drifted)} out of {len(reports.FEATURE_NAMES)}"
     return Published(tools.evidently, found["id"], snapshot["id"], drifted)
 
@@ -259,3 +268,25 @@ def test_evidently_ui_lists_the_published_report_and_opens_it(evidently_ui):
     assert "Dataset Drift" in shown
     summary = rf"Drift is detected for [\d.]+% of columns \({evidently_ui.drifted}\)"
     assert re.search(summary, shown), shown[-2000:]
+
+
+def test_evidently_snapshots_carry_the_version_and_date_tags(evidently_ui):
+    api = f"{evidently_ui.url}/api/projects/{evidently_ui.project_id}/snapshots"
+    found = wait_for(lambda: (lambda s: s if len(s) == 3 else None)(httpx.get(api).json()), 30,
+                     "the three snapshots")  # fmt: skip
+    assert all({"version=7", "date=2026-01-05"} <= set(s["tags"]) for s in found), found
+
+
+def test_evidently_dashboard_has_the_monitoring_panels_once(evidently_ui):
+    """Published twice: the same six panels, not twelve."""
+    board = httpx.get(f"{evidently_ui.url}/api/v2/dashboards/{evidently_ui.project_id}").json()
+    assert [p["title"] for p in board["panels"]] == [title for title, *_ in reports.PANELS]
+    assert len(board["tabs"]) == 1 and len(board["tabs"][0]["panels"]) == len(reports.PANELS)
+
+
+def test_evidently_dashboard_shows_panels_with_data(evidently_ui):
+    dom = render(f"{evidently_ui.url}/projects/{evidently_ui.project_id}", budget_ms=15000)
+    assert "This dashboard is currently empty" not in dom
+    for title, *_ in reports.PANELS:
+        assert title in dom, title
+    assert "MuiLineElement-root" in dom  # the line plots drew their series (MUI X charts)
