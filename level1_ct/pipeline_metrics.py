@@ -81,7 +81,7 @@ class Runs:
 def outcome(run) -> str:
     """What a training run came to, from its MLflow status and the tags the flow wrote."""
     status, tags = run.info.status, run.data.tags
-    if status == "RUNNING" or status == "SCHEDULED":
+    if status in ("RUNNING", "SCHEDULED"):
         return "running"
     if status != "FINISHED":
         return "failed"  # FAILED, or KILLED
@@ -127,14 +127,13 @@ def champion(client: MlflowClient, model_name: str) -> Champion | None:
     ref = registry.lookup(client, model_name)
     if ref is None:
         return None
-    version = client.get_model_version(model_name, ref.version)
     auc = client.get_run(ref.run_id).data.metrics.get("roc_auc") if ref.run_id else None
-    return Champion(ref.version, version.tags.get("window", ""), ref.registered_at, auc)
+    return Champion(ref.version, ref.window, ref.registered_at, auc)
 
 
 def last_check(engine: sa.Engine, version: str) -> tuple[dict[str, float], float | None]:
     """Monitoring's newest check of `version`: its figures, and when (Unix seconds)."""
-    from level1_ct.prediction_log import monitoring
+    from level1_ct.prediction_log import as_utc, monitoring
 
     newest = sa.select(sa.func.max(monitoring.c.checked_at)).where(
         monitoring.c.model_version == version
@@ -148,13 +147,7 @@ def last_check(engine: sa.Engine, version: str) -> tuple[dict[str, float], float
                 monitoring.c.model_version == version, monitoring.c.checked_at == when
             )
         ).all()
-    return {metric: value for metric, value in rows}, _unix(when)
-
-
-def _unix(when) -> float:
-    from datetime import UTC
-
-    return (when if when.tzinfo else when.replace(tzinfo=UTC)).timestamp()
+    return {metric: value for metric, value in rows}, as_utc(when).timestamp()
 
 
 @dataclass(frozen=True)

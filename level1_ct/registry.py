@@ -35,6 +35,7 @@ class ModelRef:
     alias: str = CHAMPION
     lineage: str = ""  # the lineage fingerprint; empty for versions registered before it
     registered_at: float | None = None  # Unix seconds: right after its training run
+    window: str = ""  # the days it was trained on, "2026-01-01..2026-01-14" (version tag)
 
     @property
     def uri(self) -> str:
@@ -74,6 +75,7 @@ def lookup(client: MlflowClient, name: str, alias: str = CHAMPION) -> ModelRef |
         alias=alias,
         lineage=found.tags.get("lineage", ""),
         registered_at=found.creation_timestamp / 1000 if found.creation_timestamp else None,
+        window=found.tags.get("window", ""),
     )
 
 

@@ -24,6 +24,7 @@ from prefect.states import Completed
 from level1_ct import assessment, events, names, registry, reports
 from level1_ct.flows.retrying import io_task, step
 from level1_ct.prediction_log import (
+    as_utc,
     connect,
     load_labels,
     monitoring,
@@ -81,7 +82,7 @@ def _last_alert(engine: sa.Engine) -> datetime | None:
     )
     with engine.connect() as conn:
         found = conn.execute(query).scalar()
-    return found.replace(tzinfo=UTC) if found is not None and found.tzinfo is None else found
+    return as_utc(found)
 
 
 @flow(name=names.MONITORING)
