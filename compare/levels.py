@@ -69,6 +69,10 @@ CICD = level_defaults(CicdSettings)  # level 2's canary bounds
 # a step, so the window lasts until the canary has level 2's minimum of requests, at most:
 CANARY_MAX_DAYS = 3
 MANUAL_REVERT_DROP = 0.10  # a person reverts a release after a live ROC AUC drop this large
+# The alert rules of the levels' stacks (level1_ct/prometheus/rules.yml and level2_cicd's)
+# that fire on the replay's decisions: monitoring's alerts by kind, and the others by name.
+# Level 0 has no Prometheus and raises none.
+ALERT_OF = {assessment.DRIFT: "DriftHigh", assessment.LIVE_QUALITY: "LiveQualityDrop"}
 
 
 # Answers picked from what a service answered: (day, positions among that day's answers)
@@ -160,13 +164,12 @@ def first_model(world: World, runs: Runs, code: Code) -> Model:
     replay, and handed over (level 0's way; the other levels registered it as champion)."""
     days = [d for d in world.labels_landed(world.settings.start_day - 1) if world.batch_ok(d)]
     fitted = runs.fit(code, training_rules.window(days, PIPELINE.window_days))
-    return _model(1, code, fitted)
+    return _model(1, code, fitted, world.settings.start_day - 1)
 
 
-def _model(version: int, code: Code, fitted: Fitted) -> Model:
-    return Model(
-        version, code, fitted, evaluate(fitted.pipeline, fitted.holdout).overall["roc_auc"]
-    )
+def _model(version: int, code: Code, fitted: Fitted, trained: int) -> Model:
+    auc = evaluate(fitted.pipeline, fitted.holdout).overall["roc_auc"]
+    return Model(version, code, fitted, auc, trained)
 
 
 class Level:
@@ -192,6 +195,9 @@ class Level:
         self.trained: list[Fitted] = []  # every training run this level made
         self.rejected_days: set[int] = set()  # batches refused by the data contract
         self.due: list[tuple[int, Change]] = []  # (day, change): releases waiting for a person
+        # The alert rules firing each evening, with what they fire about (the champion's
+        # version, or the day for a quarantined batch): `compare.alerts` counts the starts
+        self.firing: dict[int, set[tuple[str, int]]] = {}
 
     # ---- serving ------------------------------------------------------------------------
 
@@ -300,13 +306,19 @@ class Level:
             manual=True,
         )  # fmt: skip
 
+    def fire(self, day: int, rule: str, about: int | None = None) -> None:
+        """The stack's alert rule `rule` fires this evening (about the champion by default)."""
+        self.firing.setdefault(day, set()).add(
+            (rule, self.champion.version if about is None else about)
+        )
+
     def reject(self, day: int, bad: list[int], text: str, manual: bool = False) -> None:
         self.rejected_days.update(bad)
         self.record(day, "batch-rejected", text, manual)
 
     def promote(self, day: int, fitted: Fitted, code: Code, why: str) -> None:
         self.versions += 1
-        self.champion = _model(self.versions, code, fitted)
+        self.champion = _model(self.versions, code, fitted, day)
         self.servers.publish(self.number, self.champion)
         self.record(day, "promote", f"v{self.versions} promoted: {why}")
 
@@ -356,7 +368,7 @@ class Level0(Level):
             self.record(day, "train", f"not handed over: {refused}", manual=True)
             return
         self.versions += 1
-        self.champion = _model(self.versions, self.code, fitted)
+        self.champion = _model(self.versions, self.code, fitted, day)
         self.servers.publish(self.number, self.champion)
         self.record(
             day, "handoff", f"v{self.versions} handed over, service rebuilt by hand", manual=True
@@ -388,6 +400,17 @@ class Level1(Level):
         # the same landing, which trains the same model: one run stands for both.
         drift = checked is not None and checked.retrain
         self.train_run(day, "new-data" + (" + drift" if drift else ""), self.code)
+        self.check_staleness(day)
+
+    def check_staleness(self, day: int) -> None:
+        """The staleness rules on the champion serving tonight, with level 1's bounds: trained
+        more than `max_model_age_days` ago (ModelStale), or labelled days landed more than
+        `max_data_lag_days` past its newest training day (ChampionDataStale)."""
+        if day - self.champion.trained > PIPELINE.max_model_age_days:
+            self.fire(day, "ModelStale")
+        landed = self.world.labels_landed(day)
+        if landed and landed[-1] - max(self.champion.fitted.days) > PIPELINE.max_data_lag_days:
+            self.fire(day, "ChampionDataStale")
 
     def monitor(self, day: int) -> Assessment | None:
         """Level 1's monitoring flow (level1_ct/flows/monitoring.py) in the evening, by its
@@ -411,8 +434,9 @@ class Level1(Level):
         )  # fmt: skip
         if assessment.ALERT in found.metrics:
             self.last_alert = now
-        for alert in found.alerts.values():
+        for kind, alert in found.alerts.items():
             self.record(day, "alert", alert)
+            self.fire(day, ALERT_OF[kind])
         # A person is paged when a live-quality alert starts, not again while it goes on
         quality_alert = assessment.LIVE_QUALITY in found.alerts
         if self.on_call and quality_alert and not self.quality_alert:
@@ -444,6 +468,7 @@ class Level1(Level):
         if violation:
             self.verdicts[day] = None
             self.reject(day, [day], f"run stopped before training: {violation}")
+            self.fire(day, "BatchQuarantined", about=day)
             return
         days = [d for d in self.world.labels_landed(day) if self.world.batch_ok(d)]
         fitted = self.runs.fit(code, training_rules.window(days, PIPELINE.window_days))
@@ -511,7 +536,7 @@ class Level2(Level1):
         rollout = self.canary
         if rollout is not None and rollout.model is None and rollout.pushed < day:
             self.versions += 1
-            rollout.model = _model(self.versions, rollout.code, rollout.fitted)
+            rollout.model = _model(self.versions, rollout.code, rollout.fitted, rollout.pushed)
             self.servers.start_canary(self.number, rollout.model)
         served = super().serve(day, rollout.model if rollout else None)
         if rollout is not None and rollout.model is not None and len(served.ids):
@@ -548,6 +573,7 @@ class Level2(Level1):
             self.record(
                 day, "canary", f"canary of '{canary.change.title}' rolled back: {decision.summary}"
             )
+            self.fire(day, "CanaryRolledBack", about=canary.model.version)
             return
         self.release(day, canary.change, manual=False)
         self.champion = canary.model

@@ -166,7 +166,11 @@ td,th{{border:1px solid #ccc;padding:3px 8px;text-align:left;font-size:14px}}img
 <p>{html.escape(story(settings))} Seed {settings.seed}; the levels take over on day {settings.start_day}.</p>
 <h2>Live quality</h2><figure id="quality">{_image(out / "quality.png")}</figure>
 <h2>Drift monitoring</h2><figure id="drift">{_image(out / "drift.png")}</figure>
-<h2>Summary</h2><table id="summary"><tr><th>figure</th>{head}</tr>{table}</table>
+<h2>Summary</h2>
+<p id="alerts">Alerts are those of the levels' Prometheus rules, fired on what each level's own
+code decided; true when one of the story's incidents they can see was going on. Level 0 has no
+monitoring and raises none: its person looks {settings.notice_days} days after a release.</p>
+<table id="summary"><tr><th>figure</th>{head}</tr>{table}</table>
 <h2>What each level did</h2>
 <table id="events"><tr><th>day</th><th>level</th><th>kind</th><th>manual</th><th>what</th></tr>{events}</table>
 <script>

@@ -28,6 +28,7 @@ class Model:
     code: Code
     fitted: Fitted
     holdout_auc: float
+    trained: int  # the day its training run ran
 
     @property
     def pipeline(self) -> Any:

@@ -11,6 +11,7 @@ import math
 import numpy as np
 import pandas as pd
 
+from compare import alerts
 from compare.changes import changes
 from compare.levels import Level
 from compare.settings import CompareSettings
@@ -116,6 +117,7 @@ def summarize(level: Level, table: pd.DataFrame) -> dict[str, object]:
         "bad data that reached training": bad_data,
         "failed requests (422)": int(table.failed.sum()),
         "manual steps": sum(1 for e in level.events if e.manual),
+        **alerts.figures(level, table),
     }
 
 

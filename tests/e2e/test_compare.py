@@ -58,6 +58,11 @@ def figures(out: Path) -> dict[str, dict]:
     return {key.split(" ")[0]: value for key, value in found.items()}  # "0 (manual)" -> "0"
 
 
+def incident_days(figure: str) -> dict[str, str]:
+    """ "covariate shift: 12; broken export: 0" -> {"covariate shift": "12", ...}"""
+    return dict(part.rsplit(": ", 1) for part in figure.split("; "))
+
+
 def test_the_default_scenario_shows_what_each_level_claims(default_run):
     _, out = default_run
     level = figures(out)
@@ -84,6 +89,28 @@ def test_the_default_scenario_shows_what_each_level_claims(default_run):
     assert None not in lead.values(), lead
     assert lead["2"] < lead["1"] and lead["2"] < lead["0"], lead
     assert level["2"]["manual steps"] == 0 < level["1"]["manual steps"] < level["0"]["manual steps"]
+    # Alerts: level 0 has no monitoring; levels 1 and 2 raise the stacks' alerts, the broken
+    # export pages the evening it lands, and level 2's CI stops the bad change with no alert.
+    assert (level["0"]["alerts raised"], level["0"]["pages to a person"]) == (0, 0)
+    for number in "12":
+        assert level[number]["true alerts"] > 0 and level[number]["pages to a person"] > 0
+        assert (
+            incident_days(level[number]["days from each incident to its first alert"])[
+                "broken export"
+            ]
+            == "0"
+        )
+    bad_change = "refactor the service's scoring"
+    assert (
+        incident_days(level["2"]["days from each incident to its first action"])[bad_change] == "0"
+    )
+    assert (
+        incident_days(level["2"]["days from each incident to its first alert"])[bad_change]
+        == "never"
+    )
+    assert incident_days(level["0"]["days from each incident to its first alert"]) == dict.fromkeys(
+        ["covariate shift", "concept drift", "broken export", bad_change], "never"
+    )
     # Quality over the whole replay ranks the levels.
     auc = {n: level[n]["mean ROC AUC"] for n in "012"}
     assert auc["0"] < auc["1"] <= auc["2"] + 0.005, auc
@@ -104,6 +131,7 @@ def test_the_report_table_and_plots_are_written(default_run):
     assert page.count('src="data:image/png;base64,') == 2
     assert "CI red for &#x27;refactor the service&#x27;s scoring&#x27;" in page
     assert "reverted by hand" in page
+    assert '<p id="alerts">' in page and "Level 0 has no" in page
 
 
 def test_the_report_renders_in_headless_chromium(default_run):

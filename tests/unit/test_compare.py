@@ -9,6 +9,7 @@ import pandas as pd
 import pytest
 from pydantic import ValidationError
 
+from compare import alerts
 from compare.changes import (
     initial_code,
     refactor_scoring,
@@ -16,7 +17,18 @@ from compare.changes import (
     widen_search,
     widens_search,
 )
-from compare.levels import Canary, Event, Level0, Level2, Runs, ci_checks, first_model
+from compare.levels import (
+    ALERT_OF,
+    PIPELINE,
+    Canary,
+    Event,
+    Level0,
+    Level1,
+    Level2,
+    Runs,
+    ci_checks,
+    first_model,
+)
 from compare.servers import InProcess
 from compare.settings import CompareSettings, level_defaults
 from compare.summary import _first_alert, _lead_time, _recovery
@@ -210,3 +222,65 @@ def test_level0s_person_follows_the_scripts_rule_for_a_bad_batch_refused_then_re
     assert "training refused: days [5] break the data contract" in refused[0].text
     assert len(level.trained) == 2 and all(5 not in fitted.days for fitted in level.trained)
     assert level.trained[1].days == tuple(d for d in world.labels_landed(21) if d != 5)
+
+
+def test_an_alert_is_raised_when_its_rule_starts_firing_about_something_new(world, runs):
+    level = Level1(world, runs, first_model(world, runs, initial_code(SMALL)), InProcess(world))
+    level.firing = {
+        10: {("DriftHigh", 3)},
+        11: {("DriftHigh", 3), ("BatchQuarantined", 11)},  # still firing about v3: not again
+        12: {("DriftHigh", 4)},  # a new champion: a new alert
+        14: {("DriftHigh", 4)},  # it stopped on day 13: a new alert
+    }
+    assert alerts.raised(level) == [
+        (10, "DriftHigh"), (11, "BatchQuarantined"), (12, "DriftHigh"), (14, "DriftHigh")
+    ]  # fmt: skip
+
+
+def test_the_replays_alerts_are_rules_of_the_stacks_with_their_actions():
+    action = alerts.actions()
+    assert {action[rule] for rule in ALERT_OF.values()} == {"retrain"}
+    for rule in ("BatchQuarantined", "CanaryRolledBack", "ModelStale", "ChampionDataStale"):
+        assert action[rule] == "page", rule
+
+
+def test_a_champion_kept_past_the_bounds_fires_the_staleness_rules(world, runs):
+    level = Level1(world, runs, first_model(world, runs, initial_code(SMALL)), InProcess(world))
+    trained, newest = level.champion.trained, max(level.champion.fitted.days)
+    level.check_staleness(trained + 1)
+    assert level.firing == {}
+    # newest labelled day = day - label delay: the data lag passes 3 days before the age 7
+    lag_day = newest + SMALL.label_delay_days + PIPELINE.max_data_lag_days + 1
+    level.check_staleness(lag_day)
+    assert level.firing[lag_day] == {("ChampionDataStale", 1)}
+    age_day = trained + int(PIPELINE.max_model_age_days) + 1
+    level.check_staleness(age_day)
+    assert level.firing[age_day] == {("ChampionDataStale", 1), ("ModelStale", 1)}
+
+
+def test_alerts_are_judged_true_or_false_against_the_storys_incidents(world, runs):
+    settings = SMALL.model_copy(update={"incident_day": 12, "bad_change_day": 10})
+    level = Level1(world, runs, first_model(world, runs, initial_code(SMALL)), InProcess(world))
+    level.settings = settings
+    level.firing = {
+        9: {("ModelStale", 1)},  # no incident going on: a false page
+        12: {("BatchQuarantined", 12)},  # the broken export, the day it lands: true
+        13: {("LiveQualityDrop", 1)},  # the bad change serves: true, not a page (retrain)
+    }
+    level.events = [
+        Event(12, "batch-rejected", "run stopped before training: nulls"),
+        Event(15, "revert", "since 'refactor the service's scoring' ...; reverted by hand"),
+    ]
+    table = days([0.8] * 8, start=8, bad_changes=[""] * 5 + ["refactor the service's scoring"] * 3)
+    found = alerts.figures(level, table)
+    assert found["alerts raised"] == 3 and found["pages to a person"] == 2
+    assert (found["true alerts"], found["false alerts"]) == (2, 1)
+    assert found["days from each incident to its first alert"] == (
+        "broken export: 0; refactor the service's scoring: 3"
+    )
+    assert found["days from each incident to its first action"] == (
+        "broken export: 0; refactor the service's scoring: 5"
+    )
+    level0 = Level0(world, runs, first_model(world, runs, initial_code(SMALL)), InProcess(world))
+    level0.settings = settings
+    assert alerts.figures(level0, table)["alerts raised"] == 0
