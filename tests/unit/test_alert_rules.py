@@ -10,29 +10,20 @@ Without the tools these tests skip (CI installs them, and fails instead)."""
 
 from __future__ import annotations
 
-import os
 import re
-import shutil
 import subprocess
 from pathlib import Path
 
 import pytest
 import yaml
 
+from shared import alert_routing
+from tests.prometheus_tools import tool
+
 ROOT = Path(__file__).resolve().parents[2]
 RULES = [ROOT / "level1_ct/prometheus/rules.yml", ROOT / "level2_cicd/prometheus/rules.yml"]
 ALERTMANAGER = ROOT / "infra/compose/alertmanager/alertmanager.yml"
 ACTIONS = {"retrain": "automation", "page": "person"}  # the `action` label -> its receiver
-
-
-def tool(name: str) -> str:
-    found = shutil.which(name)
-    if found is None:
-        message = f"{name} is not installed: apt-get install prometheus prometheus-alertmanager"
-        if os.environ.get("CI"):
-            pytest.fail(message)
-        pytest.skip(message)
-    return found
 
 
 def alerts(rules: Path) -> list[dict]:
@@ -101,3 +92,47 @@ def test_every_alert_is_routed_to_the_receiver_its_action_names(rules):
         )  # fmt: skip
         assert result.returncode == 0, result.stderr
         assert result.stdout.split() == [ACTIONS[rule["labels"]["action"]]], rule["alert"]
+
+
+ALL_DESTINATIONS = {
+    "ALERT_INBOX_URL": "http://127.0.0.1:8004/alertmanager",
+    "ALERT_WEBHOOK_URL": "https://hooks.example.org/pages",
+    "ALERT_SLACK_WEBHOOK_URL": "https://hooks.slack.example/services/T0/B0/x",
+    "ALERT_SLACK_CHANNEL": "#churn-oncall",
+    "ALERT_EMAIL_TO": "oncall@example.org",
+    "ALERT_SMTP_SMARTHOST": "smtp.example.org:587",
+    "ALERT_SMTP_FROM": "alertmanager@example.org",
+    "ALERT_SMTP_USERNAME": "alertmanager",
+    "ALERT_SMTP_PASSWORD": "not-in-git",
+}
+
+
+def test_pages_are_forwarded_where_the_environment_says_and_alertmanager_accepts_it(tmp_path):
+    out = tmp_path / "alertmanager.yml"
+    assert alert_routing.write(ALERTMANAGER, out, ALL_DESTINATIONS) == ["webhook", "slack", "email"]
+    result = subprocess.run(
+        [tool("amtool"), "check-config", str(out)], capture_output=True, text=True
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    receivers = {r["name"]: r for r in yaml.safe_load(out.read_text())["receivers"]}
+    pages, automation = receivers["person"], receivers["automation"]
+    assert [w["url"] for w in pages["webhook_configs"]] == [
+        ALL_DESTINATIONS["ALERT_INBOX_URL"], ALL_DESTINATIONS["ALERT_WEBHOOK_URL"]
+    ]  # fmt: skip
+    assert pages["slack_configs"][0]["channel"] == "#churn-oncall"
+    assert pages["email_configs"][0]["auth_password"] == "not-in-git"
+    # Automatic actions are not pages: they reach the inbox only
+    assert set(automation) == {"name", "webhook_configs"}
+    assert [w["url"] for w in automation["webhook_configs"]] == [
+        ALL_DESTINATIONS["ALERT_INBOX_URL"]
+    ]
+    assert out.stat().st_mode & 0o077 == 0  # the secrets are readable by their owner only
+
+
+def test_nothing_configured_leaves_the_committed_routes_and_a_partial_email_is_refused(tmp_path):
+    base = yaml.safe_load(ALERTMANAGER.read_text())
+    assert alert_routing.render(base, {"ALERT_WEBHOOK_URL": "", "ALERT_EMAIL_TO": ""}) == base
+    with pytest.raises(
+        alert_routing.RoutingError, match="ALERT_SMTP_SMARTHOST and ALERT_SMTP_FROM"
+    ):
+        alert_routing.render(base, {"ALERT_EMAIL_TO": "oncall@example.org"})
