@@ -1,7 +1,9 @@
 """`make demo`, level 1: the continuous-training loop in the embedded mode, no Docker.
 
 Real servers as local processes: MLflow on SQLite, a Prefect server on SQLite, the runner
-serving level 1's deployments, and the service following `models:/churn@champion`.
+serving level 1's deployments, and the service following `models:/churn@champion`; where
+Debian's Prometheus and Alertmanager are installed, also the pipeline's exporter, the alert
+inbox, Alertmanager and Prometheus with level 1's rules (otherwise it says what it skipped).
 The story: a first model exists (trained on demand from the first few days); a new batch
 lands; nobody does anything; the watcher sees it, the training deployment runs, the gate
 passes the new model, the champion moves, and the service answers with the new version.
@@ -14,7 +16,7 @@ import shutil
 import sys
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
 import httpx
@@ -27,6 +29,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from level1_ct.flows.landing import LAST_SEEN
 from level1_ct.run import DEPLOYMENTS
 from level1_ct.service import served_version
+from shared import prometheus
 from shared.data import feature_files
 from shared.schema import MODEL_NAME, example_record
 from shared.servers import (
@@ -55,6 +58,11 @@ class DemoSettings(BaseSettings):
     mlflow_port: int = 5000
     prefect_port: int = 4200
     level1_service_port: int = 8001
+    # Observability, where Prometheus and Alertmanager are installed (the stacks' ports)
+    prometheus_port: int = 9090
+    alertmanager_port: int = 9093
+    inbox_port: int = 8004
+    metrics_port: int = 9108
 
 
 def step(title: str) -> None:
@@ -104,13 +112,61 @@ def embedded_env(
         "L1_SERVE_POLL_SECONDS": "2",
         "PREFECT_RUNNER_SERVER_ENABLE": "true",
         "PREFECT_RUNNER_SERVER_PORT": str(runner_port),
+        "L1_METRICS_HOST": LOOPBACK,
+        "L1_METRICS_PORT": str(settings.metrics_port),
+        "ALERTS_HOST": LOOPBACK,
+        "ALERTS_PORT": str(settings.inbox_port),
+        "ALERTS_DB": f"sqlite:///{(root / 'alerts.db').resolve()}",
     }
 
 
 @contextmanager
-def started(settings: DemoSettings, root: Path) -> Iterator[tuple[MlflowServer, str]]:
+def observed(settings: DemoSettings, root: Path, env: dict[str, str], service_url: str
+             ) -> Iterator[prometheus.PrometheusServer | None]:  # fmt: skip
+    """The stack's observability as local processes: the pipeline's exporter, the alert
+    inbox, Alertmanager and Prometheus with level 1's rules. None, with what was skipped
+    said, where the binaries are not installed: nothing else depends on them."""
+    absent = prometheus.missing()
+    if absent:
+        print(f"skipped Prometheus and Alertmanager: {', '.join(absent)} not installed "
+              f"({prometheus.INSTALL}); the service's metrics are at {service_url}/metrics")  # fmt: skip
+        yield None
+        return
+    inbox = f"http://{LOOPBACK}:{settings.inbox_port}"
+    exporter = f"{LOOPBACK}:{settings.metrics_port}"
+    alertmanager = prometheus.AlertmanagerServer(
+        root / "alertmanager", f"{inbox}/alertmanager", settings.alertmanager_port
+    )
+    server = prometheus.PrometheusServer(
+        root / "prometheus",
+        targets={
+            "serving": service_url.removeprefix("http://"),
+            "pipeline": exporter,
+            "alerts": inbox.removeprefix("http://"),
+        },  # fmt: skip
+        rule_files=(Path(__file__).parent / "prometheus" / "rules.yml",),
+        alertmanager=alertmanager.url,
+        port=settings.prometheus_port,
+    )
+    with ExitStack() as stack:
+        stack.enter_context(running([sys.executable, "-m", "level1_ct.pipeline_metrics"],
+                                    f"http://{exporter}/metrics", root / "exporter.log", env=env))  # fmt: skip
+        stack.enter_context(running([sys.executable, "-m", "level1_ct.alerts"], f"{inbox}/health",
+                                    root / "inbox.log", env=env))  # fmt: skip
+        stack.enter_context(prometheus.alertmanager_server(alertmanager, root / "alertmanager.log"))
+        stack.enter_context(prometheus.prometheus_server(server, root / "prometheus.log"))
+        print(f"Prometheus {server.url}/classic/alerts   alert inbox {inbox}   "
+              f"Alertmanager {alertmanager.url}/api/v2/alerts")  # fmt: skip
+        yield server
+
+
+@contextmanager
+def started(
+    settings: DemoSettings, root: Path
+) -> Iterator[tuple[MlflowServer, str, prometheus.PrometheusServer | None]]:
     """Level 1 in the embedded mode for the block: MLflow, Prefect, the runner serving the
-    deployments, the service. Yields MLflow and the service's URL once all are healthy."""
+    deployments, the service, and Prometheus' side where installed. Yields MLflow, the
+    service's URL and Prometheus (None when skipped) once all are healthy."""
     url = f"http://{LOOPBACK}:{settings.level1_service_port}"
     mlflow = MlflowServer(root=root / "mlflow", port=settings.mlflow_port)
     prefect = PrefectServer(home=root / "prefect", port=settings.prefect_port)
@@ -123,6 +179,8 @@ def started(settings: DemoSettings, root: Path) -> Iterator[tuple[MlflowServer, 
         print(f"MLflow {mlflow.url}   Prefect {prefect.api_url.removesuffix('/api')}")
         runner_port = free_port()
         env = embedded_env(settings, root, mlflow, prefect, runner_port)
+        if not prometheus.missing():  # Alertmanager starts the retrains: one path for drift
+            env["L1_ALERT_ROUTE"] = "alertmanager"
         # What has landed so far is the past: the watcher announces only batches after it.
         Variable.set(LAST_SEEN, feature_files(root / "landing")[-1].name, overwrite=True)
 
@@ -137,7 +195,31 @@ def started(settings: DemoSettings, root: Path) -> Iterator[tuple[MlflowServer, 
             print(
                 f"runner log {root / 'runner.log'}; service {url}/docs: {httpx.get(f'{url}/health').json()}"
             )
-            yield mlflow, url
+            with observed(settings, root, env, url) as server:
+                yield mlflow, url, server
+
+
+def show_observability(server: prometheus.PrometheusServer | None, version: str) -> None:
+    """What Prometheus sees: its targets, the rules it evaluates, the champion (once the
+    exporter's next scrape has the new `version`), the answers the service counted."""
+    if server is None:
+        print(f"skipped: Prometheus is not installed ({prometheus.INSTALL})")
+        return
+    up = {job: "up" if ok else "DOWN" for job, ok in server.wait_for_targets().items()}
+    print(f"targets: {', '.join(f'{job} {state}' for job, state in sorted(up.items()))}")
+    champion = wait_until(
+        lambda: [r for r in server.query("churn_champion_info") if r["metric"]["version"] == version],
+        30, f"Prometheus to see version {version} as champion",
+    )  # fmt: skip
+    print(f"churn_champion_info: version {champion[0]['metric']['version']}, "
+          f"trained on {champion[0]['metric']['window']}")  # fmt: skip
+    answered = server.query('sum(churn_http_requests_total{route="/predict"})')
+    print(
+        f"POST /predict requests counted at Prometheus' last scrape: {answered[0]['value'][1] if answered else 0}"
+    )
+    rules = server.rules()
+    firing = sorted({r["name"] for r in rules if r.get("state") == "firing"})
+    print(f"alert rules loaded: {len(rules)}; firing: {', '.join(firing) or 'none'}")
 
 
 def demo(settings: DemoSettings) -> dict[str, float]:
@@ -147,6 +229,10 @@ def demo(settings: DemoSettings) -> dict[str, float]:
     began = time.monotonic()
     ports = {settings.mlflow_port: "MLflow", settings.prefect_port: "Prefect",
              settings.level1_service_port: "the level-1 service"}  # fmt: skip
+    if not prometheus.missing():
+        ports |= {settings.prometheus_port: "Prometheus", settings.alertmanager_port:
+                  "Alertmanager", settings.inbox_port: "the alert inbox",
+                  settings.metrics_port: "the pipeline exporter"}  # fmt: skip
     require_free(ports)
 
     shutil.rmtree(root, ignore_errors=True)  # a new world each time: no champion yet
@@ -157,7 +243,7 @@ def demo(settings: DemoSettings) -> dict[str, float]:
     simulate(landing, config, replace=True)
     print(f"landed in {landing}")
 
-    with started(settings, root) as (mlflow, url):
+    with started(settings, root) as (mlflow, url, server):
         step("4. On demand (make level1-train): a first model from only 3 labelled days")
         run = run_deployment(
             DEPLOYMENTS["train"], parameters={"reason": "manual", "window_days": 3}
@@ -183,6 +269,9 @@ def demo(settings: DemoSettings) -> dict[str, float]:
               "batch landed; the service follows:")  # fmt: skip
         predict(url)
         print("  " + httpx.get(f"{url}/model").text)
+
+        step("6. What Prometheus sees (the stacks' alert rules, on the embedded servers)")
+        show_observability(server, second)
 
     step(f"Done in {time.monotonic() - began:.0f} s. Where to look next:")
     print("  the whole loop, in containers:  make up LEVEL=1, then make level1-replay STACK=docker")

@@ -320,7 +320,7 @@ def main(collector: type[PipelineCollector] = PipelineCollector) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     quick_to_fail()
     settings = get_settings()
-    serve(collector(settings), settings.metrics_port)
+    serve(collector(settings), settings.metrics_port, settings.metrics_host)
 
 
 if __name__ == "__main__":

@@ -67,6 +67,7 @@ class PipelineSettings(BaseSettings):
     max_model_age_days: float = 7.0  # the champion was trained more than this long ago
     max_data_lag_days: int = 3  # newer labelled days have landed than the champion's newest
     metrics_port: int = 9108  # where `python -m level1_ct.pipeline_metrics` answers
+    metrics_host: str = "0.0.0.0"  # in a container; the embedded mode binds 127.0.0.1
 
     def gate(self) -> GateConfig:
         return GateConfig(

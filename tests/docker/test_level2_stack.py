@@ -34,6 +34,7 @@ from level2_cicd.remote import git_auth_env
 from level2_cicd.settings import CicdSettings
 from level2_cicd.traffic import Traffic
 from shared.servers import read_dotenv
+from tests.browser import render
 from tests.docker.conftest import ROOT, run, started_stack
 from tests.integration.level1 import wait_for
 
@@ -360,3 +361,9 @@ def test_a_canary_that_fails_is_rolled_back_while_production_answers_every_reque
     assert list(rolled.values()) == [1.0]
     failed_cd = stack.query('churn_delivery_runs_total{stage="cd",state="failed"}')
     assert list(failed_cd.values())[0] >= 1  # this delivery (and the worse model's)
+    # What the on-call person opens: the page in the inbox, level 2's rules in Prometheus
+    inbox_page = render(stack.url("inbox"))
+    assert "CanaryRolledBack" in inbox_page and "paged" in inbox_page
+    alerts_page = render(f"{stack.url('prometheus')}/classic/alerts")
+    for rule in ("CanaryRolledBack", "DeliveryCrashed", "DriftHigh"):
+        assert rule in alerts_page, rule

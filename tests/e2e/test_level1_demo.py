@@ -8,6 +8,7 @@ import re
 import subprocess
 from pathlib import Path
 
+from shared import prometheus
 from shared.servers import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -22,6 +23,10 @@ def test_the_level1_demo_shows_a_landed_batch_moving_the_champion(tmp_path):
         "DEMO_MLFLOW_PORT": str(free_port()),
         "DEMO_PREFECT_PORT": str(free_port()),
         "DEMO_LEVEL1_SERVICE_PORT": str(free_port()),
+        "DEMO_PROMETHEUS_PORT": str(free_port()),
+        "DEMO_ALERTMANAGER_PORT": str(free_port()),
+        "DEMO_INBOX_PORT": str(free_port()),
+        "DEMO_METRICS_PORT": str(free_port()),
     }
     result = subprocess.run(
         ["make", "demo"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=900
@@ -34,3 +39,12 @@ def test_the_level1_demo_shows_a_landed_batch_moving_the_champion(tmp_path):
     served = re.findall(r"POST /predict -> 200: model churn version (\d+)", out)
     assert served == ["1", "2"]
     assert (tmp_path / "level1" / "predictions.db").exists()
+    # Prometheus' side where Debian's packages are installed (CI installs them), else skipped
+    if not prometheus.missing():
+        assert "targets: alerts up, pipeline up, serving up" in out
+        assert "churn_champion_info: version 2" in out
+        assert "alert rules loaded: 11; firing: none" in out
+        assert (tmp_path / "level1" / "alerts.db").exists()
+    else:
+        assert os.environ.get("CI") is None, f"CI=true: {prometheus.INSTALL}"
+        assert f"skipped: Prometheus is not installed ({prometheus.INSTALL})" in out

@@ -50,7 +50,7 @@ INSIDE = textwrap.dedent(
 
     root = Path(sys.argv[1])
     simulate(root / "landing", SMALL)
-    with started(DemoSettings(var=root.parent, n_iter=3), root) as (mlflow, url):
+    with started(DemoSettings(var=root.parent, n_iter=3), root) as (mlflow, url, _):
         print("LEVEL 1 STARTED", mlflow.url, url, flush=True)
     """
 )

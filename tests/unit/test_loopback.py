@@ -15,6 +15,8 @@ from prefect.settings import Settings
 import level1_ct.demo as demo
 import shared.servers as servers
 from level1_ct.service import ServiceSettings
+from level1_ct.settings import PipelineSettings
+from shared.alert_inbox import InboxSettings
 
 
 class Started:
@@ -64,8 +66,9 @@ def test_running_binds_prefects_processes_to_127_0_0_1_over_what_the_shell_says(
     assert prefect.server.api.host == "127.0.0.1"
 
 
+@pytest.mark.parametrize("observed", [False, True], ids=["without-prometheus", "with-prometheus"])
 def test_every_process_of_level_1s_embedded_start_binds_and_is_probed_on_127_0_0_1(
-    monkeypatch, tmp_path: Path
+    monkeypatch, tmp_path: Path, observed: bool, capsys
 ):
     started = Started(monkeypatch)
     monkeypatch.setattr(
@@ -73,23 +76,35 @@ def test_every_process_of_level_1s_embedded_start_binds_and_is_probed_on_127_0_0
     )
     monkeypatch.setattr(demo, "feature_files", lambda landing: [tmp_path / "day.parquet"])
     monkeypatch.setattr(demo.httpx, "get", lambda url: type("Ok", (), {"json": dict})())
+    monkeypatch.setattr(demo.prometheus, "missing", lambda: [] if observed else ["prometheus"])
     monkeypatch.setenv("L1_SERVE_HOST", "localhost")  # whatever the shell says
     settings = demo.DemoSettings(var=tmp_path, mlflow_port=5001, prefect_port=4201)
     with demo.started(settings, tmp_path / "level1"):
         pass
 
     commands = {" ".join(command[1:4]): (command, env) for command, env in started.processes}
-    assert sorted(commands) == [
-        "-m level1_ct.flows.deployments all",
-        "-m level1_ct.service",
-        "-m mlflow server",
-        "-m prefect server",
-    ]
-    for command, env in commands.values():
+    expected = ["-m level1_ct.flows.deployments all", "-m level1_ct.service", "-m mlflow server",
+                "-m prefect server"]  # fmt: skip
+    skipped = "skipped Prometheus and Alertmanager: prometheus not installed (sudo apt-get install"
+    assert (skipped in capsys.readouterr().out) is not observed
+    if observed:  # the exporter, the inbox, Alertmanager, Prometheus
+        expected += ["-m level1_ct.pipeline_metrics", "-m level1_ct.alerts"]
+        binaries = [c for c, _ in started.processes if c[0].endswith(("prometheus",
+                    "prometheus-alertmanager"))]  # fmt: skip
+        assert len(binaries) == 2, started.processes
+        for command in binaries:
+            assert "--web.listen-address=127.0.0.1:" in " ".join(command), command
+        assert "127.0.0.1:" in (tmp_path / "level1/prometheus/prometheus.yml").read_text()
+        assert "localhost" not in (tmp_path / "level1/prometheus/prometheus.yml").read_text()
+    python = {k: v for k, v in commands.items() if not k.startswith("--")}
+    assert sorted(k for k in python if k.startswith("-m")) == sorted(expected)
+    for command, env in python.values():
         if "--host" in command:
             assert command[command.index("--host") + 1] == "127.0.0.1", command
         with environment(env):
             prefect = Settings()
+            if "L1_LANDING" in env:  # the embedded mode's own processes
+                assert PipelineSettings().metrics_host == InboxSettings().host == "127.0.0.1"
         assert prefect.runner.server.host == "127.0.0.1", command
         assert prefect.server.api.host == "127.0.0.1", command
         assert urlsplit(env.get("MLFLOW_TRACKING_URI", "http://127.0.0.1")).hostname == "127.0.0.1"
@@ -98,5 +113,9 @@ def test_every_process_of_level_1s_embedded_start_binds_and_is_probed_on_127_0_0
         assert ServiceSettings().host == "127.0.0.1"
     runner_env = commands["-m level1_ct.flows.deployments all"][1]
     assert runner_env["PREFECT_RUNNER_SERVER_ENABLE"] == "true"
-    assert len(started.probed) == 8  # each process: before its start, and healthy
+    # One path from drift to a retrain: Alertmanager's when it runs, Prefect's event if not
+    assert runner_env.get("L1_ALERT_ROUTE", "prefect-event") == (
+        "alertmanager" if observed else "prefect-event"
+    )
+    assert len(started.probed) == 2 * len(started.processes)  # before each start, and healthy
     assert {urlsplit(url).hostname for url in started.probed} == {"127.0.0.1"}
