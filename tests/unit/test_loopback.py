@@ -103,7 +103,7 @@ def test_every_process_of_level_1s_embedded_start_binds_and_is_probed_on_127_0_0
             assert command[command.index("--host") + 1] == "127.0.0.1", command
         with environment(env):
             prefect = Settings()
-            if "L1_LANDING" in env:  # the embedded mode's own processes
+            if command[2].startswith("level1_ct."):  # the embedded mode's own processes
                 assert PipelineSettings().metrics_host == InboxSettings().host == "127.0.0.1"
         assert prefect.runner.server.host == "127.0.0.1", command
         assert prefect.server.api.host == "127.0.0.1", command
