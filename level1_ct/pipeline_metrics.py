@@ -54,6 +54,7 @@ from prometheus_client.registry import Collector
 from level1_ct import names, registry
 from level1_ct.settings import PipelineSettings, get_settings
 from shared.data import day_of, labelled_feature_files
+from shared.utc import as_utc
 
 log = logging.getLogger(__name__)
 MONITORED = {"drift_share": "churn_drift_share", "drifted_columns": "churn_drifted_columns",
@@ -133,7 +134,7 @@ def champion(client: MlflowClient, model_name: str) -> Champion | None:
 
 def last_check(engine: sa.Engine, version: str) -> tuple[dict[str, float], float | None]:
     """Monitoring's newest check of `version`: its figures, and when (Unix seconds)."""
-    from level1_ct.prediction_log import as_utc, monitoring
+    from level1_ct.prediction_log import monitoring
 
     newest = sa.select(sa.func.max(monitoring.c.checked_at)).where(
         monitoring.c.model_version == version

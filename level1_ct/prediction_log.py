@@ -323,11 +323,6 @@ def recent_predictions(
     return frame.iloc[::-1].reset_index(drop=True)
 
 
-def as_utc(when: datetime | None) -> datetime | None:
-    """A time read back from the store, in UTC (SQLite gives it back without its zone)."""
-    return when.replace(tzinfo=UTC) if when is not None and when.tzinfo is None else when
-
-
 def record_monitoring(engine: Engine, model_version: str, metrics: dict[str, float]) -> None:
     """Store one monitoring check's numbers, to plot over time."""
     now = datetime.now(UTC)

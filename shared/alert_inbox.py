@@ -41,6 +41,8 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, g
 from pydantic import BaseModel, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from shared.utc import as_utc
+
 log = logging.getLogger(__name__)
 PAGE = "page"  # the `action` label of an alert meant for a person
 
@@ -115,10 +117,6 @@ alerts = sa.Table(
 )
 
 
-def _aware(when: datetime | None) -> datetime | None:
-    return when.replace(tzinfo=UTC) if when is not None and when.tzinfo is None else when
-
-
 class Inbox:
     """The receiver's state and decisions, apart from HTTP (tests call it directly)."""
 
@@ -186,7 +184,7 @@ class Inbox:
             .limit(1)
         ).first()
         if last is not None:
-            ago = (self.now() - _aware(last.acted_at)).total_seconds()
+            ago = (self.now() - as_utc(last.acted_at)).total_seconds()
             if ago < found.min_interval_seconds:
                 return "held", (
                     f"{action} was started {ago:.0f} s ago for {last.name} ({last.detail}); "
@@ -204,7 +202,7 @@ class Inbox:
             rows = conn.execute(query).mappings().all()
         return [
             {**row, "labels": json.loads(row["labels"]),
-             **{k: _aware(row[k]).isoformat() if row[k] else None
+             **{k: as_utc(row[k]).isoformat() if row[k] else None
                 for k in ("starts_at", "ends_at", "acted_at")}}
             for row in rows
         ]  # fmt: skip

@@ -24,7 +24,6 @@ from prefect.states import Completed
 from level1_ct import assessment, events, names, registry, reports
 from level1_ct.flows.retrying import io_task, step
 from level1_ct.prediction_log import (
-    as_utc,
     connect,
     load_labels,
     monitoring,
@@ -32,6 +31,7 @@ from level1_ct.prediction_log import (
     record_monitoring,
 )
 from level1_ct.settings import PipelineSettings, get_settings
+from shared.utc import as_utc
 
 
 @io_task
