@@ -33,6 +33,14 @@ def to_bytes(text: str) -> float:
     return float(number) * UNITS[unit.lower()]
 
 
+def ports() -> set[str]:
+    """Every published port's variable in the stacks' compose files (`127.0.0.1:${X:-n}`):
+    the benchmark gives each a free port, so it runs beside a stack that is up."""
+    files = [*ROOT.glob("level*/compose.yaml"), *(ROOT / "infra/compose").glob("*.yaml")]
+    pattern = re.compile(r"127\.0\.0\.1:\$\{([A-Z0-9_]+):-\d+\}")
+    return {name for path in files for name in pattern.findall(path.read_text())}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--level", type=int, default=int(os.environ.get("LEVEL", 0)))
@@ -40,9 +48,7 @@ def main() -> None:
     args = parser.parse_args()
     level = args.level
     project = f"bench-l{level}-{uuid.uuid4().hex[:6]}"
-    ports = ("MLFLOW_PORT", "PREFECT_PORT", "L0_SERVE_PORT", "L0_NOTEBOOK_PORT", "L1_SERVE_PORT",
-             "EVIDENTLY_PORT", "L2_SERVE_PORT", "L2_GIT_PORT")  # fmt: skip
-    env = {**os.environ, "COMPOSE_PROJECT_NAME": project} | {p: str(free_port()) for p in ports}
+    env = {**os.environ, "COMPOSE_PROJECT_NAME": project} | {p: str(free_port()) for p in ports()}
     compose_file = ROOT / LEVEL_DIRS[level] / "compose.yaml"
     if not compose_file.is_file():
         raise SystemExit(f"level {level} has no stack yet ({compose_file} is missing)")
