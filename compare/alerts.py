@@ -65,24 +65,28 @@ class Incident:
 
 def incidents(level: Level, table: pd.DataFrame) -> list[Incident]:
     """The story's incidents as `level` met them. A drift can explain alerts until a model
-    trained only on data after it could serve (its ramp plus level 1's training window); a bad
-    change, from its push until it stopped serving (or until it was stopped, if it never did)."""
+    trained only on data after it could serve (its ramp plus level 1's training window) and
+    its labels have landed; a bad change, from its push until the labels of its last day
+    serving (or of its canary, which ends on its rollback) have landed."""
     settings = level.settings
+    lag = settings.label_delay_days
     found = []
     for name, start, days in (
         ("covariate shift", settings.covariate_shift_day, settings.covariate_shift_days),
         ("concept drift", settings.concept_drift_day, settings.concept_drift_days),
     ):
         if start is not None:
-            found.append(Incident(name, start, start + days + PIPELINE.window_days, DRIFT_ALERTS))
+            end = start + days + PIPELINE.window_days + lag
+            found.append(Incident(name, start, end, DRIFT_ALERTS))
     if settings.incident_day is not None:
         day = settings.incident_day
         found.append(Incident("broken export", day, day, frozenset({"BatchQuarantined"})))
     for change in (c for c in changes(settings) if c.bad):
         serving = table[table.bad_changes.str.contains(change.title, regex=False)]
-        end = max(int(serving.day.max()) + 1 if not serving.empty else change.day, change.day)
+        ended = [e.day for e in level.events if e.kind == "canary" and change.title in e.text]
+        last = max([change.day, *ended, *(int(d) + lag + 1 for d in serving.day)])
         seen_by = frozenset({"LiveQualityDrop", "CanaryRolledBack"})
-        found.append(Incident(change.title, change.day, end, seen_by))
+        found.append(Incident(change.title, change.day, last, seen_by))
     return found
 
 

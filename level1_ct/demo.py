@@ -124,8 +124,9 @@ def embedded_env(
 def observed(settings: DemoSettings, root: Path, env: dict[str, str], service_url: str
              ) -> Iterator[prometheus.PrometheusServer | None]:  # fmt: skip
     """The stack's observability as local processes: the pipeline's exporter, the alert
-    inbox, Alertmanager and Prometheus with level 1's rules. None, with what was skipped
-    said, where the binaries are not installed: nothing else depends on them."""
+    inbox, Alertmanager and Prometheus with level 1's rules (drift then reaches a retrain
+    through them: L1_ALERT_ROUTE). None, with what was skipped said, where the binaries are
+    not installed: the demo runs on with Prefect's drift event."""
     absent = prometheus.missing()
     if absent:
         print(f"skipped Prometheus and Alertmanager: {', '.join(absent)} not installed "

@@ -59,8 +59,9 @@ class PipelineSettings(BaseSettings):
     max_live_auc_drop: float = 0.04  # live ROC AUC (where labels arrived) vs the hold-out's
     retrain_cooldown_seconds: int = 300  # at most one drift-triggered retrain per cooldown
     # Who turns monitoring's alert into a retrain: one path, never two racing. The Prefect
-    # event trigger where no Alertmanager runs (the embedded mode); Alertmanager's webhook
-    # (level1_ct/alerts.py) in the stacks, where Prometheus' rule raises the alert.
+    # event trigger where no Alertmanager runs (the embedded mode without Debian's packages);
+    # Alertmanager's webhook (level1_ct/alerts.py) where Prometheus' rule raises the alert:
+    # the stacks, and `make demo` where the packages are installed.
     alert_route: Literal["prefect-event", "alertmanager"] = "prefect-event"
 
     # Staleness (alert rules; level1_ct/pipeline_metrics.py exports the bars beside the figures)

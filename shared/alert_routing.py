@@ -61,11 +61,14 @@ def destinations(env: Mapping[str, str]) -> dict[str, list[dict]]:
         missing = [n for n in ("ALERT_SMTP_SMARTHOST", "ALERT_SMTP_FROM") if not get(n)]
         if missing:
             raise RoutingError(f"ALERT_EMAIL_TO is set: set {' and '.join(missing)} too")
+        tls = (get("ALERT_SMTP_REQUIRE_TLS") or "true").lower()
+        if tls not in ("true", "false"):
+            raise RoutingError(f"ALERT_SMTP_REQUIRE_TLS must be true or false, not {tls!r}")
         email = {
             "to": to,
             "from": get("ALERT_SMTP_FROM"),
             "smarthost": get("ALERT_SMTP_SMARTHOST"),
-            "require_tls": (get("ALERT_SMTP_REQUIRE_TLS") or "true").lower() == "true",
+            "require_tls": tls == "true",
             "send_resolved": True,
         }
         if user := get("ALERT_SMTP_USERNAME"):
@@ -93,8 +96,10 @@ def write(base: Path, out: Path, env: Mapping[str, str]) -> list[str]:
     """Render `base` into `out` (readable by its owner only); the destinations added."""
     config = render(yaml.safe_load(base.read_text()), env)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.touch(mode=0o600)
-    out.write_text(yaml.safe_dump(config, sort_keys=False))
+    descriptor = os.open(out, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    os.fchmod(descriptor, 0o600)  # an existing file too
+    with os.fdopen(descriptor, "w") as file:
+        file.write(yaml.safe_dump(config, sort_keys=False))
     return [kind.removesuffix("_configs") for kind in destinations(env)]
 
 

@@ -10,6 +10,7 @@ Alertmanager routes (rendered by shared/alert_routing.py). Without the binaries 
 
 from __future__ import annotations
 
+import os
 import shutil
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -49,8 +50,9 @@ class AlertmanagerServer:
         return self.root / "alertmanager.yml"
 
     def write_config(self) -> None:
-        """The stacks' routes (alert_routing.BASE), every receiver posting to the inbox."""
-        env = {"ALERT_INBOX_URL": self.inbox_url}
+        """The stacks' routes (alert_routing.BASE), every receiver posting to the inbox, and
+        the pages' destinations the environment sets (ALERT_*), as in the stacks."""
+        env = {**os.environ, "ALERT_INBOX_URL": self.inbox_url}
         alert_routing.write(alert_routing.BASE, self.config_file, env)
 
     def command(self) -> list[str]:

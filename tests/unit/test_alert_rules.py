@@ -109,6 +109,8 @@ ALL_DESTINATIONS = {
 
 def test_pages_are_forwarded_where_the_environment_says_and_alertmanager_accepts_it(tmp_path):
     out = tmp_path / "alertmanager.yml"
+    out.write_text("left by an earlier start")
+    out.chmod(0o644)
     assert alert_routing.write(ALERTMANAGER, out, ALL_DESTINATIONS) == ["webhook", "slack", "email"]
     result = subprocess.run(
         [tool("amtool"), "check-config", str(out)], capture_output=True, text=True

@@ -284,3 +284,25 @@ def test_alerts_are_judged_true_or_false_against_the_storys_incidents(world, run
     level0 = Level0(world, runs, first_model(world, runs, initial_code(SMALL)), InProcess(world))
     level0.settings = settings
     assert alerts.figures(level0, table)["alerts raised"] == 0
+
+
+def test_a_canary_rolled_back_and_late_quality_alerts_are_true_alerts(world, runs):
+    settings = SMALL.model_copy(update={"bad_change_day": 10})
+    level = Level2(world, runs, first_model(world, runs, initial_code(SMALL)), InProcess(world))
+    level.settings = settings
+    title = "refactor the service's scoring"
+    # Pushed on day 10, never served to all: its canary is rolled back on day 12
+    level.firing = {12: {("CanaryRolledBack", 2)}}
+    level.events = [Event(12, "canary", f"canary of '{title}' rolled back: PSI 0.9")]
+    found = alerts.figures(level, days([0.8] * 8, start=8))
+    assert (found["true alerts"], found["false alerts"]) == (1, 0)
+    assert found["days from each incident to its first alert"] == f"{title}: 2"
+    assert found["days from each incident to its first action"] == f"{title}: 2"
+    # Served on days 10 and 11 at level 1: its answers' labels land 3 days later, so live
+    # quality can see it until day 11 + 3 + 1
+    level1 = Level1(world, runs, first_model(world, runs, initial_code(SMALL)), InProcess(world))
+    level1.settings = settings
+    level1.firing = {15: {("LiveQualityDrop", 1)}, 16: {("LiveQualityDrop", 2)}}
+    served = days([0.8] * 8, start=8, bad_changes=["", "", title, title, "", "", "", ""])
+    found = alerts.figures(level1, served)
+    assert (found["true alerts"], found["false alerts"]) == (1, 1)
