@@ -10,7 +10,8 @@ rolled back, a stale champion). Here they are counted:
 - it is **true** when one of the story's incidents it can see is going on that day, **false**
   otherwise (a staleness page when the gate kept the champion for days, with no incident
   behind it, is a false alert: it costs a person's time all the same);
-- it **pages a person** when its rule's `action` label (read from the rules files) is `page`;
+- it **pages a person** when Alertmanager's routes send it to one (`compare.routing`: the
+  rules' labels through the committed routes, as the level's Prometheus sends it);
 - for each incident: the days from its start to the first alert that sees it, and to the first
   action taken on it (a retrain an alert started, a batch refused, a revert, a rollback, or
   CI or the staging gate stopping a change), alerted or not.
@@ -21,28 +22,14 @@ Level 0 has no monitoring and raises no alert: its person looks a week after a r
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 
 import pandas as pd
-import yaml
 
 from compare.changes import changes
 from compare.levels import PIPELINE, Level
+from compare.routing import pages
 
-ROOT = Path(__file__).resolve().parents[1]
-RULE_FILES = (ROOT / "level1_ct/prometheus/rules.yml", ROOT / "level2_cicd/prometheus/rules.yml")
 DRIFT_ALERTS = frozenset({"DriftHigh", "LiveQualityDrop"})
-
-
-def actions() -> dict[str, str]:
-    """Each alert rule of the levels' stacks and its `action` label (retrain or page)."""
-    found = {}
-    for path in RULE_FILES:
-        for group in yaml.safe_load(path.read_text())["groups"]:
-            for rule in group["rules"]:
-                if "alert" in rule:
-                    found[rule["alert"]] = rule["labels"]["action"]
-    return found
 
 
 @dataclass(frozen=True)
@@ -107,7 +94,6 @@ def _days(value: int | None) -> str:
 
 def figures(level: Level, table: pd.DataFrame) -> dict[str, object]:
     """The summary's alert figures for one level."""
-    action = actions()
     alerts = raised(level)
     known = incidents(level, table)
 
@@ -133,7 +119,7 @@ def figures(level: Level, table: pd.DataFrame) -> dict[str, object]:
         "alerts raised": len(alerts),
         "true alerts": trues,
         "false alerts": len(alerts) - trues,
-        "pages to a person": sum(action[rule] == "page" for _, rule in alerts),
+        "pages to a person": sum(pages(rule, level.number) for _, rule in alerts),
         "days from each incident to its first alert": "; ".join(first_alert),
         "days from each incident to its first action": "; ".join(first_action),
     }

@@ -42,6 +42,7 @@ from datetime import datetime
 import numpy as np
 import pandas as pd
 
+from compare import routing
 from compare.changes import Change, Code
 from compare.served import Fitted, Model
 from compare.servers import Servers
@@ -378,7 +379,6 @@ class Level0(Level):
 class Level1(Level):
     number, title = 1, "continuous training"
     monitored = True
-    on_call = True  # a person looks into live-quality alerts
 
     def __init__(self, *args):
         super().__init__(*args)
@@ -401,6 +401,12 @@ class Level1(Level):
         drift = checked is not None and checked.retrain
         self.train_run(day, "new-data" + (" + drift" if drift else ""), self.code)
         self.check_staleness(day)
+
+    @property
+    def on_call(self) -> bool:
+        """Does a person look into live-quality alerts? Where Alertmanager pages one for them:
+        at level 1, which has no CI; at level 2 CI and the canary guard releases."""
+        return routing.pages("LiveQualityDrop", self.number)
 
     def check_staleness(self, day: int) -> None:
         """The staleness rules on the champion serving tonight, with level 1's bounds: trained
@@ -495,7 +501,6 @@ class Canary:
 
 class Level2(Level1):
     number, title = 2, "CI/CD"
-    on_call = False  # alerts start retraining; releases are guarded by CI and the canary
 
     def __init__(self, *args):
         super().__init__(*args)

@@ -121,13 +121,13 @@ def embedded_env(
 
 
 @contextmanager
-def observed(settings: DemoSettings, root: Path, env: dict[str, str], service_url: str
-             ) -> Iterator[prometheus.PrometheusServer | None]:  # fmt: skip
+def observed(settings: DemoSettings, root: Path, env: dict[str, str], service_url: str,
+             absent: list[str]) -> Iterator[prometheus.PrometheusServer | None]:  # fmt: skip
     """The stack's observability as local processes: the pipeline's exporter, the alert
     inbox, Alertmanager and Prometheus with level 1's rules (drift then reaches a retrain
     through them: L1_ALERT_ROUTE). None, with what was skipped said, where the binaries are
-    not installed: the demo runs on with Prefect's drift event."""
-    absent = prometheus.missing()
+    not installed (`absent`: prometheus.missing()): the demo runs on with Prefect's drift
+    event."""
     if absent:
         print(f"skipped Prometheus and Alertmanager: {', '.join(absent)} not installed "
               f"({prometheus.INSTALL}); the service's metrics are at {service_url}/metrics")  # fmt: skip
@@ -148,6 +148,7 @@ def observed(settings: DemoSettings, root: Path, env: dict[str, str], service_ur
         rule_files=(Path(__file__).parent / "prometheus" / "rules.yml",),
         alertmanager=alertmanager.url,
         port=settings.prometheus_port,
+        labels=(("level", "1"),),  # as the stack's: Alertmanager routes some alerts by level
     )
     with ExitStack() as stack:
         stack.enter_context(running([sys.executable, "-m", "level1_ct.pipeline_metrics"],
@@ -163,10 +164,10 @@ def observed(settings: DemoSettings, root: Path, env: dict[str, str], service_ur
 
 @contextmanager
 def started(
-    settings: DemoSettings, root: Path
+    settings: DemoSettings, root: Path, absent: list[str]
 ) -> Iterator[tuple[MlflowServer, str, prometheus.PrometheusServer | None]]:
     """Level 1 in the embedded mode for the block: MLflow, Prefect, the runner serving the
-    deployments, the service, and Prometheus' side where installed. Yields MLflow, the
+    deployments, the service, and Prometheus' side unless binaries are `absent`. Yields MLflow, the
     service's URL and Prometheus (None when skipped) once all are healthy."""
     url = f"http://{LOOPBACK}:{settings.level1_service_port}"
     mlflow = MlflowServer(root=root / "mlflow", port=settings.mlflow_port)
@@ -180,7 +181,7 @@ def started(
         print(f"MLflow {mlflow.url}   Prefect {prefect.api_url.removesuffix('/api')}")
         runner_port = free_port()
         env = embedded_env(settings, root, mlflow, prefect, runner_port)
-        if not prometheus.missing():  # Alertmanager starts the retrains: one path for drift
+        if not absent:  # Alertmanager starts the retrains: one path for drift
             env["L1_ALERT_ROUTE"] = "alertmanager"
         # What has landed so far is the past: the watcher announces only batches after it.
         Variable.set(LAST_SEEN, feature_files(root / "landing")[-1].name, overwrite=True)
@@ -196,7 +197,7 @@ def started(
             print(
                 f"runner log {root / 'runner.log'}; service {url}/docs: {httpx.get(f'{url}/health').json()}"
             )
-            with observed(settings, root, env, url) as server:
+            with observed(settings, root, env, url, absent) as server:
                 yield mlflow, url, server
 
 
@@ -230,7 +231,8 @@ def demo(settings: DemoSettings) -> dict[str, float]:
     began = time.monotonic()
     ports = {settings.mlflow_port: "MLflow", settings.prefect_port: "Prefect",
              settings.level1_service_port: "the level-1 service"}  # fmt: skip
-    if not prometheus.missing():
+    absent = prometheus.missing()  # Prometheus' side runs where Debian's packages are installed
+    if not absent:
         ports |= {settings.prometheus_port: "Prometheus", settings.alertmanager_port:
                   "Alertmanager", settings.inbox_port: "the alert inbox",
                   settings.metrics_port: "the pipeline exporter"}  # fmt: skip
@@ -244,7 +246,7 @@ def demo(settings: DemoSettings) -> dict[str, float]:
     simulate(landing, config, replace=True)
     print(f"landed in {landing}")
 
-    with started(settings, root) as (mlflow, url, server):
+    with started(settings, root, absent) as (mlflow, url, server):
         step("4. On demand (make level1-train): a first model from only 3 labelled days")
         run = run_deployment(
             DEPLOYMENTS["train"], parameters={"reason": "manual", "window_days": 3}

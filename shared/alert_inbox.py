@@ -9,8 +9,11 @@ which actions it has (level1_ct/alerts.py, level2_cicd/alerts.py).
     GET  /alerts         the same as JSON, newest first
     GET  /health, GET /metrics
 
-An alert whose `action` label names one of the level's actions starts it; any other alert is
-a page: it waits in the inbox for a person. Starting an action is
+Alertmanager's receiver says which: an alert sent to the pages' receiver (`person`) is a page,
+it waits in the inbox for a person; one sent to `automation` starts the level's action its
+`action` label names (an action the level lacks is a page rather than nothing). An alert routed
+to both (level 1's live-quality drop) is recorded twice: paged, and its action. Starting an
+action is
 
 - idempotent: one alert (Alertmanager's fingerprint and start time) starts it at most once,
   however often Alertmanager repeats the notification, and the key goes with the start (the
@@ -41,6 +44,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, g
 from pydantic import BaseModel, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from shared.alert_routing import PAGES
 from shared.utc import as_utc
 
 log = logging.getLogger(__name__)
@@ -139,18 +143,20 @@ class Inbox:
         )  # fmt: skip
 
     def receive(self, notification: Notification) -> list[dict]:
+        paged = notification.receiver == PAGES
         with self.lock:
-            return [self._one(alert) for alert in notification.alerts]
+            return [
+                self._one(alert, PAGE if paged else alert.labels.get("action", PAGE))
+                for alert in notification.alerts
+            ]
 
-    def _one(self, alert: Alert) -> dict:
-        action = alert.labels.get("action", PAGE)
+    def _one(self, alert: Alert, action: str) -> dict:
+        key = f"{alert.key}:{action}"  # one firing of one alert, and what is done with it
         with self.engine.begin() as conn:
-            row = (
-                conn.execute(sa.select(alerts).where(alerts.c.key == alert.key)).mappings().first()
-            )
+            row = conn.execute(sa.select(alerts).where(alerts.c.key == key)).mappings().first()
             if row is None:
                 conn.execute(alerts.insert().values(
-                    key=alert.key, name=alert.name, status=alert.status, action=action,
+                    key=key, name=alert.name, status=alert.status, action=action,
                     outcome="new", detail="", summary=alert.annotations.get("summary", ""),
                     labels=json.dumps(alert.labels, sort_keys=True), starts_at=alert.startsAt,
                     notifications=0,
@@ -167,7 +173,7 @@ class Inbox:
                     update["acted_at"] = self.now()
             else:  # already paged, started or held: a repeat of the same firing
                 outcome, detail = row["outcome"], row["detail"]
-            conn.execute(alerts.update().where(alerts.c.key == alert.key).values(**update))
+            conn.execute(alerts.update().where(alerts.c.key == key).values(**update))
         if alert.status == "firing":
             self.handled.labels(action, outcome).inc()
         log.info("%s %s (%s): %s %s", alert.status, alert.name, alert.key, outcome, detail)

@@ -23,6 +23,7 @@ empty variable adds nothing.
 from __future__ import annotations
 
 import os
+import re
 import sys
 from collections.abc import Mapping
 from pathlib import Path
@@ -76,6 +77,33 @@ def destinations(env: Mapping[str, str]) -> dict[str, list[dict]]:
             email["auth_password"] = get("ALERT_SMTP_PASSWORD") or ""
         found["email_configs"] = [email]
     return found
+
+
+_MATCHER = re.compile(r'^\s*(\w+)\s*(=~|!~|!=|=)\s*"?(.*?)"?\s*$')
+
+
+def _matches(matcher: str, labels: Mapping[str, str]) -> bool:
+    name, op, value = _MATCHER.match(matcher).groups()
+    found = labels.get(name, "")
+    if op in ("=~", "!~"):
+        hit = re.fullmatch(value, found) is not None
+        return hit if op == "=~" else not hit
+    return (found == value) if op == "=" else (found != value)
+
+
+def receivers(labels: Mapping[str, str], route: dict | None = None) -> list[str]:
+    """The receivers Alertmanager's routing tree sends an alert with `labels` to (the
+    committed file by default), as `amtool config routes test` does: the first matching
+    child route, and the ones after it while a match says `continue: true`; the route's own
+    receiver when no child matches. Matchers: `name="v"`, `!=`, `=~`, `!~`."""
+    route = route or yaml.safe_load(BASE.read_text())["route"]
+    found: list[str] = []
+    for child in route.get("routes", []):
+        if all(_matches(m, labels) for m in child.get("matchers", [])):
+            found += receivers(labels, {"receiver": route["receiver"], **child})
+            if not child.get("continue", False):
+                break
+    return found or [route["receiver"]]
 
 
 def render(base: dict, env: Mapping[str, str]) -> dict:

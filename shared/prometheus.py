@@ -77,6 +77,7 @@ class PrometheusServer:
     alertmanager: str | None = None
     port: int = 9090
     interval: str = "5s"
+    labels: tuple[tuple[str, str], ...] = ()  # external labels, as the stack's (level="1")
 
     @property
     def url(self) -> str:
@@ -84,7 +85,11 @@ class PrometheusServer:
 
     def config(self) -> dict:
         config = {
-            "global": {"scrape_interval": self.interval, "evaluation_interval": self.interval},
+            "global": {
+                "scrape_interval": self.interval,
+                "evaluation_interval": self.interval,
+                "external_labels": dict(self.labels),
+            },
             "rule_files": [str(p.resolve()) for p in self.rule_files],
             "scrape_configs": [
                 {"job_name": job, "static_configs": [{"targets": [target]}]}

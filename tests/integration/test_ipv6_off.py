@@ -50,7 +50,8 @@ INSIDE = textwrap.dedent(
 
     root = Path(sys.argv[1])
     simulate(root / "landing", SMALL)
-    with started(DemoSettings(var=root.parent, n_iter=3), root) as (mlflow, url, _):
+    settings = DemoSettings(var=root.parent, n_iter=3)
+    with started(settings, root, absent=["prometheus"]) as (mlflow, url, _):
         print("LEVEL 1 STARTED", mlflow.url, url, flush=True)
     """
 )

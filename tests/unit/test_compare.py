@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 from pydantic import ValidationError
 
-from compare import alerts
+from compare import alerts, routing
 from compare.changes import (
     initial_code,
     refactor_scoring,
@@ -35,6 +35,7 @@ from compare.summary import _first_alert, _lead_time, _recovery
 from compare.world import World
 from level1_ct.settings import PipelineSettings
 from level2_cicd.settings import CicdSettings
+from tests.replay_alerts import assert_prometheus_fires_the_same, figures, fired
 
 SMALL = CompareSettings(days=24, start_day=8, rows_per_day=300, n_iter=1,
                         covariate_shift_day=None, incident_day=None, concept_drift_day=None,
@@ -238,10 +239,21 @@ def test_an_alert_is_raised_when_its_rule_starts_firing_about_something_new(worl
 
 
 def test_the_replays_alerts_are_rules_of_the_stacks_with_their_actions():
-    action = alerts.actions()
-    assert {action[rule] for rule in ALERT_OF.values()} == {"retrain"}
+    labels = routing.labels()
+    assert {labels[rule]["action"] for rule in ALERT_OF.values()} == {"retrain"}
     for rule in ("BatchQuarantined", "CanaryRolledBack", "ModelStale", "ChampionDataStale"):
-        assert action[rule] == "page", rule
+        assert labels[rule]["action"] == "page", rule
+        assert routing.pages(rule, 1) and routing.pages(rule, 2), rule
+    assert not routing.pages("DriftHigh", 1) and not routing.pages("DriftHigh", 2)
+
+
+def test_the_replays_person_looks_into_live_quality_where_alertmanager_pages_one(world, runs):
+    """Level 1 has no CI: Alertmanager pages a person for a live-quality drop there (and
+    starts the retrain); at level 2 the retrain alone. The replay's levels follow the routes."""
+    first = first_model(world, runs, initial_code(SMALL))
+    assert routing.pages("LiveQualityDrop", 1) and not routing.pages("LiveQualityDrop", 2)
+    assert Level1(world, runs, first, InProcess(world)).on_call
+    assert not Level2(world, runs, first, InProcess(world)).on_call
 
 
 def test_a_champion_kept_past_the_bounds_fires_the_staleness_rules(world, runs):
@@ -258,6 +270,26 @@ def test_a_champion_kept_past_the_bounds_fires_the_staleness_rules(world, runs):
     assert level.firing[age_day] == {("ChampionDataStale", 1), ("ModelStale", 1)}
 
 
+def test_prometheus_fires_the_staleness_rules_on_the_evenings_the_replay_does(
+    world, runs, tmp_path
+):
+    """On each side of both bounds, `promtool test rules` on the exporter's figures fires what
+    the replay fired (tests/replay_alerts.py; monitoring's rules: tests/integration/)."""
+    level = Level1(world, runs, first_model(world, runs, initial_code(SMALL)), InProcess(world))
+    trained, newest = level.champion.trained, max(level.champion.fitted.days)
+    lag_day = newest + SMALL.label_delay_days + PIPELINE.max_data_lag_days + 1
+    age_day = trained + int(PIPELINE.max_model_age_days) + 1
+    days = [trained + 1, lag_day - 1, lag_day, age_day - 1, age_day]
+    for day in days:
+        level.check_staleness(day)
+    expected = [fired(level, day) for day in days]
+    assert expected == [[], [], ["ChampionDataStale"], ["ChampionDataStale"],
+                        ["ChampionDataStale", "ModelStale"]]  # fmt: skip
+    champion = level.champion
+    evenings = [figures(level, day, champion, champion) for day in days]
+    assert_prometheus_fires_the_same(evenings, expected, tmp_path)
+
+
 def test_alerts_are_judged_true_or_false_against_the_storys_incidents(world, runs):
     settings = SMALL.model_copy(update={"incident_day": 12, "bad_change_day": 10})
     level = Level1(world, runs, first_model(world, runs, initial_code(SMALL)), InProcess(world))
@@ -265,7 +297,7 @@ def test_alerts_are_judged_true_or_false_against_the_storys_incidents(world, run
     level.firing = {
         9: {("ModelStale", 1)},  # no incident going on: a false page
         12: {("BatchQuarantined", 12)},  # the broken export, the day it lands: true
-        13: {("LiveQualityDrop", 1)},  # the bad change serves: true, not a page (retrain)
+        13: {("LiveQualityDrop", 1)},  # the bad change serves: true, a page at level 1
     }
     level.events = [
         Event(12, "batch-rejected", "run stopped before training: nulls"),
@@ -273,7 +305,7 @@ def test_alerts_are_judged_true_or_false_against_the_storys_incidents(world, run
     ]
     table = days([0.8] * 8, start=8, bad_changes=[""] * 5 + ["refactor the service's scoring"] * 3)
     found = alerts.figures(level, table)
-    assert found["alerts raised"] == 3 and found["pages to a person"] == 2
+    assert found["alerts raised"] == 3 and found["pages to a person"] == 3
     assert (found["true alerts"], found["false alerts"]) == (2, 1)
     assert found["days from each incident to its first alert"] == (
         "broken export: 0; refactor the service's scoring: 3"

@@ -10,6 +10,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
+import yaml
 from prefect.settings import Settings
 
 import level1_ct.demo as demo
@@ -76,10 +77,9 @@ def test_every_process_of_level_1s_embedded_start_binds_and_is_probed_on_127_0_0
     )
     monkeypatch.setattr(demo, "feature_files", lambda landing: [tmp_path / "day.parquet"])
     monkeypatch.setattr(demo.httpx, "get", lambda url: type("Ok", (), {"json": dict})())
-    monkeypatch.setattr(demo.prometheus, "missing", lambda: [] if observed else ["prometheus"])
     monkeypatch.setenv("L1_SERVE_HOST", "localhost")  # whatever the shell says
     settings = demo.DemoSettings(var=tmp_path, mlflow_port=5001, prefect_port=4201)
-    with demo.started(settings, tmp_path / "level1"):
+    with demo.started(settings, tmp_path / "level1", [] if observed else ["prometheus"]):
         pass
 
     commands = {" ".join(command[1:4]): (command, env) for command, env in started.processes}
@@ -96,6 +96,8 @@ def test_every_process_of_level_1s_embedded_start_binds_and_is_probed_on_127_0_0
             assert "--web.listen-address=127.0.0.1:" in " ".join(command), command
         assert "127.0.0.1:" in (tmp_path / "level1/prometheus/prometheus.yml").read_text()
         assert "localhost" not in (tmp_path / "level1/prometheus/prometheus.yml").read_text()
+        config = yaml.safe_load((tmp_path / "level1/prometheus/prometheus.yml").read_text())
+        assert config["global"]["external_labels"] == {"level": "1"}  # as the stack's
     python = {k: v for k, v in commands.items() if not k.startswith("--")}
     assert sorted(k for k in python if k.startswith("-m")) == sorted(expected)
     for command, env in python.values():

@@ -116,6 +116,23 @@ def test_a_page_waits_for_a_person_and_starts_nothing(parts):
     assert paged[0]["outcome"] == "paged" and not starts.keys
 
 
+def test_the_receiver_decides_an_alert_routed_to_both_is_paged_and_acted_on(parts):
+    """Level 1's live-quality drop reaches both receivers (Alertmanager's `continue`): one
+    row per destination, the page waiting and the retrain started once; the pages' receiver
+    never starts an action, whatever the alert's label says."""
+    inbox, clock, starts = parts
+    quality = alert("LiveQualityDrop", fingerprint="q")
+    assert inbox.receive(notification(quality, receiver="person"))[0]["outcome"] == "paged"
+    assert not starts.keys
+    assert inbox.receive(notification(quality))[0]["outcome"] == "started"
+    assert inbox.receive(notification(quality, receiver="person"))[0]["outcome"] == "paged"
+    rows = inbox.history()
+    assert sorted((r["name"], r["action"], r["outcome"]) for r in rows) == [
+        ("LiveQualityDrop", "page", "paged"), ("LiveQualityDrop", "retrain", "started")
+    ]  # fmt: skip
+    assert len(starts.keys) == 1
+
+
 def test_an_unknown_action_is_a_page_rather_than_nothing(parts):
     inbox, clock, starts = parts
     assert inbox.receive(notification(alert(action="reboot")))[0]["outcome"] == "paged"
