@@ -17,6 +17,7 @@ import sys
 import time
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
@@ -120,14 +121,26 @@ def embedded_env(
     }
 
 
+@dataclass(frozen=True)
+class Observed:
+    """A level's side of Prometheus, as its stack has it: the label its Prometheus puts on
+    every alert, its exporter and alert inbox (modules run with `python -m`), its rules."""
+
+    level: str = "1"
+    exporter: str = "level1_ct.pipeline_metrics"
+    inbox: str = "level1_ct.alerts"
+    rules: tuple[Path, ...] = (Path(__file__).parent / "prometheus" / "rules.yml",)
+
+
 @contextmanager
 def observed(settings: DemoSettings, root: Path, env: dict[str, str], service_url: str,
-             absent: list[str]) -> Iterator[prometheus.PrometheusServer | None]:  # fmt: skip
+             absent: list[str], level: Observed = Observed()
+             ) -> Iterator[prometheus.PrometheusServer | None]:  # fmt: skip
     """The stack's observability as local processes: the pipeline's exporter, the alert
-    inbox, Alertmanager and Prometheus with level 1's rules (drift then reaches a retrain
-    through them: L1_ALERT_ROUTE). None, with what was skipped said, where the binaries are
-    not installed (`absent`: prometheus.missing()): the demo runs on with Prefect's drift
-    event."""
+    inbox, Alertmanager and Prometheus with the level's rules (level 1's by default: drift
+    then reaches a retrain through them, L1_ALERT_ROUTE). None, with what was skipped said,
+    where the binaries are not installed (`absent`: prometheus.missing()): the demo runs on
+    without (at level 1 with Prefect's drift event). `settings` has the four ports."""
     if absent:
         print(f"skipped Prometheus and Alertmanager: {', '.join(absent)} not installed "
               f"({prometheus.INSTALL}); the service's metrics are at {service_url}/metrics")  # fmt: skip
@@ -145,15 +158,15 @@ def observed(settings: DemoSettings, root: Path, env: dict[str, str], service_ur
             "pipeline": exporter,
             "alerts": inbox.removeprefix("http://"),
         },  # fmt: skip
-        rule_files=(Path(__file__).parent / "prometheus" / "rules.yml",),
+        rule_files=level.rules,
         alertmanager=alertmanager.url,
         port=settings.prometheus_port,
-        labels=(("level", "1"),),  # as the stack's: Alertmanager routes some alerts by level
+        labels=(("level", level.level),),  # as the stack's: Alertmanager routes some by level
     )
     with ExitStack() as stack:
-        stack.enter_context(running([sys.executable, "-m", "level1_ct.pipeline_metrics"],
+        stack.enter_context(running([sys.executable, "-m", level.exporter],
                                     f"http://{exporter}/metrics", root / "exporter.log", env=env))  # fmt: skip
-        stack.enter_context(running([sys.executable, "-m", "level1_ct.alerts"], f"{inbox}/health",
+        stack.enter_context(running([sys.executable, "-m", level.inbox], f"{inbox}/health",
                                     root / "inbox.log", env=env))  # fmt: skip
         stack.enter_context(prometheus.alertmanager_server(alertmanager, root / "alertmanager.log"))
         stack.enter_context(prometheus.prometheus_server(server, root / "prometheus.log"))

@@ -24,10 +24,11 @@ from prefect.client.schemas.sorting import FlowRunSort
 from prefect.settings import PREFECT_API_URL, temporary_settings
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from level1_ct.demo import predict, step, wait_for_version
+from level1_ct.demo import Observed, observed, predict, show_observability, step, wait_for_version
 from level2_cicd import remote
 from level2_cicd.settings import CicdSettings
 from level2_cicd.traffic import Traffic
+from shared import prometheus
 from shared.servers import (
     LOOPBACK,
     MlflowServer,
@@ -42,6 +43,14 @@ from shared.servers import (
 from shared.simulator import SimulationConfig, land_day, simulate
 from shared.waiting import wait_until
 
+# Level 2's side of Prometheus, as its stack has it: level 1's rules and its own
+LEVEL2 = Observed(
+    level="2",
+    exporter="level2_cicd.pipeline_metrics",
+    inbox="level2_cicd.alerts",
+    rules=(*Observed().rules, Path(__file__).parent / "prometheus" / "rules.yml"),
+)
+
 
 class DemoSettings(BaseSettings):
     """Settings of the level-2 demo, from DEMO_* environment variables."""
@@ -55,6 +64,11 @@ class DemoSettings(BaseSettings):
     prefect_port: int = 4200
     level2_service_port: int = 8001
     rollout_window_seconds: float = 30.0
+    # Observability, where Prometheus and Alertmanager are installed (the stacks' ports)
+    prometheus_port: int = 9090
+    alertmanager_port: int = 9093
+    inbox_port: int = 8004
+    metrics_port: int = 9108
 
 
 def finished(name: str, timeout: float) -> object:
@@ -88,6 +102,11 @@ def demo(settings: DemoSettings) -> dict[str, float]:
     started = time.monotonic()
     ports = {settings.mlflow_port: "MLflow", settings.prefect_port: "Prefect",
              settings.level2_service_port: "production"}  # fmt: skip
+    absent = prometheus.missing()  # Prometheus' side runs where Debian's packages are installed
+    if not absent:
+        ports |= {settings.prometheus_port: "Prometheus", settings.alertmanager_port:
+                  "Alertmanager", settings.inbox_port: "the alert inbox",
+                  settings.metrics_port: "the pipeline exporter"}  # fmt: skip
     require_free(ports)
 
     shutil.rmtree(root, ignore_errors=True)  # a new world each time
@@ -127,6 +146,11 @@ def demo(settings: DemoSettings) -> dict[str, float]:
             "L2_SERVE_POLL_SECONDS": "1",
             "PREFECT_RUNNER_SERVER_ENABLE": "true",
             "PREFECT_RUNNER_SERVER_PORT": str(runner_port),
+            "L1_METRICS_HOST": LOOPBACK,
+            "L1_METRICS_PORT": str(settings.metrics_port),
+            "ALERTS_HOST": LOOPBACK,
+            "ALERTS_PORT": str(settings.inbox_port),
+            "ALERTS_DB": f"sqlite:///{root / 'alerts.db'}",
         }
 
         step("3. Level 1 left a champion: its pipeline, run once")
@@ -153,6 +177,7 @@ def demo(settings: DemoSettings) -> dict[str, float]:
                 timeout=120,
             ),  # fmt: skip
             Traffic(url, rate=20) as traffic,
+            observed(settings, root, env, url, absent, LEVEL2) as server,
         ):
             first = wait_for_version(url, None, 30)
             predict(url)
@@ -185,6 +210,9 @@ def demo(settings: DemoSettings) -> dict[str, float]:
             print(f"production moved: version {first} -> {second}, {lead_time:.0f} s after "
                   f"the push")  # fmt: skip
             predict(url)
+
+            step("7. What Prometheus sees (the stack's alert rules, on the embedded servers)")
+            show_observability(server, second)
         failed = [status for status, _ in traffic.answers if status != 200]
         print(f"live traffic: {len(traffic.answers)} requests, {len(failed)} failed")
 

@@ -1,5 +1,6 @@
 """`make demo` for level 2, as a learner runs it: a push goes through CI and CD by itself, and
-production answers with the new version while live traffic sees no error."""
+production answers with the new version while live traffic sees no error; Prometheus, where
+Debian's packages are installed, scrapes it all with the stack's rules (level 1's and level 2's)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import re
 import subprocess
 from pathlib import Path
 
+from shared import prometheus
 from shared.servers import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -23,6 +25,10 @@ def test_the_level2_demo_delivers_a_push_to_production(tmp_path):
         "DEMO_PREFECT_PORT": str(free_port()),
         "DEMO_LEVEL2_SERVICE_PORT": str(free_port()),
         "DEMO_ROLLOUT_WINDOW_SECONDS": "15",
+        "DEMO_PROMETHEUS_PORT": str(free_port()),
+        "DEMO_ALERTMANAGER_PORT": str(free_port()),
+        "DEMO_INBOX_PORT": str(free_port()),
+        "DEMO_METRICS_PORT": str(free_port()),
     }
     result = subprocess.run(
         ["make", "demo"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=1200
@@ -39,3 +45,11 @@ def test_the_level2_demo_delivers_a_push_to_production(tmp_path):
     served = re.findall(r"POST /predict -> 200: model churn version (\d+)", out)
     assert served == ["1", "2"]
     assert re.search(r"live traffic: [1-9]\d* requests, 0 failed", out)
+    if not prometheus.missing():
+        assert "targets: alerts up, pipeline up, serving up" in out
+        assert "churn_champion_info: version 2" in out
+        assert "alert rules loaded: 13; firing: none" in out  # level 1's 11 and level 2's 2
+        assert (tmp_path / "level2" / "alerts.db").exists()
+    else:
+        assert os.environ.get("CI") is None, f"CI=true: {prometheus.INSTALL}"
+        assert f"skipped: Prometheus is not installed ({prometheus.INSTALL})" in out
