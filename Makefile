@@ -231,6 +231,26 @@ ps:
 	docker compose ls
 	$(COMPOSE) ps
 
+# ---- KUBERNETES (see deploy/k8s/README.md) ------------------------------------------------
+K8S_CLUSTER ?= kind
+K8S_OVERLAY = deploy/k8s/level$(LEVEL)
+K8S_HAS_LEVEL = test -d $(K8S_OVERLAY) || { echo "level $(LEVEL) has no Kubernetes manifests yet: LEVEL=0 or 1"; exit 1; }
+
+## Print the LEVEL's Kubernetes manifests (kustomize; the Secret from .env): pipe into kubectl apply -f -
+k8s-render: env
+	@$(K8S_HAS_LEVEL)
+	@kubectl kustomize --load-restrictor LoadRestrictionsNone $(K8S_OVERLAY)
+
+## Run the LEVEL on a local kind or k3d cluster (K8S_CLUSTER=kind|k3d): load the images, apply, wait
+k8s-up: env
+	@$(K8S_HAS_LEVEL)
+	@$(IMAGES_BUILT)
+	infra/scripts/k8s-up.sh $(LEVEL) $(K8S_CLUSTER)
+
+## Remove the LEVEL's namespace from the current Kubernetes cluster, its volumes included
+k8s-down:
+	kubectl delete namespace mlops-level$(LEVEL) --ignore-not-found
+
 # ---- LEVEL 0: the manual process (see level0_manual/README.md) ----------------------------
 
 ## Level 0, step 2: open the exploration notebook in JupyterLab
@@ -315,7 +335,7 @@ level2-traffic: $(L0_NEEDS)
 level2-fault: $(L0_NEEDS)
 	$(L2_DRILL) fault --error-rate $(or $(ERRORS),0) --delay-ms $(or $(DELAY_MS),0)
 
-.PHONY: help venv env lock demo compare reset test test-unit test-integration test-e2e test-containers test-ml bench bench-level1 bench-level2 bench-stack lint data mlflow prefect clean images engine up \
+.PHONY: help venv env lock demo compare reset k8s-render k8s-up k8s-down test test-unit test-integration test-e2e test-containers test-ml bench bench-level1 bench-level2 bench-stack lint data mlflow prefect clean images engine up \
 	down logs ps level0-notebook level0-train level0-handoff level0-serve level0-predict \
 	level1-runner level1-serve level1-train level1-replay level2-remote level2-runner level2-ci level2-cd \
 	level2-serve level2-traffic level2-fault

@@ -10,6 +10,7 @@
 #                           requirements.lock (so no build step needs PyPI or a proxy's CA)
 #
 # Either way the stacks use the same names: mlops-levels/{python,serving,observability}:latest
+# (and :<version> from pyproject.toml, for deploy/k8s)
 # and mlops-levels/postgres:15. Needs: a Docker engine; offline also debootstrap (Debian) and
 # Python 3.11 on the host (PYTHON, default .venv/bin/python).
 set -euo pipefail
@@ -73,6 +74,9 @@ else
     wheelhouse=0  # packages from PyPI, even if an earlier offline build left wheels here
 fi
 
+# The project's version (pyproject.toml) tags them too: Kubernetes' manifests never use :latest
+# (deploy/k8s/components/images).
+version=$(sed -n 's/^version = "\(.*\)"$/\1/p' pyproject.toml)
 # The commit the images are built from, marked -dirty with uncommitted changes (as lineage does).
 code_version=$(git rev-parse HEAD 2>/dev/null || echo unknown)
 if [ "$code_version" != unknown ] && [ -n "$(git status --porcelain --untracked-files=no)" ]; then
@@ -82,8 +86,10 @@ for target in serving python; do
     say "building $PREFIX/$target:latest on $base"
     build docker build -f infra/docker/Dockerfile --target "$target" \
         --build-arg BASE_IMAGE="$base" --build-arg WHEELHOUSE="$wheelhouse" \
-        --build-arg CODE_VERSION="$code_version" -t "$PREFIX/$target:latest" .
+        --build-arg CODE_VERSION="$code_version" -t "$PREFIX/$target:latest" \
+        -t "$PREFIX/$target:$version" .
 done
 say "building $PREFIX/observability:latest (Prometheus, Alertmanager) from Debian's packages"
-build docker build -t "$PREFIX/observability:latest" --build-arg BASE_IMAGE="$base" infra/docker/observability
+build docker build -t "$PREFIX/observability:latest" -t "$PREFIX/observability:$version" \
+    --build-arg BASE_IMAGE="$base" infra/docker/observability
 docker image ls --format '{{.Repository}}:{{.Tag}}\t{{.Size}}' | image_sizes "$PREFIX"

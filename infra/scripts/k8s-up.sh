@@ -1,0 +1,45 @@
+#!/usr/bin/env bash
+# `make k8s-up LEVEL=N [K8S_CLUSTER=kind|k3d]`: a local cluster (created if missing), the
+# images `make images` built loaded into it, the level's manifests applied (deploy/k8s), and
+# every workload waited for. Run by a person on a machine that has kind or k3d; not by CI,
+# which can have no cluster (deploy/k8s/README.md says what CI proves instead).
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+
+level="${1:?usage: k8s-up.sh LEVEL [kind|k3d]}"
+cluster="${2:-kind}"
+name=mlops
+namespace="mlops-level$level"
+version=$(sed -n 's/^version = "\(.*\)"$/\1/p' pyproject.toml)
+images=("mlops-levels/python:$version" "mlops-levels/serving:$version"
+        "mlops-levels/observability:$version" "mlops-levels/postgres:15")
+say() { echo "k8s-up: $*"; }
+
+case "$cluster" in
+    kind)
+        command -v kind >/dev/null || { say "kind is not installed: https://kind.sigs.k8s.io"; exit 1; }
+        kind get clusters 2>/dev/null | grep -qx "$name" || kind create cluster --name "$name"
+        say "loading ${images[*]} into kind (a minute or two)"
+        kind load docker-image --name "$name" "${images[@]}"
+        kubectl config use-context "kind-$name" >/dev/null ;;
+    k3d)
+        command -v k3d >/dev/null || { say "k3d is not installed: https://k3d.io"; exit 1; }
+        k3d cluster list "$name" >/dev/null 2>&1 || k3d cluster create "$name"
+        say "importing ${images[*]} into k3d (a minute or two)"
+        k3d image import --cluster "$name" "${images[@]}"
+        kubectl config use-context "k3d-$name" >/dev/null ;;
+    *) say "K8S_CLUSTER must be kind or k3d, not $cluster"; exit 1 ;;
+esac
+
+kubectl kustomize --load-restrictor LoadRestrictionsNone "deploy/k8s/level$level" | kubectl apply -f -
+kubectl -n "$namespace" rollout status statefulset/postgres --timeout=300s
+# The prediction service is ready once it has a model: after the first hand-off (level 0) or
+# the first champion (level 1); the other workloads are waited for.
+for deployment in $(kubectl -n "$namespace" get deployments -o name); do
+    [ "$deployment" = deployment.apps/serving ] && continue
+    [ "$(kubectl -n "$namespace" get "$deployment" -o jsonpath='{.spec.replicas}')" = 0 ] && continue
+    kubectl -n "$namespace" rollout status "$deployment" --timeout=600s
+done
+say "level $level runs in namespace $namespace. Open a UI with a port-forward, e.g.:"
+say "  kubectl -n $namespace port-forward svc/mlflow 5000    # http://127.0.0.1:5000"
+say "  kubectl -n $namespace port-forward svc/serving 8001:8000"

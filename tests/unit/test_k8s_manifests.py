@@ -1,0 +1,269 @@
+"""The levels on Kubernetes (deploy/k8s/), proved offline, with no cluster:
+
+- every level's overlay renders (`kubectl kustomize`, kustomize v5) and validates strictly
+  against Kubernetes' OpenAPI schemas of every minor from 1.31 to the newest
+  kubernetes-validate bundles;
+- its structure holds: selectors match the pods' labels, Services reach a container port,
+  every workload has probes, requests and limits, runs as non-root, on a versioned image;
+  the prediction service is replicated, rolls without a gap and is autoscaled and guarded;
+  the only Secret is generated from .env;
+- it runs what the level's compose stack runs: per service, the same image, command,
+  environment, ports and health checks (tests/unit/compose_files.py reads compose).
+
+Rendering needs kubectl (kustomize v5: kubectl 1.27 or newer); without it these skip, and with
+CI=true they fail."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import kubernetes_validate
+import pytest
+import yaml
+from kubernetes_validate import utils as kv_utils
+
+from shared.servers import read_dotenv
+from tests.unit.compose_files import load_with
+
+ROOT = Path(__file__).resolve().parents[2]
+K8S = ROOT / "deploy/k8s"
+LEVELS = {"0": ROOT / "level0_manual/compose.yaml", "1": ROOT / "level1_ct/compose.yaml"}
+SETTINGS = ROOT / ".env.example"  # the keys .env has (make env), with placeholder values
+OLDEST = (1, 31)
+WORKLOADS = {"Deployment", "StatefulSet"}
+
+
+def kubectl() -> str:
+    found = shutil.which("kubectl")
+    message = "kubectl with kustomize v5 is needed to render deploy/k8s (kubectl >= 1.27)"
+    if found:
+        client = subprocess.run([found, "version", "--client"], capture_output=True, text=True)
+        kustomize = re.search(r"Kustomize Version: v(\d+)", client.stdout)
+        if kustomize and int(kustomize.group(1)) >= 5:
+            return found
+        message += f"; found {client.stdout.strip()!r}"
+    if os.environ.get("CI"):
+        pytest.fail(message)
+    pytest.skip(message)
+
+
+def render(level: str, tmp: Path) -> list[dict[str, Any]]:
+    """`kubectl kustomize` of the level's overlay, in a copy of the tree whose .env holds
+    .env.example's placeholders (a clean checkout has no .env; the real one is not read)."""
+    for name in ("infra", "shared", "level0_manual", "level1_ct", "level2_cicd"):
+        (tmp / name).symlink_to(ROOT / name)
+    shutil.copytree(K8S, tmp / "deploy/k8s")
+    shutil.copy(SETTINGS, tmp / ".env")
+    result = subprocess.run(
+        [kubectl(), "kustomize", "--load-restrictor", "LoadRestrictionsNone",
+         str(tmp / f"deploy/k8s/level{level}")],
+        capture_output=True, text=True,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    return [doc for doc in yaml.safe_load_all(result.stdout) if doc]
+
+
+@pytest.fixture(scope="module", params=sorted(LEVELS), ids=lambda level: f"level{level}")
+def level(request, tmp_path_factory) -> tuple[str, list[dict[str, Any]]]:
+    return request.param, render(request.param, tmp_path_factory.mktemp(f"k8s{request.param}"))
+
+
+def of_kind(docs: list[dict], *kinds: str) -> dict[str, dict]:
+    return {d["metadata"]["name"]: d for d in docs if d["kind"] in kinds}
+
+
+def containers(workload: dict) -> list[dict]:
+    spec = workload["spec"]["template"]["spec"]
+    return spec.get("initContainers", []) + spec["containers"]
+
+
+def version(text: str) -> tuple[int, ...]:
+    return tuple(int(part) for part in text.split("."))
+
+
+def minors() -> list[str]:
+    """Every Kubernetes minor kubernetes-validate bundles, from OLDEST up."""
+    return sorted({v for v in kv_utils.all_versions() if version(v) >= OLDEST}, key=version)
+
+
+# ---- validation ----------------------------------------------------------------------------
+
+
+def test_every_overlay_validates_strictly_for_every_kubernetes_minor_from_1_31(level):
+    number, docs = level
+    versions = minors()
+    assert versions[0] == "1.31.0" and version(versions[-1]) >= (1, 37), versions
+    errors = []
+    for minor in versions:
+        for doc in docs:
+            try:
+                kubernetes_validate.validate(doc, minor, strict=True)
+            except kubernetes_validate.ValidationError as error:
+                errors.append(f"{minor} {doc['kind']}/{doc['metadata']['name']}: {error}")
+    assert not errors, "\n".join(errors[:20])
+
+
+def test_strict_validation_catches_a_field_kubernetes_does_not_have(level):
+    """The check above can fail: a misspelt field is refused."""
+    _, docs = level
+    broken = yaml.safe_load(yaml.safe_dump(of_kind(docs, "Deployment")["mlflow"]))
+    broken["spec"]["template"]["spec"]["containers"][0]["readynessProbe"] = {}
+    with pytest.raises(kubernetes_validate.ValidationError, match="readynessProbe"):
+        kubernetes_validate.validate(broken, minors()[0], strict=True)
+
+
+# ---- structure -----------------------------------------------------------------------------
+
+
+def test_selectors_match_the_pods_and_services_reach_a_container_port(level):
+    _, docs = level
+    workloads = of_kind(docs, *WORKLOADS)
+    for name, workload in workloads.items():
+        labels = workload["spec"]["template"]["metadata"]["labels"]
+        selector = workload["spec"]["selector"]["matchLabels"]
+        assert selector.items() <= labels.items(), name
+    for name, service in of_kind(docs, "Service").items():
+        selector = service["spec"]["selector"]
+        selected = [w for w in workloads.values()
+                    if selector.items() <= w["spec"]["template"]["metadata"]["labels"].items()]  # fmt: skip
+        assert selected, f"Service {name} selects no pods"
+        ports = [p for w in selected for c in containers(w) for p in c.get("ports", [])]
+        for port in service["spec"]["ports"]:
+            target = port["targetPort"]
+            assert any(target in (p.get("name"), p["containerPort"]) for p in ports), (name, port)
+
+
+def test_every_workload_has_probes_resources_a_versioned_image_and_runs_as_non_root(level):
+    _, docs = level
+    for name, workload in of_kind(docs, *WORKLOADS).items():
+        pod = workload["spec"]["template"]["spec"]
+        assert pod["securityContext"]["runAsNonRoot"] is True, name
+        assert pod["securityContext"]["runAsUser"] > 0, name
+        for container in containers(workload):
+            where = f"{name}/{container['name']}"
+            assert "readinessProbe" in container and "livenessProbe" in container, where
+            for bound in ("requests", "limits"):
+                assert {"cpu", "memory"} <= container["resources"][bound].keys(), where
+            image, _, tag = container["image"].rpartition(":")
+            assert image.startswith("mlops-levels/") and tag and tag != "latest", where
+            assert container["securityContext"]["allowPrivilegeEscalation"] is False, where
+            assert container["securityContext"]["capabilities"]["drop"] == ["ALL"], where
+
+
+def test_the_prediction_service_is_replicated_rolls_without_a_gap_and_is_autoscaled(level):
+    _, docs = level
+    serving = of_kind(docs, "Deployment")["serving"]
+    assert serving["spec"]["replicas"] >= 2
+    assert serving["spec"]["strategy"]["rollingUpdate"]["maxUnavailable"] == 0
+    [container] = containers(serving)
+    assert container["readinessProbe"]["httpGet"]["path"] == "/model"  # 503 until a model
+    hpa = of_kind(docs, "HorizontalPodAutoscaler")["serving"]
+    assert hpa["apiVersion"] == "autoscaling/v2"
+    assert hpa["spec"]["scaleTargetRef"] == {"apiVersion": "apps/v1", "kind": "Deployment",
+                                             "name": "serving"}  # fmt: skip
+    assert hpa["spec"]["minReplicas"] >= 2
+    pdb = of_kind(docs, "PodDisruptionBudget")["serving"]
+    assert pdb["spec"]["selector"]["matchLabels"].items() <= (
+        serving["spec"]["template"]["metadata"]["labels"].items()
+    )
+
+
+def test_the_only_secret_is_generated_from_env_and_no_value_is_in_git(level):
+    _, docs = level
+    [secret] = of_kind(docs, "Secret").values()
+    assert secret["metadata"]["name"].startswith("mlops-secrets-")  # kustomize's hash suffix
+    assert secret["data"].keys() == read_dotenv(SETTINGS).keys()
+    referenced = {
+        ref["secretKeyRef"]["name"]
+        for w in of_kind(docs, *WORKLOADS).values() for c in containers(w)
+        for ref in (e.get("valueFrom", {}) for e in c.get("env", [])) if "secretKeyRef" in ref
+    }  # fmt: skip
+    assert referenced == {secret["metadata"]["name"]}
+    placeholders = {v for v in read_dotenv(SETTINGS).values() if v}
+    for path in K8S.rglob("*.yaml"):
+        text = path.read_text()
+        assert not [v for v in placeholders if len(v) > 6 and v in text], path
+
+
+# ---- parity with the compose stack ---------------------------------------------------------
+
+
+# Where Kubernetes runs a service differently on purpose
+OWN_COMMAND = {
+    # `docker compose run --rm workbench python -m ...` there; a pod to `kubectl exec` into here
+    ("0", "workbench"),
+}
+
+
+def k8s_env(container: dict, docs: list[dict]) -> dict[str, str | None]:
+    """The container's environment: ConfigMap keys (envFrom), values, and None for a value
+    from a Secret."""
+    maps = of_kind(docs, "ConfigMap")
+    found: dict[str, str | None] = {}
+    for source in container.get("envFrom", []):
+        found |= maps[source["configMapRef"]["name"]]["data"]
+    for entry in container.get("env", []):
+        found[entry["name"]] = entry.get("value", "") if "valueFrom" not in entry else None
+    return found
+
+
+def health(check: list[str] | dict) -> tuple[int, str] | str | None:
+    """What a compose healthcheck's test or a probe asks: (port, path) of an HTTP check, else
+    the command (a shell's script alone)."""
+    if isinstance(check, dict) and "httpGet" in check:
+        return check["httpGet"]["port"], check["httpGet"]["path"]
+    command = check["exec"]["command"] if isinstance(check, dict) else check
+    found = re.search(r"http://127\.0\.0\.1:(\d+)(/[^' \"]*)", " ".join(command))
+    if found:
+        return int(found.group(1)), found.group(2)
+    if command[0] == "CMD-SHELL" or command[:2] == ["sh", "-c"]:
+        return command[-1].replace("$$", "$")
+    return " ".join(command[1:] if command[0] == "CMD" else command)
+
+
+def port_number(container: dict, port: int | str) -> int:
+    named = {p.get("name"): p["containerPort"] for p in container.get("ports", [])}
+    return named.get(port, port)
+
+
+@pytest.mark.parametrize("number", sorted(LEVELS))
+def test_each_compose_service_runs_the_same_in_kubernetes(number, tmp_path):
+    compose = load_with(LEVELS[number], SETTINGS)["services"]
+    docs = render(number, tmp_path)
+    workloads = of_kind(docs, *WORKLOADS)
+    assert workloads.keys() == compose.keys()
+    for name, service in compose.items():
+        [container] = containers(workloads[name])
+        # The same image (the tag is the project's version there, `latest` in compose)
+        assert container["image"].rpartition(":")[0] == service["image"].rpartition(":")[0], name
+        # The same command: compose's entrypoint + command are Kubernetes' command + args
+        # ($$ is compose's escape for a $ the shell in the container expands)
+        ours = [*container.get("command", []), *container.get("args", [])]
+        theirs = [*service.get("entrypoint", []), *service.get("command", [])]
+        if (number, name) not in OWN_COMMAND:
+            assert [a.replace("$$", "$") for a in theirs] == ours, name
+        # The same environment: every variable the stack sets, to the same value (a secret
+        # from the Secret); the settings compose passes on only when set stay unset
+        env, secrets = k8s_env(container, docs), read_dotenv(SETTINGS)
+        for key, value in (service.get("environment") or {}).items():
+            if value is None:
+                assert key not in env, (name, key)
+            elif key in secrets or env.get(key, "") is None:  # .env's, through the Secret
+                assert key in env and env[key] is None, (name, key)
+                assert value == secrets.get(key, value), (name, key)
+            else:
+                assert env.get(key) == value, (name, key, env.get(key), value)
+        # The same ports, and the stack's health check among the probes
+        ports = {p["containerPort"] for p in container.get("ports", [])}
+        assert {p["target"] for p in service.get("ports", [])} <= ports, name
+        if "healthcheck" in service:
+            probes = {
+                (port_number(container, found[0]), found[1]) if isinstance(found, tuple) else found
+                for found in (health(container[p]) for p in ("readinessProbe", "livenessProbe"))
+            }
+            assert health(service["healthcheck"]["test"]) in probes, (name, probes)
