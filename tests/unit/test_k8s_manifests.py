@@ -267,3 +267,25 @@ def test_each_compose_service_runs_the_same_in_kubernetes(number, tmp_path):
                 for found in (health(container[p]) for p in ("readinessProbe", "livenessProbe"))
             }
             assert health(service["healthcheck"]["test"]) in probes, (name, probes)
+
+
+def test_prometheus_scrapes_every_replica_of_the_prediction_service(tmp_path):
+    """Through the Service a scrape would reach one replica at random; Prometheus discovers
+    them all by DNS instead (`serving-replicas`: a headless Service here, a network alias in
+    the stack), the ones without a model included."""
+    docs = render("1", tmp_path)
+    replicas = of_kind(docs, "Service")["serving-replicas"]
+    assert replicas["spec"]["clusterIP"] == "None"
+    assert replicas["spec"]["publishNotReadyAddresses"] is True
+    pods = of_kind(docs, "Deployment")["serving"]["spec"]["template"]["metadata"]["labels"]
+    assert replicas["spec"]["selector"].items() <= pods.items()
+    [config] = [
+        m for n, m in of_kind(docs, "ConfigMap").items() if n.startswith("prometheus-config")
+    ]
+    jobs = {
+        j["job_name"]: j for j in yaml.safe_load(config["data"]["prometheus.yml"])["scrape_configs"]
+    }
+    [found] = jobs["serving"]["dns_sd_configs"]
+    assert found["names"] == ["serving-replicas"] and (found["type"], found["port"]) == ("A", 8000)
+    serving = load_with(LEVELS["1"], SETTINGS)["services"]["serving"]
+    assert "serving-replicas" in serving["networks"]["default"]["aliases"]
