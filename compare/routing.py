@@ -16,16 +16,16 @@ ROOT = Path(__file__).resolve().parents[1]
 RULE_FILES = (ROOT / "level1_ct/prometheus/rules.yml", ROOT / "level2_cicd/prometheus/rules.yml")
 
 
+def rules_of(path: Path) -> dict[str, dict[str, str]]:
+    """Each alert rule of a rules file and its labels (`action`: retrain or page)."""
+    groups = yaml.safe_load(path.read_text())["groups"]
+    return {r["alert"]: r["labels"] for g in groups for r in g["rules"] if "alert" in r}
+
+
 @cache
 def labels() -> dict[str, dict[str, str]]:
-    """Each alert rule of the levels' stacks and its labels (`action`: retrain or page)."""
-    found = {}
-    for path in RULE_FILES:
-        for group in yaml.safe_load(path.read_text())["groups"]:
-            for rule in group["rules"]:
-                if "alert" in rule:
-                    found[rule["alert"]] = rule["labels"]
-    return found
+    """Each alert rule of the levels' stacks and its labels."""
+    return {name: found for path in RULE_FILES for name, found in rules_of(path).items()}
 
 
 def pages(rule: str, level: int) -> bool:

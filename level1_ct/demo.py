@@ -127,9 +127,18 @@ class Observed:
     every alert, its exporter and alert inbox (modules run with `python -m`), its rules."""
 
     level: str = "1"
+    service_job: str = "serving"  # the prediction service's scrape job
     exporter: str = "level1_ct.pipeline_metrics"
     inbox: str = "level1_ct.alerts"
     rules: tuple[Path, ...] = (Path(__file__).parent / "prometheus" / "rules.yml",)
+
+
+def observed_ports(settings, absent: list[str]) -> dict[int, str]:
+    """The ports `observed` takes (none when the binaries are `absent`)."""
+    if absent:
+        return {}
+    return {settings.prometheus_port: "Prometheus", settings.alertmanager_port: "Alertmanager",
+            settings.inbox_port: "the alert inbox", settings.metrics_port: "the pipeline exporter"}  # fmt: skip
 
 
 @contextmanager
@@ -154,7 +163,7 @@ def observed(settings: DemoSettings, root: Path, env: dict[str, str], service_ur
     server = prometheus.PrometheusServer(
         root / "prometheus",
         targets={
-            "serving": service_url.removeprefix("http://"),
+            level.service_job: service_url.removeprefix("http://"),
             "pipeline": exporter,
             "alerts": inbox.removeprefix("http://"),
         },  # fmt: skip
@@ -245,11 +254,7 @@ def demo(settings: DemoSettings) -> dict[str, float]:
     ports = {settings.mlflow_port: "MLflow", settings.prefect_port: "Prefect",
              settings.level1_service_port: "the level-1 service"}  # fmt: skip
     absent = prometheus.missing()  # Prometheus' side runs where Debian's packages are installed
-    if not absent:
-        ports |= {settings.prometheus_port: "Prometheus", settings.alertmanager_port:
-                  "Alertmanager", settings.inbox_port: "the alert inbox",
-                  settings.metrics_port: "the pipeline exporter"}  # fmt: skip
-    require_free(ports)
+    require_free(ports | observed_ports(settings, absent))
 
     shutil.rmtree(root, ignore_errors=True)  # a new world each time: no champion yet
     config = SimulationConfig(scenario="covariate-shift", days=10, seed=settings.seed)

@@ -24,7 +24,15 @@ from prefect.client.schemas.sorting import FlowRunSort
 from prefect.settings import PREFECT_API_URL, temporary_settings
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from level1_ct.demo import Observed, observed, predict, show_observability, step, wait_for_version
+from level1_ct.demo import (
+    Observed,
+    observed,
+    observed_ports,
+    predict,
+    show_observability,
+    step,
+    wait_for_version,
+)
 from level2_cicd import remote
 from level2_cicd.settings import CicdSettings
 from level2_cicd.traffic import Traffic
@@ -46,6 +54,7 @@ from shared.waiting import wait_until
 # Level 2's side of Prometheus, as its stack has it: level 1's rules and its own
 LEVEL2 = Observed(
     level="2",
+    service_job="production",
     exporter="level2_cicd.pipeline_metrics",
     inbox="level2_cicd.alerts",
     rules=(*Observed().rules, Path(__file__).parent / "prometheus" / "rules.yml"),
@@ -103,11 +112,7 @@ def demo(settings: DemoSettings) -> dict[str, float]:
     ports = {settings.mlflow_port: "MLflow", settings.prefect_port: "Prefect",
              settings.level2_service_port: "production"}  # fmt: skip
     absent = prometheus.missing()  # Prometheus' side runs where Debian's packages are installed
-    if not absent:
-        ports |= {settings.prometheus_port: "Prometheus", settings.alertmanager_port:
-                  "Alertmanager", settings.inbox_port: "the alert inbox",
-                  settings.metrics_port: "the pipeline exporter"}  # fmt: skip
-    require_free(ports)
+    require_free(ports | observed_ports(settings, absent))
 
     shutil.rmtree(root, ignore_errors=True)  # a new world each time
     config = SimulationConfig(scenario="stable", days=10, seed=settings.seed)
@@ -152,6 +157,8 @@ def demo(settings: DemoSettings) -> dict[str, float]:
             "ALERTS_PORT": str(settings.inbox_port),
             "ALERTS_DB": f"sqlite:///{root / 'alerts.db'}",
         }
+        if not absent:  # Alertmanager starts the retrains, as in the stack: one path for drift
+            env["L1_ALERT_ROUTE"] = "alertmanager"
 
         step("3. Level 1 left a champion: its pipeline, run once")
         trained = subprocess.run(

@@ -133,6 +133,12 @@ class Inbox:
             if path and path != ":memory:":
                 Path(path).parent.mkdir(parents=True, exist_ok=True)
         metadata.create_all(self.engine)
+        with self.engine.begin() as conn:  # a history kept before keys named the destination
+            conn.execute(
+                alerts.update()
+                .where(~alerts.c.key.contains(":"))
+                .values(key=alerts.c.key + ":" + alerts.c.action)
+            )
         self.actions = {a.name: a for a in actions}
         self.now = now or (lambda: datetime.now(UTC))
         self.lock = threading.Lock()  # one notification at a time: decisions see each other

@@ -22,6 +22,7 @@ empty variable adds nothing.
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 import sys
@@ -91,14 +92,21 @@ def _matches(matcher: str, labels: Mapping[str, str]) -> bool:
     return (found == value) if op == "=" else (found != value)
 
 
+@functools.cache
+def _committed_route() -> dict:
+    return yaml.safe_load(BASE.read_text())["route"]
+
+
 def receivers(labels: Mapping[str, str], route: dict | None = None) -> list[str]:
     """The receivers Alertmanager's routing tree sends an alert with `labels` to (the
     committed file by default), as `amtool config routes test` does: the first matching
     child route, and the ones after it while a match says `continue: true`; the route's own
     receiver when no child matches. Matchers: `name="v"`, `!=`, `=~`, `!~`."""
-    route = route or yaml.safe_load(BASE.read_text())["route"]
+    route = route or _committed_route()
     found: list[str] = []
     for child in route.get("routes", []):
+        if {"match", "match_re"} & child.keys():
+            raise RoutingError("use `matchers:` in routes: `match`/`match_re` are not read here")
         if all(_matches(m, labels) for m in child.get("matchers", [])):
             found += receivers(labels, {"receiver": route["receiver"], **child})
             if not child.get("continue", False):

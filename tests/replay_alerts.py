@@ -37,6 +37,7 @@ def figures(level: Level1, day: int, monitored: Model, evening: Model) -> dict[s
         'churn_champion_data_lag_days{job="pipeline"}': (
             landed[-1] - max(evening.fitted.days) if landed else None
         ),
+        'up{job="serving"}': 1,  # the service answers Prometheus all along
         'churn_batches_quarantined_total{job="pipeline"}': sum(
             verdict is None for d, verdict in level.verdicts.items() if d <= day
         ),

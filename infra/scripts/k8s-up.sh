@@ -14,6 +14,8 @@ version=$(sed -n 's/^version = "\(.*\)"$/\1/p' pyproject.toml)
 images=("mlops-levels/python:$version" "mlops-levels/serving:$version"
         "mlops-levels/observability:$version" "mlops-levels/postgres:15")
 say() { echo "k8s-up: $*"; }
+docker image inspect "${images[@]}" >/dev/null 2>&1 \
+    || { say "the images tagged $version are missing: make images (it tags them)"; exit 1; }
 
 case "$cluster" in
     kind)

@@ -120,6 +120,10 @@ def test_the_routing_reader_follows_continue_and_the_parents_receiver():
     assert alert_routing.receivers({"team": "ml", "severity": "high"}, tree) == ["person", "a"]
     assert alert_routing.receivers({"team": "ops", "severity": "low"}, tree) == ["b"]
     assert alert_routing.receivers({}, {"receiver": "person"}) == ["person"]
+    # Alertmanager's deprecated matchers are refused rather than read as "match everything"
+    old_style = {"receiver": "person", "routes": [{"receiver": "a", "match": {"team": "ml"}}]}
+    with pytest.raises(alert_routing.RoutingError, match="matchers"):
+        alert_routing.receivers({"team": "ops"}, old_style)
 
 
 ALL_DESTINATIONS = {

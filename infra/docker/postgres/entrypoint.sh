@@ -9,6 +9,8 @@ POSTGRES_DB="${POSTGRES_DB:-$POSTGRES_USER}"
 # The marker is written last: a first start that fails halfway is retried from scratch on
 # the next start instead of leaving a cluster without its databases.
 if [ ! -f "$PGDATA/.initialised" ]; then
+    # PGDATA may be a folder below a fresh volume's root (Kubernetes: deploy/k8s/base)
+    mkdir -p "$PGDATA" && chmod 700 "$PGDATA"
     find "$PGDATA" -mindepth 1 -delete
     pwfile=$(mktemp)
     trap 'rm -f "$pwfile"' EXIT

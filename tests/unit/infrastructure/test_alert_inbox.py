@@ -8,6 +8,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 import pytest
+import sqlalchemy as sa
 from fastapi.testclient import TestClient
 
 from shared.alert_inbox import Action, Inbox, Notification, create_app
@@ -131,6 +132,22 @@ def test_the_receiver_decides_an_alert_routed_to_both_is_paged_and_acted_on(part
         ("LiveQualityDrop", "page", "paged"), ("LiveQualityDrop", "retrain", "started")
     ]  # fmt: skip
     assert len(starts.keys) == 1
+
+
+def test_a_history_kept_before_keys_named_the_destination_goes_on(tmp_path):
+    """An alert recorded under its old key (fingerprint and start only) is the same alert
+    after the upgrade: its resolution closes it, a repeat starts nothing again."""
+    db = f"sqlite:///{tmp_path}/old.db"
+    starts = Starts()
+    Inbox(db, [Action("retrain", starts, 60)], now=Clock()).receive(notification(alert()))
+    engine = sa.create_engine(db)
+    with engine.begin() as conn:  # as the previous version keyed it
+        conn.execute(sa.text("UPDATE alerts SET key = substr(key, 1, instr(key, ':') - 1)"))
+    upgraded = Inbox(db, [Action("retrain", starts, 60)], now=Clock())
+    assert upgraded.receive(notification(alert()))[0]["outcome"] == "started"  # a repeat
+    upgraded.receive(notification(alert(status="resolved", ends=T0 + timedelta(minutes=5))))
+    [row] = upgraded.history()
+    assert row["status"] == "resolved" and len(starts.keys) == 1
 
 
 def test_an_unknown_action_is_a_page_rather_than_nothing(parts):
