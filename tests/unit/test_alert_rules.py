@@ -17,11 +17,12 @@ from pathlib import Path
 import pytest
 import yaml
 
+from compare import routing
 from shared import alert_routing
 from tests.prometheus_tools import tool
 
 ROOT = Path(__file__).resolve().parents[2]
-RULES = [ROOT / "level1_ct/prometheus/rules.yml", ROOT / "level2_cicd/prometheus/rules.yml"]
+RULES = list(routing.RULE_FILES)  # level 1's, level 2's: the files the comparison reads
 ALERTMANAGER = ROOT / "infra/compose/alertmanager/alertmanager.yml"
 ACTIONS = {"retrain": "automation", "page": "person"}  # the `action` label -> its receiver
 
