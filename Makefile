@@ -234,7 +234,7 @@ ps:
 # ---- KUBERNETES (see deploy/k8s/README.md) ------------------------------------------------
 K8S_CLUSTER ?= kind
 K8S_OVERLAY = deploy/k8s/level$(LEVEL)
-K8S_HAS_LEVEL = test -d $(K8S_OVERLAY) || { echo "level $(LEVEL) has no Kubernetes manifests yet: LEVEL=0 or 1"; exit 1; }
+K8S_HAS_LEVEL = test -d $(K8S_OVERLAY) || { echo "no overlay $(K8S_OVERLAY): LEVEL=0, 1 or 2"; exit 1; }
 
 ## Print the LEVEL's Kubernetes manifests (kustomize; the Secret from .env): pipe into kubectl apply -f -
 k8s-render: env

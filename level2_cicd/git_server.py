@@ -4,8 +4,8 @@ protocol, behind a login. Learners clone it, push to it; its post-receive hook s
     python -m level2_cicd.git_server        # serves L2_REMOTE at http://<host>:8000/<name>.git
 
 On its first start it creates the remote (level2_cicd/remote.py), seeded with the tracked
-files of the checkout mounted at L2_GIT_SERVER_SEED, and installs the hook that calls the Prefect
-API. Every request is git's own `git http-backend` (the CGI program git ships for this),
+files of the checkout mounted at L2_GIT_SERVER_SEED (empty: no seed, the first push fills it),
+and installs the hook that calls the Prefect API. Every request is git's own `git http-backend` (the CGI program git ships for this),
 run for an authenticated user only: HTTP basic with L2_GIT_USERNAME / L2_GIT_PASSWORD.
 `GET /health` is open, for the health check.
 """
@@ -19,6 +19,7 @@ import logging
 from pathlib import Path
 
 import uvicorn
+from pydantic import field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from level2_cicd import remote
@@ -33,8 +34,15 @@ class GitServerSettings(BaseSettings):
 
     host: str = "0.0.0.0"
     port: int = 8000
-    seed: Path = Path("/seed")  # a checkout whose tracked files seed a new remote
+    # A checkout whose tracked files seed a new remote; empty: the remote starts empty (a
+    # cluster has no checkout to mount: deploy/k8s/level2/git.yaml)
+    seed: Path | None = Path("/seed")
     keep_alive_seconds: int = SERVER_KEEP_ALIVE_SECONDS  # idle connections kept open
+
+    @field_validator("seed", mode="before")
+    @classmethod
+    def empty_is_none(cls, value: object) -> object:
+        return None if value == "" else value
 
 
 Headers = list[tuple[bytes, bytes]]
@@ -142,7 +150,10 @@ def main() -> None:
     repo = Path(settings.remote)
     if not (repo / "HEAD").is_file():
         sha = remote.create(settings, source=server.seed)
-        log.info("created %s, seeded from %s at %s", repo, server.seed, sha[:12])
+        if sha:
+            log.info("created %s, seeded from %s at %s", repo, server.seed, sha[:12])
+        else:
+            log.info("created %s, empty: push to it to start", repo)
     else:
         remote.install_hook(repo)  # the Prefect API it calls may have changed since
     uvicorn.run(

@@ -78,8 +78,10 @@ def install_hook(repo: Path, python: str = sys.executable, code: Path = ROOT) ->
     return hook
 
 
-def create(settings: CicdSettings, source: Path = ROOT, force: bool = False) -> str:
-    """Create the bare remote, seeded with `source`'s tracked files; returns the seed commit."""
+def create(settings: CicdSettings, source: Path | None = ROOT, force: bool = False) -> str | None:
+    """Create the bare remote, seeded with `source`'s tracked files; returns the seed commit.
+    With no source (a cluster has no checkout to mount) it starts empty, hook installed: the
+    team's first push fills it, and is the first commit CI checks."""
     if "PREFECT_API_URL" not in os.environ:
         raise RuntimeError("set PREFECT_API_URL: the hook starts CI through that Prefect server")
     repo = Path(settings.remote)
@@ -87,12 +89,15 @@ def create(settings: CicdSettings, source: Path = ROOT, force: bool = False) -> 
         if not force:
             raise FileExistsError(f"{repo} exists: pass --force to replace it")
         shutil.rmtree(repo)
-    files = tracked_files(source)
-    if not files:
+    files = tracked_files(source) if source else []
+    if source and not files:
         raise RuntimeError(f"{source} is not a git checkout with tracked files to seed from")
     git("init", "--quiet", "--bare", f"--initial-branch={settings.branch}", str(repo))
     # CI checks out the pushed commit by its sha
     git("config", "uploadpack.allowReachableSHA1InWant", "true", cwd=repo)
+    if source is None:
+        install_hook(repo)
+        return None
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp) / "seed"
         git("init", "--quiet", f"--initial-branch={settings.branch}", str(work))

@@ -35,8 +35,13 @@ esac
 
 kubectl kustomize --load-restrictor LoadRestrictionsNone "deploy/k8s/level$level" | kubectl apply -f -
 kubectl -n "$namespace" rollout status statefulset/postgres --timeout=300s
-# The prediction service is ready once it has a model: after the first hand-off (level 0) or
-# the first champion (level 1); the other workloads are waited for.
+# Level 2 starts where level 1 left off: its bootstrap Job lands days and trains a champion
+if kubectl -n "$namespace" get job/bootstrap >/dev/null 2>&1; then
+    say "waiting for the bootstrap Job (days landed, a first champion: a few minutes)"
+    kubectl -n "$namespace" wait --for=condition=complete job/bootstrap --timeout=1200s
+fi
+# Level 0's and level 1's prediction service is ready once it has a model: after the first
+# hand-off (level 0) or the first champion (level 1); the other workloads are waited for.
 for deployment in $(kubectl -n "$namespace" get deployments -o name); do
     [ "$deployment" = deployment.apps/serving ] && continue
     [ "$(kubectl -n "$namespace" get "$deployment" -o jsonpath='{.spec.replicas}')" = 0 ] && continue
@@ -44,4 +49,11 @@ for deployment in $(kubectl -n "$namespace" get deployments -o name); do
 done
 say "level $level runs in namespace $namespace. Open a UI with a port-forward, e.g.:"
 say "  kubectl -n $namespace port-forward svc/mlflow 5000    # http://127.0.0.1:5000"
-say "  kubectl -n $namespace port-forward svc/serving 8001:8000"
+if [ "$level" = 2 ]; then
+    say "  kubectl -n $namespace port-forward svc/production 8001:8000"
+    say "the git server starts empty: push this checkout to it, and CI/CD checks and delivers it"
+    say "  kubectl -n $namespace port-forward svc/git 8003:8000"
+    say "  git push http://127.0.0.1:8003/ml.git HEAD:main    # login: L2_GIT_USERNAME / L2_GIT_PASSWORD in .env"
+else
+    say "  kubectl -n $namespace port-forward svc/serving 8001:8000"
+fi

@@ -90,3 +90,35 @@ def test_a_learner_clones_the_seeded_code_and_a_push_runs_the_ci_hook(server):
     again = git("clone", "-q", server["url"], "again", cwd=root, env=login)
     assert again.returncode == 0, again.stderr
     assert git("rev-parse", "HEAD", cwd=root / "again").stdout.strip() == sha
+
+
+def test_with_no_seed_the_remote_starts_empty_and_the_first_push_is_checked(tmp_path):
+    """A cluster has no checkout to seed from (deploy/k8s/level2/git.yaml): the server starts
+    with an empty remote, and the team's first push fills it and runs the CI hook."""
+    port = free_port()
+    env = {
+        **os.environ,
+        "L2_REMOTE": str(tmp_path / "git" / "ml.git"),
+        "L2_GIT_USERNAME": USER,
+        "L2_GIT_PASSWORD": PASSWORD,
+        "L2_GIT_SERVER_SEED": "",
+        "L2_GIT_SERVER_HOST": "127.0.0.1",
+        "L2_GIT_SERVER_PORT": str(port),
+        "PREFECT_API_URL": f"http://127.0.0.1:{free_port()}/api",  # nothing listens
+    }
+    url = f"http://127.0.0.1:{port}"
+    login = git_auth_env(CicdSettings(git_username=USER, git_password=PASSWORD))
+    with running([sys.executable, "-m", "level2_cicd.git_server"], f"{url}/health",
+                 tmp_path / "git-server.log", env=env):  # fmt: skip
+        refs = httpx.get(f"{url}/ml.git/info/refs?service=git-upload-pack", auth=(USER, PASSWORD))
+        assert refs.status_code == 200 and b"refs/heads/" not in refs.content  # no branch yet
+        work = tmp_path / "work"
+        assert git("init", "-q", "--initial-branch=main", str(work), cwd=tmp_path).returncode == 0
+        (work / "README.md").write_text("The team's code.\n")
+        git("add", "README.md", cwd=work)
+        assert git("commit", "-q", "-m", "First", cwd=work).returncode == 0
+        pushed = git("push", f"{url}/ml.git", "main", cwd=work, env=login)
+        assert pushed.returncode == 0, pushed.stderr
+        sha = git("rev-parse", "HEAD", cwd=work).stdout.strip()
+        assert f"remote: CI/CD NOT started for {sha[:12]}" in pushed.stderr
+    assert "created" in (tmp_path / "git-server.log").read_text()

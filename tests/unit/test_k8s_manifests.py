@@ -33,10 +33,20 @@ from tests.unit.compose_files import load_with
 
 ROOT = Path(__file__).resolve().parents[2]
 K8S = ROOT / "deploy/k8s"
-LEVELS = {"0": ROOT / "level0_manual/compose.yaml", "1": ROOT / "level1_ct/compose.yaml"}
+LEVELS = {
+    "0": ROOT / "level0_manual/compose.yaml",
+    "1": ROOT / "level1_ct/compose.yaml",
+    "2": ROOT / "level2_cicd/compose.yaml",
+}
 SETTINGS = ROOT / ".env.example"  # the keys .env has (make env), with placeholder values
 OLDEST = (1, 31)
-WORKLOADS = {"Deployment", "StatefulSet"}
+SERVERS = {"Deployment", "StatefulSet"}  # run until stopped: probed
+WORKLOADS = SERVERS | {"Job"}  # a Job runs to completion
+# The prediction service of each level, and how many replicas it runs
+SERVING = {"0": "serving", "1": "serving", "2": "production"}
+# Level 2's production counts its canary's requests per process, and CD reads one process'
+# counts: it runs as one replica until CD reads every replica's (deploy/k8s/level2/production.yaml)
+SINGLE_REPLICA = {"2"}
 
 
 def kubectl() -> str:
@@ -53,13 +63,21 @@ def kubectl() -> str:
     pytest.skip(message)
 
 
+def distinct_settings(path: Path) -> Path:
+    """.env.example's keys, each with a value of its own (the placeholders repeat
+    `change-me`), so that a secret found in a manifest says which key it came from."""
+    keys = read_dotenv(SETTINGS).keys()
+    path.write_text("".join(f"{key}=value-of-{key.lower()}\n" for key in keys))
+    return path
+
+
 def render(level: str, tmp: Path) -> list[dict[str, Any]]:
     """`kubectl kustomize` of the level's overlay, in a copy of the tree whose .env holds
-    .env.example's placeholders (a clean checkout has no .env; the real one is not read)."""
+    distinct_settings (a clean checkout has no .env; the real one is not read)."""
     for name in ("infra", "shared", "level0_manual", "level1_ct", "level2_cicd"):
         (tmp / name).symlink_to(ROOT / name)
     shutil.copytree(K8S, tmp / "deploy/k8s")
-    shutil.copy(SETTINGS, tmp / ".env")
+    distinct_settings(tmp / ".env")
     result = subprocess.run(
         [kubectl(), "kustomize", "--load-restrictor", "LoadRestrictionsNone",
          str(tmp / f"deploy/k8s/level{level}")],
@@ -134,7 +152,7 @@ def test_the_images_are_tagged_with_the_projects_version():
 
 def test_selectors_match_the_pods_and_services_reach_a_container_port(level):
     _, docs = level
-    workloads = of_kind(docs, *WORKLOADS)
+    workloads = of_kind(docs, *SERVERS)  # a Job's selector is Kubernetes' own
     for name, workload in workloads.items():
         labels = workload["spec"]["template"]["metadata"]["labels"]
         selector = workload["spec"]["selector"]["matchLabels"]
@@ -156,9 +174,12 @@ def test_every_workload_has_probes_resources_a_versioned_image_and_runs_as_non_r
         pod = workload["spec"]["template"]["spec"]
         assert pod["securityContext"]["runAsNonRoot"] is True, name
         assert pod["securityContext"]["runAsUser"] > 0, name
+        if workload["kind"] == "Job":  # retried on failure, a bounded number of times
+            assert pod["restartPolicy"] == "OnFailure" and workload["spec"]["backoffLimit"], name
         for container in containers(workload):
             where = f"{name}/{container['name']}"
-            assert "readinessProbe" in container and "livenessProbe" in container, where
+            if workload["kind"] in SERVERS:
+                assert "readinessProbe" in container and "livenessProbe" in container, where
             for bound in ("requests", "limits"):
                 assert {"cpu", "memory"} <= container["resources"][bound].keys(), where
             image, _, tag = container["image"].rpartition(":")
@@ -168,12 +189,16 @@ def test_every_workload_has_probes_resources_a_versioned_image_and_runs_as_non_r
 
 
 def test_the_prediction_service_is_replicated_rolls_without_a_gap_and_is_autoscaled(level):
-    _, docs = level
-    serving = of_kind(docs, "Deployment")["serving"]
-    assert serving["spec"]["replicas"] >= 2
+    number, docs = level
+    serving = of_kind(docs, "Deployment")[SERVING[number]]
     assert serving["spec"]["strategy"]["rollingUpdate"]["maxUnavailable"] == 0
     [container] = containers(serving)
     assert container["readinessProbe"]["httpGet"]["path"] == "/model"  # 503 until a model
+    if number in SINGLE_REPLICA:
+        assert serving["spec"]["replicas"] == 1
+        assert "HorizontalPodAutoscaler" not in {d["kind"] for d in docs}
+        return
+    assert serving["spec"]["replicas"] >= 2
     hpa = of_kind(docs, "HorizontalPodAutoscaler")["serving"]
     assert hpa["apiVersion"] == "autoscaling/v2"
     assert hpa["spec"]["scaleTargetRef"] == {"apiVersion": "apps/v1", "kind": "Deployment",
@@ -210,6 +235,11 @@ OWN_COMMAND = {
     # `docker compose run --rm workbench python -m ...` there; a pod to `kubectl exec` into here
     ("0", "workbench"),
 }
+OWN_ENV = {
+    # No Docker socket in a cluster (deploy/k8s/level2/runner.yaml): the staging service is a
+    # process of the commit's checkout, and the runner builds no image
+    ("2", "runner"): {"L2_BUILD_IMAGES", "L2_STAGING", "L2_DOCKER_NETWORK"},
+}
 
 
 # The optional ALERT_* destinations (.env.example: commented) and their defaults when unset
@@ -231,15 +261,20 @@ OPTIONAL_SECRETS = {
 }
 
 
-def k8s_env(container: dict, docs: list[dict]) -> dict[str, str | None]:
-    """The container's environment: ConfigMap keys (envFrom), values, and None for a value
-    from a Secret."""
+def k8s_env(container: dict, docs: list[dict], secrets: dict[str, str]) -> dict[str, tuple]:
+    """The container's environment, as (value, from the Secret?): ConfigMap keys (envFrom),
+    values, and the Secret's keys read from `secrets` (.env), an optional one unset there
+    standing for the program's default."""
     maps = of_kind(docs, "ConfigMap")
-    found: dict[str, str | None] = {}
+    found: dict[str, tuple] = {}
     for source in container.get("envFrom", []):
-        found |= maps[source["configMapRef"]["name"]]["data"]
+        found |= {k: (v, False) for k, v in maps[source["configMapRef"]["name"]]["data"].items()}
     for entry in container.get("env", []):
-        found[entry["name"]] = entry.get("value", "") if "valueFrom" not in entry else None
+        if "valueFrom" in entry:
+            key = entry["valueFrom"]["secretKeyRef"]["key"]
+            found[entry["name"]] = (secrets.get(key, OPTIONAL_SECRETS.get(key)), True)
+        else:
+            found[entry["name"]] = (entry.get("value", ""), False)
     return found
 
 
@@ -264,8 +299,9 @@ def port_number(container: dict, port: int | str) -> int:
 
 @pytest.mark.parametrize("number", sorted(LEVELS))
 def test_each_compose_service_runs_the_same_in_kubernetes(number, tmp_path):
-    compose = load_with(LEVELS[number], SETTINGS)["services"]
     docs = render(number, tmp_path)
+    secrets = read_dotenv(tmp_path / ".env")  # the values render() gave .env's keys
+    compose = load_with(LEVELS[number], tmp_path / ".env")["services"]
     workloads = of_kind(docs, *WORKLOADS)
     assert workloads.keys() == compose.keys()
     for name, service in compose.items():
@@ -278,19 +314,19 @@ def test_each_compose_service_runs_the_same_in_kubernetes(number, tmp_path):
         theirs = [*service.get("entrypoint", []), *service.get("command", [])]
         if (number, name) not in OWN_COMMAND:
             assert [a.replace("$$", "$") for a in theirs] == ours, name
-        # The same environment: every variable the stack sets, to the same value (a secret
-        # from the Secret); the settings compose passes on only when set stay unset
-        env, secrets = k8s_env(container, docs), read_dotenv(SETTINGS)
+        # The same environment: every variable the stack sets, to the same value, a secret
+        # (one of .env's values, or an optional one) from the Secret; the settings compose
+        # passes on only when set stay unset
+        env = k8s_env(container, docs, secrets)
         for key, value in (service.get("environment") or {}).items():
+            if key in OWN_ENV.get((number, name), ()):
+                continue
             if value is None:
                 assert key not in env, (name, key)
-            elif key in secrets or env.get(key, "") is None:  # .env's, through the Secret
-                assert key in env and env[key] is None, (name, key)
-                # One .env.example leaves unset is optional in the Secret: unset there, the
-                # program's default applies, which compose's must be
-                assert value == secrets.get(key, OPTIONAL_SECRETS.get(key)), (name, key, value)
-            else:
-                assert env.get(key) == value, (name, key, env.get(key), value)
+                continue
+            assert env.get(key, (None,))[0] == value, (name, key, env.get(key), value)
+            if value in secrets.values() or key in OPTIONAL_SECRETS:
+                assert env[key][1], f"{name}: {key} is a secret, not from the Secret"
         # The same ports, and the stack's health check among the probes
         ports = {p["containerPort"] for p in container.get("ports", [])}
         assert {p["target"] for p in service.get("ports", [])} <= ports, name
