@@ -44,6 +44,10 @@ class CicdSettings(BaseSettings):
     # CD of the pipeline: the commit's training pipeline is deployed as `ct-training/staging`
     # (version: the commit) to this work pool; a process worker runs it from the git remote.
     work_pool: str = WORK_POOL
+    # Who runs the pool's flow runs: "process", this runner's process worker (the stack, the
+    # embedded mode); "kubernetes", a Kubernetes worker of its own, each run a Job
+    # (deploy/k8s/level2/worker.yaml, level2_cicd/work_pool.py)
+    pipeline_worker: Literal["process", "kubernetes"] = "process"
     staging_timeout_seconds: int = 1800  # the staging run, queued and trained
 
     # The staging service: the candidate served with the commit's code, then checked. As a

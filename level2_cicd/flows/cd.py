@@ -78,6 +78,12 @@ from shared.waiting import wait_until
 cd_step = task(cache_policy=NO_CACHE)
 
 
+def job_variables(sha: str) -> dict:
+    """What a pipeline run of the commit is told beyond its pool's template (a process or a
+    Kubernetes pool): the commit, which the registered version records."""
+    return {"env": {"CODE_VERSION": sha}}
+
+
 def pipeline_deployment(sha: str, settings: CicdSettings, name: str, **options):
     """The commit's training pipeline as deployment `ct-training/<name>`: version = the
     commit, on the work pool, its code pulled from the git remote at that commit."""
@@ -89,7 +95,7 @@ def pipeline_deployment(sha: str, settings: CicdSettings, name: str, **options):
         name=name,
         work_pool_name=settings.work_pool,
         version=sha[:12],
-        job_variables={"env": {"CODE_VERSION": sha}},
+        job_variables=job_variables(sha),
         concurrency_limit=1,
         tags=["level2", name],
         **options,

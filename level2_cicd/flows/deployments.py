@@ -4,7 +4,8 @@ process (the CI/CD runner):
     ci/level2-ci            on every push to the remote (its post-receive hook calls the API)
     cd/level2-cd            for each commit CI found green
     ct-training/staging     deployed by CD, one version per commit, on the work pool
-                            `level2-pipeline`: run by the process worker started here
+                            `level2-pipeline`: run by the process worker started here (on
+                            Kubernetes, by the pool's own worker: L2_PIPELINE_WORKER)
     ct-training/production  deployed by CD once a commit is delivered, same pool, with level
                             1's triggers (schedule, new data, drift)
     ct-monitoring, ct-watch-landing, ct-replay
@@ -69,6 +70,9 @@ def main() -> None:
     # The git server's login, for CI's checkouts and the worker's pulls (the flow runs it
     # starts inherit this environment)
     os.environ.update(git_auth_env(get_settings()))
+    if get_settings().pipeline_worker == "kubernetes":  # the pool's own worker runs them
+        serve(*deployments())
+        return
     pipeline_worker = worker()
     try:
         serve(*deployments())

@@ -15,6 +15,7 @@ CI=true they fail."""
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -28,6 +29,7 @@ import pytest
 import yaml
 from kubernetes_validate import utils as kv_utils
 
+from level2_cicd.names import WORK_POOL
 from shared.servers import read_dotenv
 from tests.unit.compose_files import load_with
 
@@ -235,6 +237,11 @@ OWN_COMMAND = {
     # `docker compose run --rm workbench python -m ...` there; a pod to `kubectl exec` into here
     ("0", "workbench"),
 }
+ONLY_IN_KUBERNETES = {
+    # The stack's runner runs the pipeline pool's flow runs as its own processes; here a
+    # Kubernetes worker of its own runs each as a Job (deploy/k8s/level2/worker.yaml)
+    ("2", "worker"),
+}
 OWN_ENV = {
     # No Docker socket in a cluster (deploy/k8s/level2/runner.yaml): the staging service is a
     # process of the commit's checkout, and the runner builds no image
@@ -303,7 +310,8 @@ def test_each_compose_service_runs_the_same_in_kubernetes(number, tmp_path):
     secrets = read_dotenv(tmp_path / ".env")  # the values render() gave .env's keys
     compose = load_with(LEVELS[number], tmp_path / ".env")["services"]
     workloads = of_kind(docs, *WORKLOADS)
-    assert workloads.keys() == compose.keys()
+    only_here = {name for level, name in ONLY_IN_KUBERNETES if level == number}
+    assert workloads.keys() - only_here == compose.keys()
     for name, service in compose.items():
         [container] = containers(workloads[name])
         # The same image (the tag is the project's version there, `latest` in compose)
@@ -358,3 +366,52 @@ def test_prometheus_scrapes_every_replica_of_the_prediction_service(tmp_path):
     assert found["names"] == ["serving-replicas"] and (found["type"], found["port"]) == ("A", 8000)
     serving = load_with(LEVELS["1"], SETTINGS)["services"]["serving"]
     assert "serving-replicas" in serving["networks"]["default"]["aliases"]
+
+
+# ---- level 2's pipeline pool: a Kubernetes work pool ---------------------------------------
+
+# What Prefect's Kubernetes worker does in its namespace (the Role of Prefect's worker Helm
+# chart, prefect-helm charts/prefect-worker/templates/role.yaml)
+WORKER_NEEDS = {
+    ("", "pods"): {"get", "watch", "list"},
+    ("", "pods/log"): {"get", "watch", "list"},
+    ("", "pods/status"): {"get", "watch", "list"},
+    ("batch", "jobs"): {"get", "list", "watch", "create", "update", "patch", "delete"},
+}
+
+
+def test_the_pipeline_workers_role_is_what_prefects_worker_needs_and_no_more(tmp_path):
+    docs = render("2", tmp_path)
+    pod = of_kind(docs, "Deployment")["worker"]["spec"]["template"]["spec"]
+    account = ("ServiceAccount", pod["serviceAccountName"], "mlops-level2")
+    assert pod["serviceAccountName"] in of_kind(docs, "ServiceAccount")
+    [binding] = [
+        b for b in of_kind(docs, "RoleBinding").values()
+        if account in {(s["kind"], s["name"], s.get("namespace")) for s in b["subjects"]}
+    ]  # fmt: skip
+    role = of_kind(docs, "Role")[binding["roleRef"]["name"]]
+    granted = {
+        (group, resource): set(rule["verbs"])
+        for rule in role["rules"] for group in rule["apiGroups"] for resource in rule["resources"]
+    }  # fmt: skip
+    assert granted == WORKER_NEEDS
+    assert not of_kind(docs, "ClusterRole", "ClusterRoleBinding")  # its namespace only
+    env = {e["name"]: e for e in pod["containers"][0]["env"]}
+    watched = env["PREFECT_INTEGRATIONS_KUBERNETES_OBSERVER_NAMESPACES"]["valueFrom"]
+    assert watched == {"fieldRef": {"fieldPath": "metadata.namespace"}}
+    # It serves the pool CD deploys the pipeline to, and the runner leaves that pool to it
+    command = " ".join(pod["containers"][0]["command"])
+    assert f"--pool {WORK_POOL} --type kubernetes" in command
+    runner = of_kind(docs, "Deployment")["runner"]["spec"]["template"]["spec"]["containers"][0]
+    assert {"name": "L2_PIPELINE_WORKER", "value": "kubernetes"} in runner["env"]
+
+
+def test_the_committed_job_template_has_every_variable_of_prefects_default():
+    """An upgrade of prefect-kubernetes that adds a variable (or a setting of the job) shows
+    here: the committed template is Prefect's default with our Job."""
+    from prefect_kubernetes.worker import KubernetesWorker
+
+    default = KubernetesWorker.get_default_base_job_template()
+    ours = json.loads((K8S / "level2/work-pool/base-job-template.json").read_text())
+    assert ours["variables"]["properties"].keys() == default["variables"]["properties"].keys()
+    assert ours["job_configuration"].keys() == default["job_configuration"].keys()
