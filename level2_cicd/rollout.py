@@ -125,3 +125,33 @@ def decide(champion: ArmStats, canary: ArmStats, bounds: Bounds, window_over: bo
             f"p95 {canary.p95_ms:.0f} ms, prediction PSI {shift:.2f}, all within bounds",
         ),
     )
+
+
+def pooled(replicas: list[dict]) -> dict:
+    """Production's rollout figures (each replica's `GET /rollout`) taken together: what CD
+    judges when production runs as several replicas, each counting the requests it answered.
+
+    Requests, errors and the predictions' histograms add up. The p95 is the slowest replica's:
+    no replica answered more than 5 % of its requests slower than it, so neither did all of
+    them together (an upper bound of the pooled p95, never an underestimate). The versions are
+    each replica's, so that CD can wait until every replica counts (or has unloaded) a canary.
+    """
+    if not replicas:
+        raise ValueError("no production replica answered")
+
+    def arms(name: str) -> dict:
+        figures = [replica[name] for replica in replicas]
+        return {
+            "requests": sum(f["requests"] for f in figures),
+            "errors": sum(f["errors"] for f in figures),
+            "p95_ms": max((f["p95_ms"] for f in figures if f["requests"]), default=0.0),
+            "histogram": [sum(b) for b in zip(*(f["histogram"] for f in figures), strict=True)],
+        }
+
+    return {
+        "replicas": len(replicas),
+        "counted_versions": sorted({str(r["counted_version"]) for r in replicas}),
+        "canary_versions": sorted({str(r["canary_version"]) for r in replicas}),
+        "champion": arms("champion"),
+        "canary": arms("canary"),
+    }

@@ -77,6 +77,10 @@ class CicdSettings(BaseSettings):
     approval: Literal["auto", "manual"] = "auto"
     approval_timeout_seconds: int = 3600
     production_url: str = "http://127.0.0.1:8001"  # level 2's production service
+    # A DNS name with one address per production replica (the stack's network alias
+    # `production-replicas`, a headless Service on Kubernetes): CD reads each replica's
+    # canary figures and waits for every replica. Empty: production_url is the one replica.
+    production_replicas: str = ""
     production_timeout_seconds: int = 60  # for it to serve the promoted version
 
     # Level 1's loop around the delivered pipeline, served by the CI/CD runner: the landing

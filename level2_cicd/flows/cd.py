@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import socket
 import sys
 import time
 from collections.abc import Iterator
@@ -45,6 +46,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
+from urllib.parse import urlsplit
 
 import httpx
 from mlflow import MlflowClient
@@ -67,7 +69,7 @@ from level1_ct.settings import get_settings as pipeline_settings
 from level2_cicd.flows.ci import checkout, remote_url
 from level2_cicd.names import CANARY, CANDIDATE, CD_FLOW, ENTRYPOINT, IMAGES, PRODUCTION, STAGING
 from level2_cicd.report import Report, StepFailed, record
-from level2_cicd.rollout import ArmStats, Decision, decide
+from level2_cicd.rollout import ArmStats, Decision, decide, pooled
 from level2_cicd.settings import CicdSettings, get_settings
 from shared import http_client
 from shared.loadtest import load
@@ -296,10 +298,26 @@ def approval(candidate: Candidate, settings: CicdSettings) -> str:
     return f"approved: {answer.note}" if answer.note else "approved"
 
 
+def replica_urls(settings: CicdSettings) -> list[str]:
+    """Every production replica's URL: each address L2_PRODUCTION_REPLICAS resolves to (the
+    stack's network alias, a headless Service on Kubernetes: ready replicas only), at the
+    production URL's port; without it, the production URL alone (one replica)."""
+    if not settings.production_replicas:
+        return [settings.production_url]
+    port = urlsplit(settings.production_url).port or 80
+    found = socket.getaddrinfo(settings.production_replicas, port, type=socket.SOCK_STREAM)
+    hosts = sorted({f"[{a[4][0]}]" if a[0] == socket.AF_INET6 else a[4][0] for a in found})
+    return [f"http://{host}:{port}" for host in hosts]
+
+
 def production_rollout(settings: CicdSettings) -> dict:
-    response = httpx.get(f"{settings.production_url}/rollout", timeout=5)
-    response.raise_for_status()
-    return response.json()
+    """The rollout figures of every production replica, pooled (level2_cicd/rollout.py)."""
+    figures = []
+    for url in replica_urls(settings):
+        response = httpx.get(f"{url}/rollout", timeout=5)
+        response.raise_for_status()
+        figures.append(response.json())
+    return pooled(figures)
 
 
 def arm(figures: dict) -> ArmStats:
@@ -315,7 +333,7 @@ def canary(candidate: Candidate, settings: CicdSettings, pipeline: PipelineSetti
     client.set_registered_model_alias(name, CANARY, candidate.version)
     client.set_model_version_tag(name, candidate.version, "rollout", "canary")
     try:
-        wait_until(lambda: production_rollout(settings)["counted_version"] == candidate.version,
+        wait_until(lambda: production_rollout(settings)["counted_versions"] == [candidate.version],
                    settings.production_timeout_seconds, f"production routing to canary version "
                    f"{candidate.version}")  # fmt: skip
     except TimeoutError as error:
@@ -349,9 +367,10 @@ def promote(candidate: Candidate, sha: str, pipeline: PipelineSettings) -> str:
 
 @cd_step
 def production_serves(candidate: Candidate, settings: CicdSettings) -> str:
-    """Wait until the production service answers with the new champion."""
+    """Wait until every production replica answers with the new champion."""
     try:
-        wait_until(lambda: served_version(settings.production_url) == candidate.version,
+        wait_until(lambda: {served_version(url) for url in replica_urls(settings)}
+                   == {candidate.version},
                    settings.production_timeout_seconds,
                    f"{settings.production_url} serving version {candidate.version}")  # fmt: skip
     except TimeoutError as error:
@@ -364,7 +383,7 @@ def canary_unloaded(candidate: Candidate, settings: CicdSettings) -> bool:
     alias on its own poll, so a rollback is done only once production says so."""
     try:
         return wait_until(
-            lambda: production_rollout(settings)["canary_version"] != candidate.version,
+            lambda: candidate.version not in production_rollout(settings)["canary_versions"],
             settings.production_timeout_seconds, "production to unload the canary arm",
             ignoring=(httpx.HTTPError,),
         )  # fmt: skip

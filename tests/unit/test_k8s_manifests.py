@@ -44,11 +44,8 @@ SETTINGS = ROOT / ".env.example"  # the keys .env has (make env), with placehold
 OLDEST = (1, 31)
 SERVERS = {"Deployment", "StatefulSet"}  # run until stopped: probed
 WORKLOADS = SERVERS | {"Job"}  # a Job runs to completion
-# The prediction service of each level, and how many replicas it runs
+# The prediction service of each level
 SERVING = {"0": "serving", "1": "serving", "2": "production"}
-# Level 2's production counts its canary's requests per process, and CD reads one process'
-# counts: it runs as one replica until CD reads every replica's (deploy/k8s/level2/production.yaml)
-SINGLE_REPLICA = {"2"}
 
 
 def kubectl() -> str:
@@ -196,17 +193,14 @@ def test_the_prediction_service_is_replicated_rolls_without_a_gap_and_is_autosca
     assert serving["spec"]["strategy"]["rollingUpdate"]["maxUnavailable"] == 0
     [container] = containers(serving)
     assert container["readinessProbe"]["httpGet"]["path"] == "/model"  # 503 until a model
-    if number in SINGLE_REPLICA:
-        assert serving["spec"]["replicas"] == 1
-        assert "HorizontalPodAutoscaler" not in {d["kind"] for d in docs}
-        return
     assert serving["spec"]["replicas"] >= 2
-    hpa = of_kind(docs, "HorizontalPodAutoscaler")["serving"]
+    name = SERVING[number]
+    hpa = of_kind(docs, "HorizontalPodAutoscaler")[name]
     assert hpa["apiVersion"] == "autoscaling/v2"
     assert hpa["spec"]["scaleTargetRef"] == {"apiVersion": "apps/v1", "kind": "Deployment",
-                                             "name": "serving"}  # fmt: skip
+                                             "name": name}  # fmt: skip
     assert hpa["spec"]["minReplicas"] >= 2
-    pdb = of_kind(docs, "PodDisruptionBudget")["serving"]
+    pdb = of_kind(docs, "PodDisruptionBudget")[name]
     assert pdb["spec"]["selector"]["matchLabels"].items() <= (
         serving["spec"]["template"]["metadata"]["labels"].items()
     )
@@ -346,15 +340,17 @@ def test_each_compose_service_runs_the_same_in_kubernetes(number, tmp_path):
             assert health(service["healthcheck"]["test"]) in probes, (name, probes)
 
 
-def test_prometheus_scrapes_every_replica_of_the_prediction_service(tmp_path):
+@pytest.mark.parametrize("number", ["1", "2"])
+def test_prometheus_scrapes_every_replica_of_the_prediction_service(number, tmp_path):
     """Through the Service a scrape would reach one replica at random; Prometheus discovers
-    them all by DNS instead (`serving-replicas`: a headless Service here, a network alias in
-    the stack), the ones without a model included."""
-    docs = render("1", tmp_path)
-    replicas = of_kind(docs, "Service")["serving-replicas"]
+    them all by DNS instead (`<service>-replicas`: a headless Service here, a network alias in
+    the stack), the ones without a model included. At level 2, CD reads every replica's canary
+    figures through the same name."""
+    docs, name = render(number, tmp_path), SERVING[number]
+    replicas = of_kind(docs, "Service")[f"{name}-replicas"]
     assert replicas["spec"]["clusterIP"] == "None"
     assert replicas["spec"]["publishNotReadyAddresses"] is True
-    pods = of_kind(docs, "Deployment")["serving"]["spec"]["template"]["metadata"]["labels"]
+    pods = of_kind(docs, "Deployment")[name]["spec"]["template"]["metadata"]["labels"]
     assert replicas["spec"]["selector"].items() <= pods.items()
     [config] = [
         m for n, m in of_kind(docs, "ConfigMap").items() if n.startswith("prometheus-config")
@@ -362,10 +358,12 @@ def test_prometheus_scrapes_every_replica_of_the_prediction_service(tmp_path):
     jobs = {
         j["job_name"]: j for j in yaml.safe_load(config["data"]["prometheus.yml"])["scrape_configs"]
     }
-    [found] = jobs["serving"]["dns_sd_configs"]
-    assert found["names"] == ["serving-replicas"] and (found["type"], found["port"]) == ("A", 8000)
-    serving = load_with(LEVELS["1"], SETTINGS)["services"]["serving"]
-    assert "serving-replicas" in serving["networks"]["default"]["aliases"]
+    [found] = jobs[name]["dns_sd_configs"]
+    assert found["names"] == [f"{name}-replicas"] and (found["type"], found["port"]) == ("A", 8000)
+    services = load_with(LEVELS[number], SETTINGS)["services"]
+    assert f"{name}-replicas" in services[name]["networks"]["default"]["aliases"]
+    if number == "2":
+        assert services["runner"]["environment"]["L2_PRODUCTION_REPLICAS"] == f"{name}-replicas"
 
 
 # ---- level 2's pipeline pool: a Kubernetes work pool ---------------------------------------
