@@ -36,11 +36,15 @@ LEVEL_DIR_0 := level0_manual
 LEVEL_DIR_1 := level1_ct
 LEVEL_DIR_2 := level2_cicd
 LEVEL_DIR := $(or $(LEVEL_DIR_$(LEVEL)),$(error LEVEL must be 0, 1 or 2))
-COMPOSE = docker compose -f $(LEVEL_DIR)/compose.yaml
+# Level 2's production as REPLICAS replicas behind a load balancer (make up LEVEL=2 REPLICAS=3;
+# level2_cicd/compose.replicas.yaml); pass it to every command of that stack
+REPLICAS ?=
+L2_FILES = -f level2_cicd/compose.yaml $(if $(REPLICAS),-f level2_cicd/compose.replicas.yaml)
+COMPOSE = docker compose $(if $(filter 2,$(LEVEL)),$(L2_FILES),-f $(LEVEL_DIR)/compose.yaml)
 L0_COMPOSE = docker compose -f level0_manual/compose.yaml
 # Level 1's targets run in the level-2 stack with LEVEL=2 (its runner serves level 1's loop)
-L1_COMPOSE = docker compose -f $(if $(filter 2,$(LEVEL)),level2_cicd,level1_ct)/compose.yaml
-L2_COMPOSE = docker compose -f level2_cicd/compose.yaml
+L1_COMPOSE = docker compose $(if $(filter 2,$(LEVEL)),$(L2_FILES),-f level1_ct/compose.yaml)
+L2_COMPOSE = docker compose $(L2_FILES)
 # Level 2's runner joins the Docker socket's group (CI builds images through it)
 export DOCKER_GID ?= $(shell stat -c %g /var/run/docker.sock 2>/dev/null || echo 0)
 ifeq ($(STACK),docker)
@@ -163,6 +167,10 @@ bench-level2: venv $(if $(filter docker,$(STACK)),env)
 bench-stack: venv env
 	$(PY) -m bench.stack_footprint --level $(LEVEL)
 
+## Print level 2's production throughput as 1, 2 and 3 replicas behind its load balancer (needs make images)
+bench-replicas: venv env
+	$(PY) -m bench.replicas
+
 ## Lint and format-check the code with ruff
 lint: venv
 	$(PY) -m ruff check .
@@ -212,15 +220,15 @@ engine:
 	infra/scripts/docker-engine.sh install
 	infra/scripts/docker-engine.sh start
 
-## Start the LEVEL stack (LEVEL=0|1|2) and wait until every service is healthy
+## Start the LEVEL stack (LEVEL=0|1|2; level 2 with REPLICAS=N production replicas) and wait until healthy
 up: env
 	@$(IMAGES_BUILT)
-	$(COMPOSE) up -d --wait
+	$(COMPOSE) up -d --wait $(if $(and $(REPLICAS),$(filter 2,$(LEVEL))),--scale production=$(REPLICAS))
 	@infra/scripts/stack-urls.sh $(LEVEL)
 
 ## Stop the LEVEL stack; its volumes (MLflow runs, models, data) stay for the next `up`
 down:
-	$(COMPOSE) --profile '*' down
+	$(COMPOSE) --profile '*' down --remove-orphans
 
 ## Follow the logs of the LEVEL stack
 logs:
@@ -335,7 +343,7 @@ level2-traffic: $(L0_NEEDS)
 level2-fault: $(L0_NEEDS)
 	$(L2_DRILL) fault --error-rate $(or $(ERRORS),0) --delay-ms $(or $(DELAY_MS),0)
 
-.PHONY: help venv env lock demo compare reset k8s-render k8s-up k8s-down test test-unit test-integration test-e2e test-containers test-ml bench bench-level1 bench-level2 bench-stack lint data mlflow prefect clean images engine up \
+.PHONY: help venv env lock demo compare reset k8s-render k8s-up k8s-down test test-unit test-integration test-e2e test-containers test-ml bench bench-level1 bench-level2 bench-stack bench-replicas lint data mlflow prefect clean images engine up \
 	down logs ps level0-notebook level0-train level0-handoff level0-serve level0-predict \
 	level1-runner level1-serve level1-train level1-replay level2-remote level2-runner level2-ci level2-cd \
 	level2-serve level2-traffic level2-fault

@@ -89,7 +89,7 @@ for target in serving python; do
         --build-arg CODE_VERSION="$code_version" -t "$PREFIX/$target:latest" \
         -t "$PREFIX/$target:$version" .
 done
-say "building $PREFIX/observability:latest (Prometheus, Alertmanager) from Debian's packages"
+say "building $PREFIX/observability:latest (Prometheus, Alertmanager, HAProxy) from Debian's packages"
 build docker build -t "$PREFIX/observability:latest" -t "$PREFIX/observability:$version" \
     --build-arg BASE_IMAGE="$base" infra/docker/observability
 docker image ls --format '{{.Repository}}:{{.Tag}}\t{{.Size}}' | image_sizes "$PREFIX"

@@ -6,13 +6,19 @@ production container under the stack's live traffic, and production serving the 
 (test 1 of the issue). A commit that breaks a test is red and nothing of it is built or
 deployed (2); a worse model stops at the gate (3); a failing canary is rolled back while
 clients see no error (4). Security is on: MLflow, Prefect, git and production's admin API
-refuse calls without credentials (5). Everything over published ports."""
+refuse calls without credentials (5). Production scales out behind a load balancer, restarts
+replica by replica without failing a request, and every replica follows a promotion (issue
+21). Everything over published ports."""
 
 from __future__ import annotations
 
 import os
 import subprocess
+import threading
+import time
+from collections import Counter
 from dataclasses import dataclass
+from itertools import cycle
 from pathlib import Path
 
 import docker
@@ -32,7 +38,7 @@ from level1_ct.service import served_version
 from level2_cicd.names import IMAGES
 from level2_cicd.remote import git_auth_env
 from level2_cicd.settings import CicdSettings
-from level2_cicd.traffic import Traffic
+from level2_cicd.traffic import Traffic, customers
 from shared.servers import read_dotenv
 from tests.browser import render
 from tests.docker.conftest import ROOT, run, started_stack
@@ -369,3 +375,90 @@ def test_a_canary_that_fails_is_rolled_back_while_production_answers_every_reque
     alerts_page = render(f"{stack.url('prometheus')}/classic/alerts")
     for rule in ("CanaryRolledBack", "DeliveryCrashed", "DriftHigh"):
         assert rule in alerts_page, rule
+
+
+REPLICAS = 3
+
+
+def test_production_scales_out_behind_a_load_balancer_rolls_without_a_failed_request(stack):
+    """Issue 21's horizontal scale: production as 3 replicas behind HAProxy
+    (compose.replicas.yaml, `make up LEVEL=2 REPLICAS=3`) in the running stack. Under steady
+    load through the load balancer, every replica is restarted in turn and no request fails;
+    then a newly promoted version is served by every replica within its poll interval plus
+    5 s. Last of the module: it leaves production scaled."""
+    compose = ["docker", "compose", "-p", stack.project, "-f", "level2_cicd/compose.yaml",
+               "-f", "level2_cicd/compose.replicas.yaml"]  # fmt: skip
+    run([*compose, "up", "-d", "--wait", "--no-deps", "--scale", f"production={REPLICAS}",
+         "production", "lb"], env=stack.env, timeout=600)  # fmt: skip
+    lb = stack.url("production")  # the load balancer has production's port now
+    replicas = run([*compose, "ps", "-q", "production"], env=stack.env).split()
+    assert len(replicas) == REPLICAS
+
+    def answering() -> dict[str, str]:
+        """Replica -> the version it serves, from enough GET /model through the balancer
+        to reach every replica in its rotation."""
+        seen = {}
+        for _ in range(4 * REPLICAS):
+            answer = httpx.get(f"{lb}/model", timeout=5)
+            if answer.status_code == 200:
+                seen[answer.headers["x-replica"]] = answer.json()["version"]
+        return seen
+
+    wait_for(lambda: len(answering()) == REPLICAS or None, 180, "every replica in rotation")
+
+    # Steady load through the balancer while each replica restarts (SIGTERM, then start)
+    records, outcomes, stop = customers(), [], threading.Event()
+
+    def load() -> None:
+        with httpx.Client(base_url=lb, timeout=10) as client:  # no retries of its own
+            for record in cycle(records):
+                if stop.is_set():
+                    return
+                try:
+                    outcomes.append(client.post("/predict", json=[record]).status_code)
+                except httpx.HTTPError as error:
+                    outcomes.append(type(error).__name__)
+
+    clients = [threading.Thread(target=load, daemon=True) for _ in range(4)]
+    for client in clients:
+        client.start()
+    try:
+        for replica in replicas:
+            run(["docker", "restart", "--time", "10", replica], env=stack.env, timeout=120)
+            wait_for(lambda r=replica: ready(r), 120, f"replica {replica[:12]} to have a model")
+            time.sleep(3)  # the balancer's checks bring it back (inter 1 s, rise 2)
+        time.sleep(2)
+    finally:
+        stop.set()
+        for client in clients:
+            client.join(timeout=15)
+    failed = Counter(o for o in outcomes if o != 200)
+    assert len(outcomes) > 200 and not failed, (len(outcomes), failed)
+    print(f"rolling restart of {REPLICAS} replicas: {len(outcomes)} requests, 0 failed")
+
+    # A new champion (the current one registered again): every replica serves it within
+    # its poll interval (5 s) plus 5 s
+    mlflow = stack.mlflow()
+    champion = mlflow.get_model_version_by_alias("churn", "champion")
+    again = mlflow.create_model_version(
+        "churn", champion.source, tags={"copy_of": champion.version}
+    )
+    promoted = time.monotonic()
+    mlflow.set_registered_model_alias("churn", "champion", again.version)
+    try:
+        served = wait_for(lambda: (s := answering()) and set(s.values()) == {again.version}
+                          and len(s) == REPLICAS and s, 30, "every replica on the new champion")  # fmt: skip
+        took = time.monotonic() - promoted
+    finally:
+        mlflow.set_registered_model_alias("churn", "champion", champion.version)
+    print(f"promoted version {again.version} served by {sorted(served)} after {took:.1f} s")
+    assert took <= 5 + 5, took
+
+
+def ready(container: str) -> bool | None:
+    """Does the replica in `container` answer GET /model with a model?"""
+    probe = ("import urllib.request as u; "
+             "u.urlopen('http://127.0.0.1:8000/model', timeout=2)")  # fmt: skip
+    result = subprocess.run(["docker", "exec", container, "python", "-c", probe],
+                            capture_output=True)  # fmt: skip
+    return result.returncode == 0 or None
