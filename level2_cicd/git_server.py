@@ -5,8 +5,9 @@ protocol, behind a login. Learners clone it, push to it; its post-receive hook s
 
 On its first start it creates the remote (level2_cicd/remote.py), seeded with the tracked
 files of the checkout mounted at L2_GIT_SERVER_SEED (empty: no seed, the first push fills it),
-and installs the hook that calls the Prefect API. Every request is git's own `git http-backend` (the CGI program git ships for this),
-run for an authenticated user only: HTTP basic with L2_GIT_USERNAME / L2_GIT_PASSWORD.
+and installs the hook that calls the Prefect API. Every request is git's own `git
+http-backend` (the CGI program git ships for this), run for an authenticated user only: HTTP
+basic with L2_GIT_USERNAME / L2_GIT_PASSWORD.
 `GET /health` is open, for the health check.
 """
 

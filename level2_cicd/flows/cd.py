@@ -300,8 +300,9 @@ def approval(candidate: Candidate, settings: CicdSettings) -> str:
 
 def replica_urls(settings: CicdSettings) -> list[str]:
     """Every production replica's URL: each address L2_PRODUCTION_REPLICAS resolves to (the
-    stack's network alias, a headless Service on Kubernetes: ready replicas only), at the
-    production URL's port; without it, the production URL alone (one replica)."""
+    stack's network alias, a headless Service on Kubernetes: replicas without a model too,
+    so a canary waits for them), at the production URL's port; without it, the production
+    URL alone (one replica)."""
     if not settings.production_replicas:
         return [settings.production_url]
     port = urlsplit(settings.production_url).port or 80
