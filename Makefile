@@ -45,6 +45,8 @@ L0_COMPOSE = docker compose -f level0_manual/compose.yaml
 # Level 1's targets run in the level-2 stack with LEVEL=2 (its runner serves level 1's loop)
 L1_COMPOSE = docker compose $(if $(filter 2,$(LEVEL)),$(L2_FILES),-f level1_ct/compose.yaml)
 L2_COMPOSE = docker compose $(L2_FILES)
+# The worker drill's Prefect workers, beside the level-2 stack (level2_cicd/compose.workers.yaml)
+L2_WORKERS = $(L2_COMPOSE) -f level2_cicd/compose.workers.yaml
 # Level 2's runner joins the Docker socket's group (CI builds images through it)
 export DOCKER_GID ?= $(shell stat -c %g /var/run/docker.sock 2>/dev/null || echo 0)
 ifeq ($(STACK),docker)
@@ -343,7 +345,13 @@ level2-traffic: $(L0_NEEDS)
 level2-fault: $(L0_NEEDS)
 	$(L2_DRILL) fault --error-rate $(or $(ERRORS),0) --delay-ms $(or $(DELAY_MS),0)
 
+## Level 2: the worker drill: WORKERS=3 Prefect workers on one pool (limit 3), RUNS=60 runs; docker kill one meanwhile
+level2-worker-drill: env
+	@$(IMAGES_BUILT)
+	$(L2_WORKERS) up -d --no-deps --scale pool-worker=$(or $(WORKERS),3) pool-worker
+	$(L2_WORKERS) run --rm --no-deps -T pool-worker python -m level2_cicd.flows.pool_drill --runs $(or $(RUNS),60)
+
 .PHONY: help venv env lock demo compare reset k8s-render k8s-up k8s-down test test-unit test-integration test-e2e test-containers test-ml bench bench-level1 bench-level2 bench-stack bench-replicas lint data mlflow prefect clean images engine up \
 	down logs ps level0-notebook level0-train level0-handoff level0-serve level0-predict \
 	level1-runner level1-serve level1-train level1-replay level2-remote level2-runner level2-ci level2-cd \
-	level2-serve level2-traffic level2-fault
+	level2-serve level2-traffic level2-fault level2-worker-drill

@@ -6,7 +6,8 @@ production container under the stack's live traffic, and production serving the 
 (test 1 of the issue). A commit that breaks a test is red and nothing of it is built or
 deployed (2); a worse model stops at the gate (3); a failing canary is rolled back while
 clients see no error (4). Security is on: MLflow, Prefect, git and production's admin API
-refuse calls without credentials (5). Production scales out behind a load balancer, restarts
+refuse calls without credentials (5). A Prefect worker killed mid-run leaves no run stuck,
+and three workers keep their pool's concurrency limit (issue 21). Production scales out behind a load balancer, restarts
 replica by replica without failing a request, and every replica follows a promotion (issue
 21). Everything over published ports."""
 
@@ -28,8 +29,12 @@ from mlflow import MlflowClient
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import (
     FlowRunFilter,
+    FlowRunFilterDeploymentId,
     FlowRunFilterName,
+    LogFilter,
+    LogFilterFlowRunId,
 )
+from prefect.client.schemas.objects import StateType
 from prefect.client.schemas.sorting import FlowRunSort
 from prefect.settings import PREFECT_API_AUTH_STRING, PREFECT_API_URL, temporary_settings
 
@@ -376,6 +381,114 @@ def test_a_canary_that_fails_is_rolled_back_while_production_answers_every_reque
     alerts_page = render(f"{stack.url('prometheus')}/classic/alerts")
     for rule in ("CanaryRolledBack", "DeliveryCrashed", "DriftHigh"):
         assert rule in alerts_page, rule
+
+
+DRILL_RUNS = 60
+
+
+def test_a_worker_killed_mid_run_leaves_no_run_stuck_and_the_pool_limit_holds(stack):
+    """Issue 21's workers: `make level2-worker-drill` starts 3 Prefect process workers on one
+    pool with a concurrency limit of 3 (compose.workers.yaml) and submits 60 runs; meanwhile
+    the worker running one of them is killed (`docker kill`: its run dies with it, silently).
+    Every run completes; the lost run is marked Crashed by the heartbeat automation and run
+    again (level2_cicd/lost_runs.py); no other run starts twice and none completes twice;
+    the pool never holds more than 3 runs at once."""
+    outcome: list[str] = []
+    drill = threading.Thread(target=lambda: outcome.append(
+        stack.make("level2-worker-drill", f"RUNS={DRILL_RUNS}", timeout=1200)))  # fmt: skip
+    drill.start()
+    try:
+        victim = wait_for(lambda: running_on_a_worker(stack), 600, "a drill run on a worker")
+        run(["docker", "kill", victim.host], env=stack.env)
+        killed_at = time.monotonic()
+        print(f"killed worker {victim.host} while it ran {victim.run_name}")
+    finally:
+        drill.join(timeout=1200)
+        workers = ["docker", "compose", "-p", stack.project, "-f", "level2_cicd/compose.yaml",
+                   "-f", "level2_cicd/compose.workers.yaml"]  # fmt: skip
+        run([*workers, "rm", "-sf", "pool-worker"], env=stack.env)  # idle workers poll
+    assert outcome, "make level2-worker-drill did not finish (or failed: see its output above)"
+    print(outcome[0].splitlines()[-1], f"({time.monotonic() - killed_at:.0f} s after the kill)")
+
+    with stack.prefect() as api:
+        runs = drill_runs(api)
+        assert len(runs) == DRILL_RUNS
+        assert Counter(r.state.name for r in runs) == {"Completed": DRILL_RUNS}
+        histories = {r.id: api.read_flow_run_states(r.id) for r in runs}
+        logs = {r.id: [log.message for log in api.read_logs(
+            log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=[r.id])), limit=200)]
+            for r in runs}  # fmt: skip
+
+    def said(run_id, what: str) -> int:
+        return sum(message.startswith(what) for message in logs[run_id])
+
+    crashed = {r.id for r in runs if any(s.type == StateType.CRASHED for s in histories[r.id])}
+    assert victim.run_id in crashed, [s.name for s in histories[victim.run_id]]
+    lost = [s.name for s in histories[victim.run_id]]
+    assert lost.index("AwaitingRetry") > lost.index("Crashed") and lost[-1] == "Completed", lost
+    assert "No heartbeat" in next(s.message for s in histories[victim.run_id]
+                                  if s.type == StateType.CRASHED)  # fmt: skip
+    # No run completed its work twice, and only the lost ones started it again
+    assert {r.name: said(r.id, "drill end") for r in runs if said(r.id, "drill end") != 1} == {}
+    assert {r.name: said(r.id, "drill start") for r in runs
+            if r.id not in crashed and said(r.id, "drill start") != 1} == {}  # fmt: skip
+    busiest = most_at_once(histories.values())
+    print(
+        f"{DRILL_RUNS} runs completed; lost and run again: {len(crashed)}; "
+        f"at most {busiest} at once (limit 3)"
+    )
+    assert busiest <= 3
+
+
+@dataclass(frozen=True)
+class Victim:
+    run_id: object
+    run_name: str
+    host: str  # the worker's container (its hostname is its short id)
+
+
+def drill_runs(api) -> list:
+    deployment = api.read_deployment_by_name("pool-drill/drill")
+    return api.read_flow_runs(
+        flow_run_filter=FlowRunFilter(
+            deployment_id=FlowRunFilterDeploymentId(any_=[deployment.id])
+        ),
+        sort=FlowRunSort.ID_DESC,
+        limit=DRILL_RUNS + 10,
+    )
+
+
+def running_on_a_worker(stack) -> Victim | None:
+    """A drill run that is Running, and the worker container whose process runs it."""
+    with stack.prefect() as api:
+        try:
+            runs = drill_runs(api)
+        except Exception:  # noqa: BLE001 - the deployment is not there yet
+            return None
+    for found in runs:
+        if found.state and found.state.name == "Running" and found.infrastructure_pid:
+            return Victim(found.id, found.name, found.infrastructure_pid.split(":")[0])
+    return None
+
+
+def most_at_once(histories) -> int:
+    """The most runs holding a slot of the pool at one time: from entering Pending (the
+    worker took it) to the next state that is neither Pending nor Running."""
+    edges = []
+    for states in histories:
+        holding = None
+        for state in sorted(states, key=lambda s: s.timestamp):
+            busy = state.type in (StateType.PENDING, StateType.RUNNING)
+            if busy and holding is None:
+                holding = state.timestamp
+            elif not busy and holding is not None:
+                edges += [(holding, 1), (state.timestamp, -1)]
+                holding = None
+    at_once = busiest = 0
+    for _, step in sorted(edges, key=lambda edge: (edge[0], edge[1])):  # ends before starts
+        at_once += step
+        busiest = max(busiest, at_once)
+    return busiest
 
 
 REPLICAS = 3

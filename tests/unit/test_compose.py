@@ -123,7 +123,8 @@ def test_every_long_running_service_has_a_healthcheck(path: Path):
 def test_no_secret_is_written_in_a_compose_file():
     secret = re.compile(r"(password|token|secret)\w*\s*[:=]\s*(\S+)", re.I)
     uri_with_credentials = re.compile(r"://[^/\s:@$]+:[^@\s$]+@")
-    for path in [*COMPOSE_FILES, *ROOT.glob("infra/compose/*.yaml")]:
+    overlays = ROOT.glob("level*/compose.*.yaml")  # compose.replicas.yaml, compose.workers.yaml
+    for path in [*COMPOSE_FILES, *overlays, *ROOT.glob("infra/compose/*.yaml")]:
         text = path.read_text()
         for match in secret.finditer(text):
             value = match.group(2).strip("\"'")

@@ -1,0 +1,71 @@
+"""The lost-run automations (level2_cicd/lost_runs.py) and the worker drill's pieces, read
+without a server: what each automation listens to and what it does, and that the drill's
+compose file, Make target and module agree on the pool. The drill itself runs in the
+container suite (tests/docker/test_level2_stack.py)."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+import yaml
+from prefect.client.schemas.objects import StateType
+from prefect.events.schemas.automations import Posture
+from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settings
+
+from level2_cicd import lost_runs
+from level2_cicd.flows import pool_drill
+from tests.unit.test_compose import ROOT
+
+DEPLOYMENT_ID = "00000000-0000-0000-0000-000000000001"
+
+
+def test_a_silent_run_is_crashed_after_two_and_a_half_heartbeats_of_its_deployment_only():
+    with temporary_settings(updates={PREFECT_FLOWS_HEARTBEAT_FREQUENCY: 30}):
+        automation = lost_runs.crash_silent_runs("pool-drill/drill", DEPLOYMENT_ID)
+    trigger, [action] = automation.trigger, automation.actions
+    assert automation.name == "crash-silent-flow-runs/pool-drill/drill"
+    assert trigger.posture == Posture.Proactive and trigger.within == timedelta(seconds=75)
+    # The clock starts at each sign of life and stops at any event of the run
+    assert "prefect.flow-run.heartbeat" in trigger.after
+    assert {"prefect.flow-run.Running", "prefect.flow-run.Pending"} <= trigger.after
+    assert "prefect.flow-run.Rerunning" in trigger.after  # the second attempt's Running
+    assert not trigger.after & {"prefect.flow-run.Scheduled", "prefect.flow-run.AwaitingRetry"}
+    assert trigger.expect == {"prefect.flow-run.*"} and trigger.for_each == {"prefect.resource.id"}
+    assert (
+        trigger.match_related.root["prefect.resource.id"] == f"prefect.deployment.{DEPLOYMENT_ID}"
+    )
+    assert action.state == StateType.CRASHED and not action.force  # an ended run stays ended
+
+
+def test_no_heartbeat_setting_is_an_error_not_a_trap():
+    unset = temporary_settings(updates={PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None})
+    with unset, pytest.raises(RuntimeError, match="PREFECT_FLOWS_HEARTBEAT_FREQUENCY"):
+        lost_runs.crash_silent_runs("pool-drill/drill", DEPLOYMENT_ID)
+
+
+def test_a_run_crashed_on_its_first_attempt_is_scheduled_once_more():
+    automation = lost_runs.retry_crashed_runs("pool-drill/drill", DEPLOYMENT_ID)
+    trigger, [action] = automation.trigger, automation.actions
+    assert trigger.posture == Posture.Reactive and trigger.expect == {"prefect.flow-run.Crashed"}
+    assert trigger.match.root["prefect.run-count"] == ["0", "1"]  # a second crash stays Crashed
+    assert (
+        trigger.match_related.root["prefect.resource.id"] == f"prefect.deployment.{DEPLOYMENT_ID}"
+    )
+    assert (action.state, action.name, action.force) == (
+        StateType.SCHEDULED,
+        "AwaitingRetry",
+        False,
+    )
+
+
+def test_the_drill_s_workers_serve_its_pool_with_heartbeats_as_non_root():
+    compose = yaml.safe_load((ROOT / "level2_cicd/compose.workers.yaml").read_text())
+    worker = compose["services"]["pool-worker"]
+    command = worker["command"]
+    assert command[command.index("--pool") + 1] == pool_drill.POOL
+    assert worker["user"] == "10001" and worker["restart"] == "no"
+    assert int(worker["environment"]["PREFECT_FLOWS_HEARTBEAT_FREQUENCY"]) >= 30  # Prefect's floor
+    makefile = (ROOT / "Makefile").read_text()
+    assert "-f level2_cicd/compose.workers.yaml" in makefile
+    assert "python -m level2_cicd.flows.pool_drill" in makefile
