@@ -34,8 +34,9 @@ RETRY_CRASHED = "retry-crashed-runs"
 
 # A run is alive while it changes state or beats: these events (re)start its silence clock,
 # and any event of the run (these, or an end) stops it
-ALIVE = {f"prefect.flow-run.{name}"
-         for name in ("Pending", "Running", "Retrying", "Rerunning", "heartbeat")}  # fmt: skip
+# (Submitting: the Pending state a worker sets as it takes the run)
+ALIVE = {f"prefect.flow-run.{name}" for name in
+         ("Pending", "Submitting", "Running", "Retrying", "Rerunning", "heartbeat")}  # fmt: skip
 
 
 def silent_after() -> timedelta:

@@ -35,6 +35,13 @@ esac
 
 kubectl kustomize --load-restrictor LoadRestrictionsNone "deploy/k8s/level$level" | kubectl apply -f -
 kubectl -n "$namespace" rollout status statefulset/postgres --timeout=300s
+# The databases' migrations (deploy/k8s/README.md, "Migrations"): the servers wait for them
+for job in mlflow-migrate prefect-migrate; do
+    if kubectl -n "$namespace" get "job/$job" >/dev/null 2>&1; then
+        say "waiting for the $job Job"
+        kubectl -n "$namespace" wait --for=condition=complete "job/$job" --timeout=600s
+    fi
+done
 # Level 2 starts where level 1 left off: its bootstrap Job lands days and trains a champion
 if kubectl -n "$namespace" get job/bootstrap >/dev/null 2>&1; then
     say "waiting for the bootstrap Job (days landed, a first champion: a few minutes)"

@@ -21,6 +21,7 @@ from collections import Counter
 from dataclasses import dataclass
 from itertools import cycle
 from pathlib import Path
+from uuid import UUID
 
 import docker
 import httpx
@@ -396,16 +397,17 @@ def test_a_worker_killed_mid_run_leaves_no_run_stuck_and_the_pool_limit_holds(st
     outcome: list[str] = []
     drill = threading.Thread(target=lambda: outcome.append(
         stack.make("level2-worker-drill", f"RUNS={DRILL_RUNS}", timeout=1200)))  # fmt: skip
+    workers = ["docker", "compose", "-p", stack.project, "-f", "level2_cicd/compose.yaml",
+               "-f", "level2_cicd/compose.workers.yaml"]  # fmt: skip
     drill.start()
     try:
-        victim = wait_for(lambda: running_on_a_worker(stack), 600, "a drill run on a worker")
+        victim = wait_for(lambda: running_on_a_worker(stack, workers), 600,
+                          "a drill run on a worker", every=0.2)  # fmt: skip
         run(["docker", "kill", victim.host], env=stack.env)
         killed_at = time.monotonic()
-        print(f"killed worker {victim.host} while it ran {victim.run_name}")
+        print(f"killed worker {victim.host[:12]} while it ran {victim.run_name}")
     finally:
         drill.join(timeout=1200)
-        workers = ["docker", "compose", "-p", stack.project, "-f", "level2_cicd/compose.yaml",
-                   "-f", "level2_cicd/compose.workers.yaml"]  # fmt: skip
         run([*workers, "rm", "-sf", "pool-worker"], env=stack.env)  # idle workers poll
     assert outcome, "make level2-worker-drill did not finish (or failed: see its output above)"
     print(outcome[0].splitlines()[-1], f"({time.monotonic() - killed_at:.0f} s after the kill)")
@@ -416,7 +418,7 @@ def test_a_worker_killed_mid_run_leaves_no_run_stuck_and_the_pool_limit_holds(st
         assert Counter(r.state.name for r in runs) == {"Completed": DRILL_RUNS}
         histories = {r.id: api.read_flow_run_states(r.id) for r in runs}
         logs = {r.id: [log.message for log in api.read_logs(
-            log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=[r.id])), limit=200)]
+            log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=[r.id])), limit=200, offset=0)]
             for r in runs}  # fmt: skip
 
     def said(run_id, what: str) -> int:
@@ -442,9 +444,14 @@ def test_a_worker_killed_mid_run_leaves_no_run_stuck_and_the_pool_limit_holds(st
 
 @dataclass(frozen=True)
 class Victim:
-    run_id: object
+    run_id: UUID
     run_name: str
-    host: str  # the worker's container (its hostname is its short id)
+    host: str  # the worker's container
+
+
+# A process worker runs each flow run as a process with the run's id in its environment
+RUNS_IN_CONTAINER = ("for p in /proc/[0-9]*; do tr '\\0' '\\n' < $p/environ 2>/dev/null"
+                     " | sed -n 's/^PREFECT__FLOW_RUN_ID=//p'; done")  # fmt: skip
 
 
 def drill_runs(api) -> list:
@@ -458,16 +465,16 @@ def drill_runs(api) -> list:
     )
 
 
-def running_on_a_worker(stack) -> Victim | None:
-    """A drill run that is Running, and the worker container whose process runs it."""
-    with stack.prefect() as api:
-        try:
-            runs = drill_runs(api)
-        except Exception:  # noqa: BLE001 - the deployment is not there yet
-            return None
-    for found in runs:
-        if found.state and found.state.name == "Running" and found.infrastructure_pid:
-            return Victim(found.id, found.name, found.infrastructure_pid.split(":")[0])
+def running_on_a_worker(stack, workers: list[str]) -> Victim | None:
+    """A worker container in whose processes a drill run is Running."""
+    for container in run([*workers, "ps", "-q", "pool-worker"], env=stack.env).split():
+        found = subprocess.run(["docker", "exec", container, "sh", "-c", RUNS_IN_CONTAINER],
+                               capture_output=True, text=True).stdout.split()  # fmt: skip
+        with stack.prefect() as api:
+            for run_id in found:
+                flow_run = api.read_flow_run(UUID(run_id))
+                if flow_run.state and flow_run.state.is_running():
+                    return Victim(flow_run.id, flow_run.name, container)
     return None
 
 

@@ -177,7 +177,7 @@ def test_every_workload_has_probes_resources_a_versioned_image_and_runs_as_non_r
             assert pod["restartPolicy"] == "OnFailure" and workload["spec"]["backoffLimit"], name
         for container in containers(workload):
             where = f"{name}/{container['name']}"
-            if workload["kind"] in SERVERS:
+            if workload["kind"] in SERVERS and container in pod["containers"]:  # not init
                 assert "readinessProbe" in container and "livenessProbe" in container, where
             for bound in ("requests", "limits"):
                 assert {"cpu", "memory"} <= container["resources"][bound].keys(), where
@@ -235,6 +235,10 @@ ONLY_IN_KUBERNETES = {
     # The stack's runner runs the pipeline pool's flow runs as its own processes; here a
     # Kubernetes worker of its own runs each as a Job (deploy/k8s/level2/worker.yaml)
     ("2", "worker"),
+    # The stack's one MLflow and one Prefect server migrate their databases as they start;
+    # here Jobs do, and the servers wait for them (test_migrations_are_jobs_the_servers_wait_for)
+    *((level, "mlflow-migrate") for level in ("0", "1", "2")),
+    *((level, "prefect-migrate") for level in ("1", "2")),
 }
 OWN_ENV = {
     # No Docker socket in a cluster (deploy/k8s/level2/runner.yaml): the staging service is a
@@ -307,7 +311,7 @@ def test_each_compose_service_runs_the_same_in_kubernetes(number, tmp_path):
     only_here = {name for level, name in ONLY_IN_KUBERNETES if level == number}
     assert workloads.keys() - only_here == compose.keys()
     for name, service in compose.items():
-        [container] = containers(workloads[name])
+        [container] = workloads[name]["spec"]["template"]["spec"]["containers"]
         # The same image (the tag is the project's version there, `latest` in compose)
         assert container["image"].rpartition(":")[0] == service["image"].rpartition(":")[0], name
         # The same command: compose's entrypoint + command are Kubernetes' command + args
@@ -402,6 +406,39 @@ def test_the_pipeline_workers_role_is_what_prefects_worker_needs_and_no_more(tmp
     assert f"--pool {WORK_POOL} --type kubernetes" in command
     runner = of_kind(docs, "Deployment")["runner"]["spec"]["template"]["spec"]["containers"][0]
     assert {"name": "L2_PIPELINE_WORKER", "value": "kubernetes"} in runner["env"]
+
+
+# Each server with a database: the Job that migrates it, and what its init container runs
+MIGRATIONS = {
+    "mlflow": ("mlflow-migrate", "exec mlflow db upgrade", "postgres:5432/mlflow"),
+    "prefect": ("prefect-migrate", "exec prefect server database upgrade --yes",
+                "postgres:5432/prefect"),
+}  # fmt: skip
+
+
+def test_migrations_are_jobs_the_servers_wait_for(level):
+    """Every MLflow and Prefect server starts only once its migration Job has brought its
+    database to the schema its image expects (shared/schema_ready.py in an init container),
+    and does not migrate itself: replicas and rolling updates never race a migration. The Job
+    and the server use the same image, so the schema is the server's own."""
+    number, docs = level
+    servers, jobs = of_kind(docs, "Deployment"), of_kind(docs, "Job")
+    for server, (job, upgrade, database) in MIGRATIONS.items():
+        if server not in servers:
+            assert number == "0" and server == "prefect"  # level 0 orchestrates nothing
+            continue
+        pod = servers[server]["spec"]["template"]["spec"]
+        [wait] = pod["initContainers"]
+        assert f"exec python -m shared.schema_ready {server}" in wait["command"][-1], server
+        assert database in wait["command"][-1], server
+        [migrate] = jobs[job]["spec"]["template"]["spec"]["containers"]
+        assert upgrade in migrate["command"][-1] and database in migrate["command"][-1], job
+        assert migrate["image"] == wait["image"] == pod["containers"][0]["image"], job
+        # Gone after it finished, so that the next apply (a new image) runs it again
+        assert jobs[job]["spec"]["ttlSecondsAfterFinished"] > 0, job
+    if "prefect" in servers:
+        env = {e["name"]: e.get("value") for e in containers(servers["prefect"])[-1]["env"]}
+        assert env["PREFECT_SERVER_DATABASE_MIGRATE_ON_START"] == "false"
 
 
 def test_the_committed_job_template_has_every_variable_of_prefects_default():
