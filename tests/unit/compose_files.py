@@ -1,7 +1,8 @@
 """Read a compose file as `docker compose config` does, for what the tests check, without
 the Docker CLI: YAML anchors and merge keys, `include` (a list of paths layers later files
-over earlier ones), `${VAR}` interpolation from a `.env`-style file, `extends`, and ports and
-volumes in their long form, an environment entry without a value taken from the settings.
+over earlier ones), `${VAR}` interpolation from a `.env`-style file, `extends`, `env_file` (its
+variables under the service's `environment`), and ports and volumes in their long form, an
+environment entry without a value taken from the settings.
 tests/unit/test_compose.py compares it with `docker compose config`
 where the CLI is installed."""
 
@@ -109,6 +110,12 @@ def load(path: Path, variables: dict[str, str]) -> dict[str, Any]:
                 item.split("=", 1) if "=" in item else (item, None)
                 for item in service["environment"]
             )
+        if "env_file" in service:  # its variables, under the service's own environment
+            files = service.pop("env_file")
+            from_files = {}
+            for env_file in [files] if isinstance(files, str) else files:
+                from_files |= read_dotenv(path.parent / env_file)
+            service["environment"] = {**from_files, **(service.get("environment") or {})}
         if "environment" in service:  # `NAME:` with no value: the settings' NAME, if set
             service["environment"] = {
                 name: variables.get(name) if value is None else value

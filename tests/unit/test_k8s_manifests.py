@@ -345,6 +345,29 @@ def test_each_compose_service_runs_the_same_in_kubernetes(number, tmp_path):
 
 
 @pytest.mark.parametrize("number", ["1", "2"])
+def test_the_levels_settings_have_one_source_for_compose_and_the_configmap(number):
+    """The level's fixed settings live in one file, `<level>/stack.env`: compose's services
+    read it (env_file) and kustomize generates the level's ConfigMap from it. Neither the
+    compose file's services of the level's code nor the overlay write one of its keys again."""
+    stack_env = LEVELS[number].parent / "stack.env"
+    keys = read_dotenv(stack_env).keys()
+    assert {"MLFLOW_TRACKING_URI", "PREFECT_API_URL"} <= keys
+    overlay = yaml.safe_load((K8S / f"level{number}/kustomization.yaml").read_text())
+    [generator] = [g for g in overlay["configMapGenerator"] if g["name"] == f"level{number}-env"]
+    assert generator == {"name": f"level{number}-env",
+                         "envs": [f"../../../{LEVELS[number].parent.name}/stack.env"]}  # fmt: skip
+    raw = yaml.safe_load(LEVELS[number].read_text())
+    assert not keys & raw["x-env"].keys()
+    taking = {name for name, service in raw["services"].items()
+              if raw["x-env"].keys() <= (service.get("environment") or {}).keys()}  # fmt: skip
+    assert len(taking) >= 4
+    for name in taking:  # the services of the level's code: the file, and none of its keys
+        service = raw["services"][name]
+        assert service.get("env_file") == "stack.env", name
+        assert not keys & service["environment"].keys(), name
+
+
+@pytest.mark.parametrize("number", ["1", "2"])
 def test_prometheus_scrapes_every_replica_of_the_prediction_service(number, tmp_path):
     """Through the Service a scrape would reach one replica at random; Prometheus discovers
     them all by DNS instead (`<service>-replicas`: a headless Service here, a network alias in
