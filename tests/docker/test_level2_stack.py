@@ -417,12 +417,20 @@ def test_a_worker_killed_mid_run_leaves_no_run_stuck_and_the_pool_limit_holds(st
         assert len(runs) == DRILL_RUNS
         assert Counter(r.state.name for r in runs) == {"Completed": DRILL_RUNS}
         histories = {r.id: api.read_flow_run_states(r.id) for r in runs}
-        logs = {r.id: [log.message for log in api.read_logs(
-            log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=[r.id])), limit=200, offset=0)]
-            for r in runs}  # fmt: skip
+
+    def messages() -> dict:
+        with stack.prefect() as api:
+            return {r.id: [log.message for log in api.read_logs(
+                log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=[r.id])),
+                limit=200, offset=0)] for r in runs}  # fmt: skip
 
     def said(run_id, what: str) -> int:
         return sum(message.startswith(what) for message in logs[run_id])
+
+    # A run's process sends its last log lines as it exits, just after its final state
+    logs = wait_for(lambda: (found := messages()) and all(
+        any(m.startswith("drill end") for m in found[r.id]) for r in runs) and found,
+        60, "every run's logs", every=3)  # fmt: skip
 
     crashed = {r.id for r in runs if any(s.type == StateType.CRASHED for s in histories[r.id])}
     assert victim.run_id in crashed, [s.name for s in histories[victim.run_id]]
