@@ -345,11 +345,11 @@ level2-traffic: $(L0_NEEDS)
 level2-fault: $(L0_NEEDS)
 	$(L2_DRILL) fault --error-rate $(or $(ERRORS),0) --delay-ms $(or $(DELAY_MS),0)
 
-## Level 2: the worker drill: WORKERS=3 Prefect workers on one pool (limit 3), RUNS=60 runs; docker kill one meanwhile
+## Level 2: the worker drill: WORKERS=3 Prefect workers, one pool (limit 3), RUNS=60 runs of RUN_SECONDS=2; kill a worker
 level2-worker-drill: env
 	@$(IMAGES_BUILT)
 	$(L2_WORKERS) up -d --no-deps --scale pool-worker=$(or $(WORKERS),3) pool-worker
-	$(L2_WORKERS) run --rm --no-deps -T pool-worker python -m level2_cicd.flows.pool_drill --runs $(or $(RUNS),60)
+	$(L2_WORKERS) run --rm --no-deps -T pool-worker python -m level2_cicd.flows.pool_drill --runs $(or $(RUNS),60) --seconds $(or $(RUN_SECONDS),2)
 
 .PHONY: help venv env lock demo compare reset k8s-render k8s-up k8s-down test test-unit test-integration test-e2e test-containers test-ml bench bench-level1 bench-level2 bench-stack bench-replicas lint data mlflow prefect clean images engine up \
 	down logs ps level0-notebook level0-train level0-handoff level0-serve level0-predict \

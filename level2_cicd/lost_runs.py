@@ -7,8 +7,8 @@ automations a deployment whose runs nobody waits on gets (level2_cicd/flows/pool
     crash-silent-flow-runs/<deployment>   a run of the deployment that goes quiet (no
                                           heartbeat, no state change) for `silent_after`
                                           seconds is marked Crashed; its slot is free again
-    retry-crashed-runs/<deployment>       a run that crashed before or during its first
-                                          attempt is scheduled again (AwaitingRetry)
+    retry-crashed-runs/<deployment>       a run the first crashed before or during its
+                                          first attempt is scheduled again (AwaitingRetry)
 
 Heartbeats come from each flow run's process every PREFECT_FLOWS_HEARTBEAT_FREQUENCY seconds
 (30 where these are used, Prefect's floor); a run is called silent after 2.5 of them. Both
@@ -32,11 +32,17 @@ from prefect.settings import get_current_settings
 CRASH_SILENT = "crash-silent-flow-runs"
 RETRY_CRASHED = "retry-crashed-runs"
 
-# A run is alive while it changes state or beats: these events (re)start its silence clock,
-# and any event of the run (these, or an end) stops it
-# (Submitting: the Pending state a worker sets as it takes the run)
-ALIVE = {f"prefect.flow-run.{name}" for name in
-         ("Pending", "Submitting", "Running", "Retrying", "Rerunning", "heartbeat")}  # fmt: skip
+# A run is alive while it is being started, runs or beats: these events (re)start its
+# silence clock. Submitting is the Pending state a worker sets as it takes the run; its pull
+# steps (the code's checkout) come next; each attempt of a flow run is plainly Running.
+ALIVE = {f"prefect.flow-run.{name}" for name in (
+    "Pending", "Submitting", "InfrastructurePending", "pull-step.*", "Running", "heartbeat")}  # fmt: skip
+# A run in one of these states may be quiet: it waits for a slot or a person, or it ended.
+# They stop the clock; the run's other events (neither list) leave it running.
+QUIET = {f"prefect.flow-run.{name}" for name in (
+    "Scheduled", "Late", "AwaitingRetry", "AwaitingConcurrencySlot", "Paused", "Suspended",
+    "Cancelling", "Cancelled", "Completed", "Failed", "TimedOut", "Crashed")}  # fmt: skip
+SILENT = "No heartbeat"  # how the crashes this module makes begin
 
 
 def silent_after() -> timedelta:
@@ -64,7 +70,7 @@ def crash_silent_runs(deployment: str, deployment_id: str,
             match={"prefect.resource.id": "prefect.flow-run.*"},
             match_related=_of(deployment_id),
             after=ALIVE,
-            expect={"prefect.flow-run.*"},  # any sign of life, or an end
+            expect=ALIVE | QUIET,  # another sign of life, or a state that may be quiet
             for_each={"prefect.resource.id"},
             posture=Posture.Proactive,
             threshold=1,
@@ -73,7 +79,7 @@ def crash_silent_runs(deployment: str, deployment_id: str,
         actions=[
             ChangeFlowRunState(
                 state=StateType.CRASHED,
-                message=f"No heartbeat for {after.total_seconds():.0f} s: its worker is gone.",
+                message=f"{SILENT} for {after.total_seconds():.0f} s: its worker is gone.",
             )
         ],  # fmt: skip
     )
@@ -82,11 +88,17 @@ def crash_silent_runs(deployment: str, deployment_id: str,
 def retry_crashed_runs(deployment: str, deployment_id: str) -> Automation:
     return Automation(
         name=f"{RETRY_CRASHED}/{deployment}",
-        description=f"A run of {deployment} that crashed before or during its first attempt "
-        "runs once more (level2_cicd/lost_runs.py).",
+        description=f"A run of {deployment} lost with its worker (crashed for silence) before "
+        "or during its first attempt runs once more (level2_cicd/lost_runs.py).",
         trigger=EventTrigger(
-            # run-count: 1 once it has started, 0 if it crashed before (a lost Pending run)
-            match={"prefect.resource.id": "prefect.flow-run.*", "prefect.run-count": ["0", "1"]},
+            match={
+                "prefect.resource.id": "prefect.flow-run.*",
+                # 1 once it has started, 0 if it was lost before (taken, not yet Running)
+                "prefect.run-count": ["0", "1"],
+                # Crashed for silence only: a run whose own process crashed (its code, its
+                # image) would crash again, and is left to a person
+                "prefect.state-message": f"{SILENT}*",
+            },
             match_related=_of(deployment_id),
             expect={"prefect.flow-run.Crashed"},
             for_each={"prefect.resource.id"},
@@ -97,7 +109,7 @@ def retry_crashed_runs(deployment: str, deployment_id: str) -> Automation:
             ChangeFlowRunState(
                 state=StateType.SCHEDULED,
                 name="AwaitingRetry",
-                message="Crashed on its first attempt: scheduled once more.",
+                message="Lost with its worker on its first attempt: scheduled once more.",
             )
         ],  # fmt: skip
     )

@@ -33,6 +33,12 @@ case "$cluster" in
     *) say "K8S_CLUSTER must be kind or k3d, not $cluster"; exit 1 ;;
 esac
 
+# A Job's pod template cannot change: finished migration Jobs go, so a new image migrates again
+for job in mlflow-migrate prefect-migrate; do
+    if [ "$(kubectl -n "$namespace" get "job/$job" -o jsonpath='{.status.succeeded}' 2>/dev/null)" = 1 ]; then
+        kubectl -n "$namespace" delete "job/$job"
+    fi
+done
 kubectl kustomize --load-restrictor LoadRestrictionsNone "deploy/k8s/level$level" | kubectl apply -f -
 kubectl -n "$namespace" rollout status statefulset/postgres --timeout=300s
 # The databases' migrations (deploy/k8s/README.md, "Migrations"): the servers wait for them

@@ -8,7 +8,7 @@ creates the pool, deploys the flow below with the lost-run automations
 (level2_cicd/lost_runs.py), submits the runs and waits for every one to end. A worker killed mid-run
 (`docker kill`) leaves its run silent: it is marked Crashed, scheduled once more, and another
 worker completes it. What to look at: the pool's page in the Prefect UI (never more than 3
-running), a crashed run's state history (Running, Crashed, AwaitingRetry, Retrying,
+running), a lost run's state history (Running, Crashed, AwaitingRetry, Pending, Running,
 Completed), and each run's "drill start" log lines (one per attempt).
 """
 
@@ -52,7 +52,11 @@ async def prepare(pool: str = POOL, limit: int = LIMIT, source: str = SOURCE) ->
         await client.create_work_pool(WorkPoolCreate(name=pool, type="process",
                                                      concurrency_limit=limit), overwrite=True)  # fmt: skip
     drill = await pool_drill.from_source(source=source, entrypoint=ENTRYPOINT)
-    deployment = await drill.to_deployment(name=DEPLOYMENT, work_pool_name=pool)
+    # Prefect checks a pool's limit as a worker asks for runs, so two workers asking at once
+    # could together take one run too many; the deployment's limit is held by the server as
+    # each run starts (a lease), which makes the bound exact
+    deployment = await drill.to_deployment(name=DEPLOYMENT, work_pool_name=pool,
+                                            concurrency_limit=limit)  # fmt: skip
     deployment_id = str(await deployment.apply())
     name = f"{pool_drill.name}/{DEPLOYMENT}"
     await lost_runs.install(lost_runs.crash_silent_runs(name, deployment_id),

@@ -396,7 +396,7 @@ def test_a_worker_killed_mid_run_leaves_no_run_stuck_and_the_pool_limit_holds(st
     the pool never holds more than 3 runs at once."""
     outcome: list[str] = []
     drill = threading.Thread(target=lambda: outcome.append(
-        stack.make("level2-worker-drill", f"RUNS={DRILL_RUNS}", timeout=1200)))  # fmt: skip
+        stack.make("level2-worker-drill", f"RUNS={DRILL_RUNS}", "RUN_SECONDS=5", timeout=1200)))  # fmt: skip
     workers = ["docker", "compose", "-p", stack.project, "-f", "level2_cicd/compose.yaml",
                "-f", "level2_cicd/compose.workers.yaml"]  # fmt: skip
     drill.start()

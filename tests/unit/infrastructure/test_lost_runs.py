@@ -30,9 +30,14 @@ def test_a_silent_run_is_crashed_after_two_and_a_half_heartbeats_of_its_deployme
     assert "prefect.flow-run.heartbeat" in trigger.after
     taken = {"prefect.flow-run.Pending", "prefect.flow-run.Submitting"}  # a worker took it
     assert {"prefect.flow-run.Running", *taken} <= trigger.after
-    assert "prefect.flow-run.Rerunning" in trigger.after  # the second attempt's Running
     assert not trigger.after & {"prefect.flow-run.Scheduled", "prefect.flow-run.AwaitingRetry"}
-    assert trigger.expect == {"prefect.flow-run.*"} and trigger.for_each == {"prefect.resource.id"}
+    assert trigger.after <= trigger.expect and trigger.for_each == {"prefect.resource.id"}
+    # A run's other events (its pull step's, say) neither start nor stop the clock: a run lost
+    # after its code was pulled, before it ran, is still crashed
+    assert "prefect.flow-run.*" not in trigger.expect
+    assert "prefect.flow-run.pull-step.*" in trigger.after
+    quiet = {"Scheduled", "AwaitingRetry", "Late", "Completed", "Failed", "Crashed", "Cancelled"}
+    assert {f"prefect.flow-run.{name}" for name in quiet} <= trigger.expect - trigger.after
     assert (
         trigger.match_related.root["prefect.resource.id"] == f"prefect.deployment.{DEPLOYMENT_ID}"
     )
@@ -50,6 +55,11 @@ def test_a_run_crashed_on_its_first_attempt_is_scheduled_once_more():
     trigger, [action] = automation.trigger, automation.actions
     assert trigger.posture == Posture.Reactive and trigger.expect == {"prefect.flow-run.Crashed"}
     assert trigger.match.root["prefect.run-count"] == ["0", "1"]  # a second crash stays Crashed
+    # Only the crashes of the first automation: a run whose own process crashed is not retried
+    assert trigger.match.root["prefect.state-message"] == "No heartbeat*"
+    with temporary_settings(updates={PREFECT_FLOWS_HEARTBEAT_FREQUENCY: 30}):
+        crash = lost_runs.crash_silent_runs("pool-drill/drill", DEPLOYMENT_ID).actions[0]
+    assert crash.message.startswith("No heartbeat")
     assert (
         trigger.match_related.root["prefect.resource.id"] == f"prefect.deployment.{DEPLOYMENT_ID}"
     )
