@@ -58,7 +58,7 @@ def main() -> None:
                                       args.seconds))  # fmt: skip
             rows[replicas] = result
             ratio = result.rps / rows[args.replicas[0]].rps
-            print(f"  {replicas} replica(s): {result.summary()}   ({ratio:.2f}x the first row)")
+            print(f"  {replicas} replica(s): {result.summary}   ({ratio:.2f}x the first row)")
     finally:
         subprocess.run([*compose, "down", "-v", "--remove-orphans"], env=env, capture_output=True)
 
