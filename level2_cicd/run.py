@@ -73,19 +73,23 @@ def traffic(settings: CicdSettings, rate: float, seconds: float) -> None:
 
 
 def fault(settings: CicdSettings, error_rate: float, delay_ms: float) -> None:
+    from level2_cicd.replicas import replica_urls
     from level2_cicd.service import ProductionSettings
 
     key = ProductionSettings().api_key
     if key is None:
         sys.exit("set L2_SERVE_API_KEY (the production service's admin key, see .env.example)")
-    answer = httpx.post(
-        f"{settings.production_url}/admin/fault",
-        json={"error_rate": error_rate, "delay_ms": delay_ms},
-        headers={"X-API-Key": key.get_secret_value()},
-        timeout=10,
-    )
-    print(answer.status_code, answer.text)
-    if answer.status_code != 200:
+    failed = 0
+    for url in replica_urls(settings):  # each replica routes its own canary share
+        answer = httpx.post(
+            f"{url}/admin/fault",
+            json={"error_rate": error_rate, "delay_ms": delay_ms},
+            headers={"X-API-Key": key.get_secret_value()},
+            timeout=10,
+        )
+        print(url, answer.status_code, answer.text)
+        failed += answer.status_code != 200
+    if failed:
         sys.exit(1)
 
 

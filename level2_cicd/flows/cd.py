@@ -37,7 +37,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import socket
 import sys
 import time
 from collections.abc import Iterator
@@ -46,7 +45,6 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
-from urllib.parse import urlsplit
 
 import httpx
 from mlflow import MlflowClient
@@ -68,6 +66,7 @@ from level1_ct.settings import PipelineSettings
 from level1_ct.settings import get_settings as pipeline_settings
 from level2_cicd.flows.ci import checkout, remote_url
 from level2_cicd.names import CANARY, CANDIDATE, CD_FLOW, ENTRYPOINT, IMAGES, PRODUCTION, STAGING
+from level2_cicd.replicas import replica_urls
 from level2_cicd.report import Report, StepFailed, record
 from level2_cicd.rollout import ArmStats, Decision, decide, pooled
 from level2_cicd.settings import CicdSettings, get_settings
@@ -296,19 +295,6 @@ def approval(candidate: Candidate, settings: CicdSettings) -> str:
     if not answer.approve:
         raise StepFailed(f"not approved: {answer.note or 'no reason given'}")
     return f"approved: {answer.note}" if answer.note else "approved"
-
-
-def replica_urls(settings: CicdSettings) -> list[str]:
-    """Every production replica's URL: each address L2_PRODUCTION_REPLICAS resolves to (the
-    stack's network alias, a headless Service on Kubernetes: replicas without a model too,
-    so a canary waits for them), at the production URL's port; without it, the production
-    URL alone (one replica)."""
-    if not settings.production_replicas:
-        return [settings.production_url]
-    port = urlsplit(settings.production_url).port or 80
-    found = socket.getaddrinfo(settings.production_replicas, port, type=socket.SOCK_STREAM)
-    hosts = sorted({f"[{a[4][0]}]" if a[0] == socket.AF_INET6 else a[4][0] for a in found})
-    return [f"http://{host}:{port}" for host in hosts]
 
 
 def production_rollout(settings: CicdSettings) -> dict:

@@ -13,6 +13,7 @@ replica by replica without failing a request, and every replica follows a promot
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import threading
@@ -514,7 +515,8 @@ def test_production_scales_out_behind_a_load_balancer_rolls_without_a_failed_req
     (compose.replicas.yaml, `make up LEVEL=2 REPLICAS=3`) in the running stack. Under steady
     load through the load balancer, every replica is restarted in turn and no request fails;
     then a newly promoted version is served by every replica within its poll interval plus
-    5 s. Last of the module: it leaves production scaled."""
+    5 s, and the canary drill (`make level2-fault REPLICAS=3`) sets every replica's fault.
+    Last of the module: it leaves production scaled."""
     compose = ["docker", "compose", "-p", stack.project, "-f", "level2_cicd/compose.yaml",
                "-f", "level2_cicd/compose.replicas.yaml"]  # fmt: skip
     run([*compose, "up", "-d", "--wait", "--no-deps", "--scale", f"production={REPLICAS}",
@@ -589,6 +591,23 @@ def test_production_scales_out_behind_a_load_balancer_rolls_without_a_failed_req
         mlflow.set_registered_model_alias("churn", "champion", champion.version)
     print(f"promoted version {again.version} served by {sorted(served)} after {took:.1f} s")
     assert took <= 5 + 5, took
+
+    # The canary drill reaches every replica: each routes its own canary share
+    drill = ["level2-fault", "STACK=docker", f"REPLICAS={REPLICAS}"]
+    stack.make(*drill, "ERRORS=0.5")
+    try:
+        faults = {replica[:12]: fault_of(replica) for replica in replicas}
+        assert all(f == {"error_rate": 0.5, "delay_ms": 0.0} for f in faults.values()), faults
+    finally:
+        stack.make(*drill)  # the drill's end: no fault
+    assert all(fault_of(r) == {"error_rate": 0.0, "delay_ms": 0.0} for r in replicas)
+
+
+def fault_of(container: str) -> dict:
+    """The canary fault the replica in `container` applies (its GET /rollout)."""
+    probe = ("import urllib.request as u; "
+             "print(u.urlopen('http://127.0.0.1:8000/rollout', timeout=5).read().decode())")  # fmt: skip
+    return json.loads(run(["docker", "exec", container, "python", "-c", probe]))["fault"]
 
 
 def ready(container: str) -> bool | None:

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import subprocess
 
+import httpx
 import pytest
 
-from level2_cicd import remote
+from level2_cicd import remote, replicas, run
 from level2_cicd.hook import DELETED, pushed_commits
+from level2_cicd.replicas import replica_urls
 from level2_cicd.report import Report, StepFailed
 from level2_cicd.settings import CicdSettings
 
@@ -77,3 +79,26 @@ def test_a_remote_whose_hook_could_not_reach_prefect_is_not_created(tmp_path, mo
     with pytest.raises(RuntimeError, match="PREFECT_API_URL"):
         remote.create(CicdSettings(remote=str(tmp_path / "remote.git")))
     assert not (tmp_path / "remote.git").exists()
+
+
+def test_production_replicas_are_every_address_of_their_name_or_production_alone():
+    alone = CicdSettings(production_url="http://127.0.0.1:8001")
+    assert replica_urls(alone) == ["http://127.0.0.1:8001"]
+    named = CicdSettings(production_url="http://production:8001", production_replicas="localhost")
+    assert "http://127.0.0.1:8001" in replica_urls(named)  # each address, the URL's port
+
+
+def test_the_canary_drill_sets_the_fault_on_every_replica_and_fails_if_one_refuses(monkeypatch):
+    posted = []
+
+    def post(url, **kwargs):
+        posted.append((url, kwargs["json"]))
+        return httpx.Response(503 if "10.0.0.3" in url else 200, text="{}")
+
+    urls = ["http://10.0.0.2:8000", "http://10.0.0.3:8000", "http://10.0.0.4:8000"]
+    monkeypatch.setattr(replicas, "replica_urls", lambda settings: urls)
+    monkeypatch.setattr(httpx, "post", post)
+    monkeypatch.setenv("L2_SERVE_API_KEY", "a-key")
+    with pytest.raises(SystemExit):  # one replica refused: the drill says so
+        run.fault(CicdSettings(), error_rate=0.5, delay_ms=0)
+    assert posted == [(f"{url}/admin/fault", {"error_rate": 0.5, "delay_ms": 0}) for url in urls]
