@@ -2,13 +2,13 @@
 
     make level2-worker-drill            # 3 workers, 60 runs; kill a worker while it runs
 
-Three process workers (compose.workers.yaml) serve the pool `L2_DRILL_POOL`, whose
+Three process workers (compose.workers.yaml) serve the pool `level2-drill`, whose
 concurrency limit (3) is lower than what the workers would take on their own; this module
-creates the pool, deploys the flow below with the lost-run automations
-(level2_cicd/lost_runs.py), submits the runs and waits for every one to end. A worker killed mid-run
-(`docker kill`) leaves its run silent: it is marked Crashed, scheduled once more, and another
-worker completes it. What to look at: the pool's page in the Prefect UI (never more than 3
-running), a lost run's state history (Running, Crashed, AwaitingRetry, Pending, Running,
+creates the pool, deploys the flow below with the same limit and the lost-run automations
+(level2_cicd/lost_runs.py), submits the runs and waits for every one to end. A worker killed
+mid-run (`docker kill`) leaves its run silent: it is marked Crashed, scheduled once more, and
+another worker completes it. What to look at: the pool's page in the Prefect UI (never more
+than 3 running), a lost run's state history (Running, Crashed, AwaitingRetry, Pending, Running,
 Completed), and each run's "drill start" log lines (one per attempt).
 """
 
