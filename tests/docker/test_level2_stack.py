@@ -428,21 +428,25 @@ def test_a_worker_killed_mid_run_leaves_no_run_stuck_and_the_pool_limit_holds(st
     def said(run_id, what: str) -> int:
         return sum(message.startswith(what) for message in logs[run_id])
 
-    # A run's process sends its last log lines as it exits, just after its final state
-    logs = wait_for(lambda: (found := messages()) and all(
-        any(m.startswith("drill end") for m in found[r.id]) for r in runs) and found,
-        60, "every run's logs", every=3)  # fmt: skip
-
     crashed = {r.id for r in runs if any(s.type == StateType.CRASHED for s in histories[r.id])}
+    # A run's process sends its last log lines as it exits, just after its final state: a run
+    # that ended in the killed container just before the kill may have lost them with it
+    unsure = victim.present - crashed
+    logs = wait_for(lambda: (found := messages()) and all(
+        any(m.startswith("drill end") for m in found[r.id]) for r in runs if r.id not in unsure)
+        and found, 60, "every run's logs", every=3)  # fmt: skip
+
     assert victim.run_id in crashed, [s.name for s in histories[victim.run_id]]
     lost = [s.name for s in histories[victim.run_id]]
     assert lost.index("AwaitingRetry") > lost.index("Crashed") and lost[-1] == "Completed", lost
     assert "No heartbeat" in next(s.message for s in histories[victim.run_id]
                                   if s.type == StateType.CRASHED)  # fmt: skip
     # No run completed its work twice, and only the lost ones started it again
-    assert {r.name: said(r.id, "drill end") for r in runs if said(r.id, "drill end") != 1} == {}
+    expected = {r.id: (0, 1) if r.id in unsure else (1,) for r in runs}
+    assert {r.name: said(r.id, "drill end") for r in runs
+            if said(r.id, "drill end") not in expected[r.id]} == {}  # fmt: skip
     assert {r.name: said(r.id, "drill start") for r in runs
-            if r.id not in crashed and said(r.id, "drill start") != 1} == {}  # fmt: skip
+            if r.id not in crashed and said(r.id, "drill start") not in expected[r.id]} == {}  # fmt: skip
     busiest = most_at_once(histories.values())
     print(
         f"{DRILL_RUNS} runs completed; lost and run again: {len(crashed)}; "
@@ -456,6 +460,7 @@ class Victim:
     run_id: UUID
     run_name: str
     host: str  # the worker's container
+    present: frozenset[UUID]  # every run with a process in it (the victim's, others ending)
 
 
 # A process worker runs each flow run as a process with the run's id in its environment
@@ -483,7 +488,8 @@ def running_on_a_worker(stack, workers: list[str]) -> Victim | None:
             for run_id in found:
                 flow_run = api.read_flow_run(UUID(run_id))
                 if flow_run.state and flow_run.state.is_running():
-                    return Victim(flow_run.id, flow_run.name, container)
+                    present = frozenset(UUID(found_id) for found_id in found)
+                    return Victim(flow_run.id, flow_run.name, container, present)
     return None
 
 
