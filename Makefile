@@ -75,7 +75,7 @@ $(error STACK must be local or docker)
 endif
 
 # Fails with a hint unless `make images` has built the stacks' images
-IMAGES_BUILT = docker image inspect mlops-levels/python:latest mlops-levels/serving:latest mlops-levels/observability:latest mlops-levels/postgres:15 >/dev/null 2>&1 \
+IMAGES_BUILT = docker image inspect mlops-levels/python:latest mlops-levels/python-env:latest mlops-levels/serving:latest mlops-levels/observability:latest mlops-levels/postgres:15 >/dev/null 2>&1 \
 	|| { echo "images missing: run make images first"; exit 1; }
 
 # ---- COMMANDS ----------------------------------------------------------------------------

@@ -35,9 +35,14 @@ class CicdSettings(BaseSettings):
     # not (the embedded mode on a laptop without Docker); "always" fails without an engine.
     build_images: Literal["auto", "always", "never"] = "auto"
     image_prefix: str = "mlops-levels"
-    # A commit's images add its code on top of these (dependencies come from the lock file
-    # and change with `make images`, not with a push)
+    # A commit's images add its code on top of mlops-levels/python-env:<base_tag>
+    # (dependencies come from the lock file and change with `make images`, not with a push)
     base_tag: str = "latest"
+    # Who builds them: "docker", the engine behind the socket (the stack); "kubernetes", a
+    # Job of buildah, pushing to `image_registry` (a cluster: level2_cicd/cluster_images.py)
+    image_builder: Literal["docker", "kubernetes"] = "docker"
+    image_registry: str = ""  # host[:port] the builder pushes to
+    image_pull_registry: str = ""  # the same registry as the nodes pull from, if it differs
     # A green commit starts CD (false: CI only, e.g. to check commits without delivering)
     deliver: bool = True
 

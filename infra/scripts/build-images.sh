@@ -9,7 +9,7 @@
 #                           package, Python packages from a wheelhouse built on this host from
 #                           requirements.lock (so no build step needs PyPI or a proxy's CA)
 #
-# Either way the stacks use the same names: mlops-levels/{python,serving,observability}:latest
+# Either way the stacks use the same names: mlops-levels/{python,python-env,serving,observability,builder}:latest
 # (and :<version> from pyproject.toml, for deploy/k8s)
 # and mlops-levels/postgres:15. Needs: a Docker engine; offline also debootstrap (Debian) and
 # Python 3.11 on the host (PYTHON, default .venv/bin/python).
@@ -82,7 +82,7 @@ code_version=$(git rev-parse HEAD 2>/dev/null || echo unknown)
 if [ "$code_version" != unknown ] && [ -n "$(git status --porcelain --untracked-files=no)" ]; then
     code_version="$code_version-dirty"
 fi
-for target in serving python; do
+for target in serving python-env python; do
     say "building $PREFIX/$target:latest on $base"
     build docker build -f infra/docker/Dockerfile --target "$target" \
         --build-arg BASE_IMAGE="$base" --build-arg WHEELHOUSE="$wheelhouse" \
@@ -92,4 +92,7 @@ done
 say "building $PREFIX/observability:latest (Prometheus, Alertmanager, HAProxy) from Debian's packages"
 build docker build -t "$PREFIX/observability:latest" -t "$PREFIX/observability:$version" \
     --build-arg BASE_IMAGE="$base" infra/docker/observability
+say "building $PREFIX/builder:latest (buildah and a registry, for level 2's CI on a cluster) from Debian's packages"
+build docker build -t "$PREFIX/builder:latest" -t "$PREFIX/builder:$version" \
+    --build-arg BASE_IMAGE="$base" infra/docker/builder
 docker image ls --format '{{.Repository}}:{{.Tag}}\t{{.Size}}' | image_sizes "$PREFIX"

@@ -12,9 +12,11 @@ name=mlops
 namespace="mlops-level$level"
 version=$(sed -n 's/^version = "\(.*\)"$/\1/p' pyproject.toml)
 images=("mlops-levels/python:$version" "mlops-levels/serving:$version"
-        "mlops-levels/observability:$version" "mlops-levels/postgres:15")
+        "mlops-levels/observability:$version" "mlops-levels/postgres:15"
+        "mlops-levels/builder:$version")
+base="mlops-levels/python-env:$version"  # level 2's CI builds each commit's images on it
 say() { echo "k8s-up: $*"; }
-docker image inspect "${images[@]}" >/dev/null 2>&1 \
+docker image inspect "${images[@]}" "$base" >/dev/null 2>&1 \
     || { say "the images tagged $version are missing: make images (it tags them)"; exit 1; }
 
 case "$cluster" in
@@ -48,6 +50,20 @@ for job in mlflow-migrate prefect-migrate; do
         kubectl -n "$namespace" wait --for=condition=complete "job/$job" --timeout=600s
     fi
 done
+# Level 2's CI builds each commit's images on the base, from the cluster's registry
+# (deploy/k8s/level2/images.yaml): pushed there through a port-forward (Docker speaks plain
+# HTTP to a registry on 127.0.0.1)
+if [ "$level" = 2 ]; then
+    kubectl -n "$namespace" rollout status deployment/registry --timeout=300s
+    kubectl -n "$namespace" port-forward svc/registry 5001:5000 >/dev/null &
+    forward=$!
+    trap 'kill $forward 2>/dev/null' EXIT
+    sleep 3
+    say "pushing $base to the cluster's registry (a few minutes the first time)"
+    docker tag "$base" "127.0.0.1:5001/$base"
+    docker push --quiet "127.0.0.1:5001/$base"
+    kill "$forward"
+fi
 # Level 2 starts where level 1 left off: its bootstrap Job lands days and trains a champion
 if kubectl -n "$namespace" get job/bootstrap >/dev/null 2>&1; then
     say "waiting for the bootstrap Job (days landed, a first champion: a few minutes)"

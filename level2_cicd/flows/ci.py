@@ -10,7 +10,8 @@ Score's sections (Breck et al., 2017), one folder each of the project's unit tes
 beats the dummy, no NaN, monotonic in the drivers, slices, the gate), `infrastructure`
 (lineage, the prediction API's contract, the pipeline steps on a sample). The images are the
 commit's code on the locked environment of `make images`, tagged with the commit, built
-through the Docker socket with the docker SDK and smoke-tested against the API contract.
+through the Docker socket with the docker SDK (on a cluster, which has no socket, by buildah
+in a Job: level2_cicd/cluster_images.py) and smoke-tested against the API contract.
 
 The first failing step stops the run: the flow run fails with the step and the end of its
 output in its message, and the commit is red. Each run leaves a markdown artifact keyed by the
@@ -121,9 +122,27 @@ def engine_configured() -> bool:
     return bool(os.environ.get("DOCKER_HOST")) or Path("/var/run/docker.sock").exists()
 
 
+def images_skipped(settings: CicdSettings) -> str:
+    """Why CI builds no images for this runner, or "" when it builds them."""
+    if settings.build_images == "never":
+        return "L2_BUILD_IMAGES=never"
+    if settings.build_images == "auto" and settings.image_builder == "docker":
+        return "" if engine_configured() else "no Docker engine"
+    return ""
+
+
 @ci_step
 def build_images(checkout: Path, sha: str, settings: CicdSettings) -> list[str]:
-    """The commit's images, tagged with the commit, through the Docker socket."""
+    """The commit's images, tagged with the commit: through the Docker socket, or on a
+    cluster by buildah in a Job (level2_cicd/cluster_images.py)."""
+    if settings.image_builder == "kubernetes":
+        from level2_cicd import cluster_images
+
+        job = cluster_images.BuildJobSettings()
+        body = cluster_images.build_job(sha, checkout, settings, job)
+        log = cluster_images.run_job(body, job.namespace, settings.step_timeout_seconds + 60)
+        get_run_logger().info("images built in the cluster:\n%s", log[-1000:])
+        return list(cluster_images.image_refs(sha, settings.image_registry, settings).values())
     import docker
 
     client = docker.from_env(timeout=600)
@@ -134,7 +153,7 @@ def build_images(checkout: Path, sha: str, settings: CicdSettings) -> list[str]:
         try:
             client.images.build(
                 path=str(checkout), dockerfile=COMMIT_DOCKERFILE, target=target, tag=tag,
-                buildargs={"BASE_IMAGE": f"{settings.image_prefix}/python:{settings.base_tag}",
+                buildargs={"BASE_IMAGE": f"{settings.image_prefix}/python-env:{settings.base_tag}",
                            "COMMIT": sha},
                 rm=True, forcerm=True,
             )  # fmt: skip
@@ -176,10 +195,25 @@ def names_the_malformed_field(status: int, body: str) -> bool:
     return status == 422 and error["loc"][-1] == "age" and error["type"] == "int_type"
 
 
+def probe_answer(output: str, tag: str) -> str:
+    """Judge the probe's last line of output (PROBE's JSON)."""
+    answer = json.loads(output.strip().splitlines()[-1])
+    if not names_the_malformed_field(answer["status"], answer["body"]):
+        raise StepFailed(f"{tag}: a malformed request got {answer['status']}: {answer['body']}")
+    return f"{tag}: /health {answer['health']}, malformed request 422 naming its field"
+
+
 @ci_step
-def smoke_test_serving(tag: str) -> str:
+def smoke_test_serving(tag: str, sha: str, settings: CicdSettings) -> str:
     """The serving image starts and answers its API contract (without a model yet: health
-    says why, and a malformed request gets a 422 naming the field)."""
+    says why, and a malformed request gets a 422 naming the field): a container through the
+    Docker socket, or on a cluster a Job of the image the nodes pull."""
+    if settings.image_builder == "kubernetes":
+        from level2_cicd import cluster_images
+
+        job = cluster_images.BuildJobSettings()
+        body = cluster_images.contract_job(sha, PROBE, settings, job)
+        return probe_answer(cluster_images.run_job(body, job.namespace, 360), tag)
     import docker
 
     client = docker.from_env(timeout=60)
@@ -203,10 +237,7 @@ def smoke_test_serving(tag: str) -> str:
             raise StepFailed(
                 f"{error}:\n{container.logs(tail=50).decode(errors='replace')}"
             ) from None
-        answer = json.loads(output.decode().strip().splitlines()[-1])
-        if not names_the_malformed_field(answer["status"], answer["body"]):
-            raise StepFailed(f"{tag}: a malformed request got {answer['status']}: {answer['body']}")
-        return f"{tag}: /health {answer['health']}, malformed request 422 naming its field"
+        return probe_answer(output.decode(), tag)
     finally:
         container.remove(force=True)
 
@@ -232,18 +263,14 @@ def ci(sha: str):
         report.attempt("lint", lint, where, settings.step_timeout_seconds)
         for section in SECTIONS:
             report.attempt(f"{section} tests", tests, where, section, settings.step_timeout_seconds)
-        if settings.build_images == "never" or (
-            settings.build_images == "auto" and not engine_configured()
-        ):
-            why = (
-                "L2_BUILD_IMAGES=never" if settings.build_images == "never" else "no Docker engine"
-            )
+        why = images_skipped(settings)
+        if why:
             report.skip("images", why)
             get_run_logger().warning("images not built: %s", why)
             skipped = f" (images skipped: {why})"
         else:
             tags = report.attempt("images", build_images, where, sha, settings)
-            report.attempt("serving contract", smoke_test_serving, tags[-1])
+            report.attempt("serving contract", smoke_test_serving, tags[-1], sha, settings)
     except Exception as error:
         record(report)
         return Failed(message=f"CI red at {report.last_step} for {sha[:12]}: {error}"[:2000])

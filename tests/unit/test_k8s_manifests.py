@@ -141,7 +141,8 @@ def test_the_images_are_tagged_with_the_projects_version():
     version = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"]
     component = yaml.safe_load((K8S / "components/images/kustomization.yaml").read_text())
     tags = {image["name"]: image["newTag"] for image in component["images"]}
-    assert tags == {"mlops-levels/python": version, "mlops-levels/serving": version,
+    assert tags == {"mlops-levels/python": version, "mlops-levels/python-env": version,
+                    "mlops-levels/serving": version, "mlops-levels/builder": version,
                     "mlops-levels/observability": version, "mlops-levels/postgres": "15"}  # fmt: skip
     assert ':$version"' in (ROOT / "infra/scripts/build-images.sh").read_text()
 
@@ -239,11 +240,14 @@ ONLY_IN_KUBERNETES = {
     # here Jobs do, and the servers wait for them (test_migrations_are_jobs_the_servers_wait_for)
     *((level, "mlflow-migrate") for level in ("0", "1", "2")),
     *((level, "prefect-migrate") for level in ("1", "2")),
+    # The stack's CI builds images with the host's Docker engine; here buildah in Jobs pushes
+    # them to a registry of the cluster's (test_ci_builds_images_in_the_cluster_...)
+    ("2", "registry"),
 }
 OWN_ENV = {
     # No Docker socket in a cluster (deploy/k8s/level2/runner.yaml): the staging service is a
-    # process of the commit's checkout, and the runner builds no image
-    ("2", "runner"): {"L2_BUILD_IMAGES", "L2_STAGING", "L2_DOCKER_NETWORK"},
+    # process of the commit's checkout (the images are built by Jobs: L2_IMAGE_BUILDER)
+    ("2", "runner"): {"L2_STAGING", "L2_DOCKER_NETWORK"},
 }
 
 
@@ -268,14 +272,16 @@ OPTIONAL_SECRETS = {
 
 def k8s_env(container: dict, docs: list[dict], secrets: dict[str, str]) -> dict[str, tuple]:
     """The container's environment, as (value, from the Secret?): ConfigMap keys (envFrom),
-    values, and the Secret's keys read from `secrets` (.env), an optional one unset there
-    standing for the program's default."""
+    values, the pod's own fields, and the Secret's keys read from `secrets` (.env), an
+    optional one unset there standing for the program's default."""
     maps = of_kind(docs, "ConfigMap")
     found: dict[str, tuple] = {}
     for source in container.get("envFrom", []):
         found |= {k: (v, False) for k, v in maps[source["configMapRef"]["name"]]["data"].items()}
     for entry in container.get("env", []):
-        if "valueFrom" in entry:
+        if "fieldRef" in entry.get("valueFrom", {}):  # the pod's own: its namespace, say
+            found[entry["name"]] = (f"<{entry['valueFrom']['fieldRef']['fieldPath']}>", False)
+        elif "valueFrom" in entry:
             key = entry["valueFrom"]["secretKeyRef"]["key"]
             found[entry["name"]] = (secrets.get(key, OPTIONAL_SECRETS.get(key)), True)
         else:
@@ -405,9 +411,9 @@ WORKER_NEEDS = {
 }
 
 
-def test_the_pipeline_workers_role_is_what_prefects_worker_needs_and_no_more(tmp_path):
-    docs = render("2", tmp_path)
-    pod = of_kind(docs, "Deployment")["worker"]["spec"]["template"]["spec"]
+def granted(docs: list[dict], pod: dict) -> dict[tuple[str, str], set[str]]:
+    """What the pod's ServiceAccount may do, by (API group, resource), through its one
+    RoleBinding."""
     account = ("ServiceAccount", pod["serviceAccountName"], "mlops-level2")
     assert pod["serviceAccountName"] in of_kind(docs, "ServiceAccount")
     [binding] = [
@@ -415,11 +421,16 @@ def test_the_pipeline_workers_role_is_what_prefects_worker_needs_and_no_more(tmp
         if account in {(s["kind"], s["name"], s.get("namespace")) for s in b["subjects"]}
     ]  # fmt: skip
     role = of_kind(docs, "Role")[binding["roleRef"]["name"]]
-    granted = {
+    return {
         (group, resource): set(rule["verbs"])
         for rule in role["rules"] for group in rule["apiGroups"] for resource in rule["resources"]
     }  # fmt: skip
-    assert granted == WORKER_NEEDS
+
+
+def test_the_pipeline_workers_role_is_what_prefects_worker_needs_and_no_more(tmp_path):
+    docs = render("2", tmp_path)
+    pod = of_kind(docs, "Deployment")["worker"]["spec"]["template"]["spec"]
+    assert granted(docs, pod) == WORKER_NEEDS
     assert not of_kind(docs, "ClusterRole", "ClusterRoleBinding")  # its namespace only
     env = {e["name"]: e for e in pod["containers"][0]["env"]}
     watched = env["PREFECT_INTEGRATIONS_KUBERNETES_OBSERVER_NAMESPACES"]["valueFrom"]
@@ -473,3 +484,60 @@ def test_the_committed_job_template_has_every_variable_of_prefects_default():
     ours = json.loads((K8S / "level2/work-pool/base-job-template.json").read_text())
     assert ours["variables"]["properties"].keys() == default["variables"]["properties"].keys()
     assert ours["job_configuration"].keys() == default["job_configuration"].keys()
+
+
+# ---- level 2's CI on a cluster: images without a Docker socket -----------------------------
+
+# What CI's image Jobs need of the API (level2_cicd/cluster_images.py's run_job): create a Job,
+# read its status, find its pod and read its log
+RUNNER_NEEDS = {
+    ("batch", "jobs"): {"create", "get"},
+    ("batch", "jobs/status"): {"get"},
+    ("", "pods"): {"list"},
+    ("", "pods/log"): {"get"},
+}
+SHA = "0123456789abcdef0123456789abcdef01234567"
+
+
+def test_ci_builds_images_in_the_cluster_with_no_socket_and_the_nodes_pull_them(tmp_path):
+    from level2_cicd.cluster_images import BuildJobSettings, build_job, contract_job
+    from level2_cicd.settings import CicdSettings
+
+    docs = render("2", tmp_path)
+    runner = of_kind(docs, "Deployment")["runner"]["spec"]["template"]
+    assert granted(docs, runner["spec"]) == RUNNER_NEEDS
+    # No workload mounts anything of its node: a Docker socket least of all
+    for name, workload in of_kind(docs, *WORKLOADS).items():
+        assert not [v for v in workload["spec"]["template"]["spec"].get("volumes", [])
+                    if "hostPath" in v], name  # fmt: skip
+    [container] = runner["spec"]["containers"]
+    env = {e["name"]: e.get("value") for e in container["env"]}
+    assert env["L2_IMAGE_BUILDER"] == "kubernetes" and env["L2_BUILD_IMAGES"] == "always"
+    # The builder pushes to the registry's Service; a node pulls through its NodePort on its
+    # own loopback (a node cannot resolve a Service's name)
+    [port] = of_kind(docs, "Service")["registry"]["spec"]["ports"]
+    assert env["L2_IMAGE_REGISTRY"] == f"registry:{port['port']}"
+    assert env["L2_IMAGE_PULL_REGISTRY"] == f"localhost:{port['nodePort']}"
+    # The checkouts the build reads are the runner's workspace, on the claim the Job mounts
+    job = BuildJobSettings(namespace="mlops-level2",
+                           builder_image=runner["metadata"]["annotations"]["builder-image"],
+                           base_image=runner["metadata"]["annotations"]["base-image"])  # fmt: skip
+    mounts = {m["mountPath"]: m["name"] for m in container["volumeMounts"]}
+    volumes = {v["name"]: v for v in runner["spec"]["volumes"]}
+    claim = volumes[mounts[str(job.checkouts_mount)]]["persistentVolumeClaim"]["claimName"]
+    assert claim == job.checkouts_claim
+    assert env["L2_WORKSPACE"].startswith(f"{job.checkouts_mount}/")
+    # The images the Jobs run are tagged as kustomize tags every other (the images component)
+    version = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"]
+    assert (job.builder_image, job.base_image) == (
+        f"mlops-levels/builder:{version}",
+        f"mlops-levels/python-env:{version}",
+    )
+    # The Jobs CI creates validate strictly for every minor
+    settings = CicdSettings(image_builder="kubernetes", image_registry=env["L2_IMAGE_REGISTRY"],
+                            image_pull_registry=env["L2_IMAGE_PULL_REGISTRY"])  # fmt: skip
+    checkout = Path(env["L2_WORKSPACE"]) / SHA[:12]
+    bodies = [build_job(SHA, checkout, settings, job), contract_job(SHA, "", settings, job)]
+    for minor in minors():
+        for body in bodies:
+            kubernetes_validate.validate(body, minor, strict=True)
