@@ -1,11 +1,22 @@
-"""The canary's verdict: promote the candidate, roll it back, or keep watching.
+"""The rollout's verdict: promote the candidate, roll it back, or keep watching.
 
-Level 2's production service sends a share of live traffic to the candidate (the canary arm)
-and the rest to the champion, and counts per arm: requests, errors, latency and the predicted
-probabilities. After the window the CD flow compares the arms with `decide`: the candidate is
-promoted only when it answered enough requests, with no more errors and no slower tail than
-the bounds allow, and predictions distributed like the champion's (a model that suddenly
-calls everyone a churner is wrong in production even when it passed the gate offline).
+Three kinds of rollout, one rule each:
+
+- **canary** (`decide`): production's service sends a share of live traffic to the candidate
+  (the canary arm) and the rest to the champion, and counts per arm: requests, errors,
+  latency and the predicted probabilities. After the window CD compares the arms: the
+  candidate is promoted only when it answered enough requests, with no more errors and no
+  slower tail than the bounds allow, and predictions distributed like the champion's (a model
+  that suddenly calls everyone a churner is wrong in production even when it passed the gate
+  offline). Its share of customers got its answers.
+- **shadow** (`decide_shadow`): the champion answers every request; the candidate scores a
+  copy off the response path, and no customer ever gets its answer. It is judged on what it
+  would have answered: the canary's checks, and how often its decision differs from the
+  champion's on the same record.
+- **A/B** (`decide_ab`): customers are split by a stable hash of their id and each arm's
+  decisions are judged on the labels once they land: a one-sided test of the candidate's
+  decision accuracy against the champion's (`AbRule` states the sample, the test and the
+  bounds).
 """
 
 from __future__ import annotations
@@ -90,41 +101,172 @@ def sampling_psi(n_expected: int, n_actual: int, bins: int = BINS) -> float:
 def decide(champion: ArmStats, canary: ArmStats, bounds: Bounds, window_over: bool) -> Decision:
     """Roll back as soon as the canary is clearly worse; promote only at the window's end
     with enough canary traffic inside every bound."""
+    return _verdict(champion, canary, bounds, window_over, [], "canary")
+
+
+def _problems(champion: ArmStats, candidate: ArmStats, bounds: Bounds) -> list[str]:
+    """Where the candidate's arm is outside the bounds, against the champion's."""
     problems = []
-    if canary.error_rate > champion.error_rate + bounds.max_error_rate_increase:
+    if candidate.error_rate > champion.error_rate + bounds.max_error_rate_increase:
         problems.append(
-            f"error rate {canary.error_rate:.1%} vs champion {champion.error_rate:.1%} "
+            f"error rate {candidate.error_rate:.1%} vs champion {champion.error_rate:.1%} "
             f"(bound +{bounds.max_error_rate_increase:.1%})"
         )
     slowest = champion.p95_ms * bounds.max_p95_ratio + bounds.p95_slack_ms
-    if canary.requests and canary.p95_ms > slowest:
+    if candidate.requests and candidate.p95_ms > slowest:
         problems.append(
-            f"p95 {canary.p95_ms:.0f} ms vs champion {champion.p95_ms:.0f} ms "
+            f"p95 {candidate.p95_ms:.0f} ms vs champion {champion.p95_ms:.0f} ms "
             f"(bound {slowest:.0f} ms)"
         )
-    shift = psi(champion.histogram, canary.histogram)
-    chance = sampling_psi(sum(champion.histogram), sum(canary.histogram))
-    if canary.requests >= bounds.min_requests and shift - chance > bounds.max_prediction_psi:
+    shift = psi(champion.histogram, candidate.histogram)
+    chance = sampling_psi(sum(champion.histogram), sum(candidate.histogram))
+    if candidate.requests >= bounds.min_requests and shift - chance > bounds.max_prediction_psi:
         problems.append(
             f"prediction PSI {shift:.2f} ({chance:.2f} expected by chance; "
             f"bound {bounds.max_prediction_psi} above that)"
         )
-    enough = canary.requests >= bounds.min_requests
-    if problems and (enough or canary.errors >= 5):
+    return problems
+
+
+def _verdict(
+    champion: ArmStats,
+    candidate: ArmStats,
+    bounds: Bounds,
+    window_over: bool,
+    more_problems: list[str],
+    arm: str,
+) -> Decision:
+    problems = _problems(champion, candidate, bounds) + more_problems
+    enough = candidate.requests >= bounds.min_requests
+    if problems and (enough or candidate.errors >= 5):
         return Decision("rollback", tuple(problems))
     if not enough:
-        needed = f"{canary.requests} canary requests of the {bounds.min_requests} needed"
-        # Unjudged is not good: a canary that got too little traffic is not promoted
+        needed = f"{candidate.requests} {arm} requests of the {bounds.min_requests} needed"
+        # Unjudged is not good: a candidate that got too little traffic is not promoted
         return Decision("rollback" if window_over else "wait", (needed,))
     if not window_over:
         return Decision("wait", ("within bounds so far",))
+    shift = psi(champion.histogram, candidate.histogram)
     return Decision(
         "promote",
         (
-            f"{canary.requests} canary requests: error rate {canary.error_rate:.1%}, "
-            f"p95 {canary.p95_ms:.0f} ms, prediction PSI {shift:.2f}, all within bounds",
+            f"{candidate.requests} {arm} requests: error rate {candidate.error_rate:.1%}, "
+            f"p95 {candidate.p95_ms:.0f} ms, prediction PSI {shift:.2f}, all within bounds",
         ),
     )
+
+
+# ---- shadow ---------------------------------------------------------------------------------
+
+# A customer is treated as a churner (offered retention) when the predicted probability is at
+# least this: the decision two models can disagree on, and the one A/B judges on the labels
+DECISION_THRESHOLD = 0.5
+
+
+def disagree(champion_probability: float, candidate_probability: float) -> bool:
+    """Would the two models decide differently for this record?"""
+    return (champion_probability >= DECISION_THRESHOLD) != (
+        candidate_probability >= DECISION_THRESHOLD
+    )
+
+
+@dataclass(frozen=True)
+class ShadowBounds:
+    """What a shadow may do differently from the champion beyond the canary's bounds."""
+
+    max_disagreement: float = 0.10  # share of records whose decision the shadow would change
+
+
+def decide_shadow(
+    champion: ArmStats,
+    shadow: ArmStats,
+    disagreements: int,
+    bounds: Bounds,
+    shadow_bounds: ShadowBounds,
+    window_over: bool,
+) -> Decision:
+    """The canary's rule on the shadow's recorded answers (its requests are copies of the
+    champion's; its latency is off the response path), and one more: it may change no more
+    than `max_disagreement` of the decisions. Rolled back means discarded: no customer saw it."""
+    more = []
+    compared = sum(shadow.histogram)  # records both models scored
+    if compared and shadow.requests >= bounds.min_requests:
+        rate = disagreements / compared
+        if rate > shadow_bounds.max_disagreement:
+            more.append(
+                f"would change {rate:.1%} of the champion's decisions "
+                f"(bound {shadow_bounds.max_disagreement:.0%})"
+            )
+    return _verdict(champion, shadow, bounds, window_over, more, "shadow")
+
+
+# ---- A/B ------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Labelled:
+    """One arm's decisions whose outcomes have landed (delayed labels)."""
+
+    decisions: int
+    correct: int  # decisions the label confirmed
+
+    @property
+    def accuracy(self) -> float:
+        return self.correct / self.decisions if self.decisions else 0.0
+
+
+@dataclass(frozen=True)
+class AbRule:
+    """The A/B rule, stated. With at least `min_labelled` labelled decisions in each arm, two
+    one-sided tests of the arms' decision accuracy (a difference of two independent
+    proportions, statsmodels' `test_proportions_2indep`, Wald), each at level `alpha`:
+
+    - roll back when the candidate is worse: H0 p_candidate >= p_champion rejected;
+    - promote when it is no worse than the champion by more than `margin` (non-inferiority):
+      H0 p_candidate - p_champion <= -margin rejected;
+    - otherwise keep running; undecided after `time_limit_seconds`, keep the champion.
+
+    CD looks at every check, so the chance of a wrong verdict over the whole rollout is above
+    `alpha` (repeated looks); the minimum sample and the margin keep early looks from deciding
+    on noise."""
+
+    min_labelled: int = 300
+    margin: float = 0.02
+    alpha: float = 0.05
+    time_limit_seconds: float = 7 * 24 * 3600
+
+
+def decide_ab(
+    champion: Labelled, candidate: Labelled, rule: AbRule, elapsed_seconds: float
+) -> Decision:
+    from statsmodels.stats.proportion import test_proportions_2indep
+
+    out_of_time = elapsed_seconds >= rule.time_limit_seconds
+    figures = (
+        f"accuracy {candidate.accuracy:.1%} on {candidate.decisions} labelled decisions vs "
+        f"champion {champion.accuracy:.1%} on {champion.decisions}"
+    )
+    if min(champion.decisions, candidate.decisions) < rule.min_labelled:
+        needed = f"{figures}: {rule.min_labelled} labelled decisions per arm needed"
+        if out_of_time:
+            return Decision("rollback", (f"undecided at the time limit: {needed}",))
+        return Decision("wait", (needed,))
+    counts = (candidate.correct, candidate.decisions, champion.correct, champion.decisions)
+    worse = test_proportions_2indep(*counts, method="wald", alternative="smaller").pvalue
+    if worse < rule.alpha:
+        return Decision("rollback", (f"{figures}: worse (one-sided p {worse:.3f})",))
+    no_worse = test_proportions_2indep(
+        *counts, value=-rule.margin, method="wald", alternative="larger"
+    ).pvalue
+    if no_worse < rule.alpha:
+        return Decision(
+            "promote",
+            (f"{figures}: no worse than the champion by {rule.margin:.0%} "
+             f"(one-sided p {no_worse:.3f})",),
+        )  # fmt: skip
+    if out_of_time:
+        return Decision("rollback", (f"undecided at the time limit: {figures}",))
+    return Decision("wait", (f"{figures}: not yet decided (p {no_worse:.3f} and {worse:.3f})",))
 
 
 def pooled(replicas: list[dict]) -> dict:

@@ -1,5 +1,7 @@
-"""The canary verdict: errors, a slow tail or shifted predictions roll back; only a canary
-with enough traffic inside every bound at the window's end is promoted."""
+"""The rollout verdicts. Canary: errors, a slow tail or shifted predictions roll back; only a
+canary with enough traffic inside every bound at the window's end is promoted. Shadow: the
+same on what it would have answered, and the decisions it would change. A/B: the stated test
+on labelled decisions: promote, roll back, wait, time out."""
 
 from __future__ import annotations
 
@@ -8,7 +10,19 @@ import time
 import numpy as np
 
 from level2_cicd.flows.cd import arm
-from level2_cicd.rollout import ArmStats, Bounds, decide, psi, sampling_psi
+from level2_cicd.rollout import (
+    AbRule,
+    ArmStats,
+    Bounds,
+    Labelled,
+    ShadowBounds,
+    decide,
+    decide_ab,
+    decide_shadow,
+    disagree,
+    psi,
+    sampling_psi,
+)
 from level2_cicd.service import ArmCounter
 
 SPREAD = (30, 20, 15, 10, 8, 6, 4, 3, 2, 2)
@@ -89,3 +103,74 @@ def test_two_stalls_of_the_machine_do_not_roll_a_good_canary_back_but_a_slow_one
     slow = counted([5.0] * 85 + [300.0] * 15)  # an injected delay on some of its requests
     decision = decide(champion, slow, BOUNDS, window_over=False)
     assert decision.action == "rollback" and "p95 300 ms" in decision.summary
+
+
+# ---- shadow: judged on what it would have answered ------------------------------------------
+
+
+def test_a_shadow_like_the_champion_is_promoted_at_the_end_of_the_window():
+    shadow = canary(requests=900, histogram=tuple(9 * n for n in SPREAD))
+    assert decide_shadow(CHAMPION, shadow, 20, BOUNDS, ShadowBounds(), False).action == "wait"
+    decision = decide_shadow(CHAMPION, shadow, 20, BOUNDS, ShadowBounds(), True)
+    assert decision.action == "promote" and "900 shadow requests" in decision.summary
+
+
+def test_a_shadow_that_would_change_too_many_decisions_is_discarded_at_once():
+    shadow = canary(requests=900, histogram=tuple(9 * n for n in SPREAD))
+    decision = decide_shadow(CHAMPION, shadow, 180, BOUNDS, ShadowBounds(0.1), False)
+    assert decision.action == "rollback"
+    assert "would change 20.0% of the champion's decisions (bound 10%)" in decision.summary
+
+
+def test_a_shadow_is_held_to_the_canarys_bounds_too():
+    failing = canary(requests=900, errors=90, histogram=tuple(8 * n for n in SPREAD))
+    decision = decide_shadow(CHAMPION, failing, 0, BOUNDS, ShadowBounds(), False)
+    assert decision.action == "rollback" and "error rate 10.0%" in decision.summary
+    too_few = canary(requests=40, histogram=(4,) * 10)
+    decision = decide_shadow(CHAMPION, too_few, 0, BOUNDS, ShadowBounds(), True)
+    assert decision.action == "rollback" and "40 shadow requests of the 100" in decision.summary
+
+
+def test_two_models_disagree_when_their_decisions_differ_not_their_probabilities():
+    assert disagree(0.49, 0.51) and disagree(0.9, 0.1)
+    assert not disagree(0.51, 0.99) and not disagree(0.0, 0.49)
+
+
+# ---- A/B: judged on the labels --------------------------------------------------------------
+
+RULE = AbRule(min_labelled=300, margin=0.02, alpha=0.05, time_limit_seconds=3600)
+
+
+def test_ab_waits_for_the_minimum_sample_then_times_out_keeping_the_champion():
+    small = Labelled(decisions=100, correct=95)
+    assert decide_ab(Labelled(1000, 800), small, RULE, elapsed_seconds=60).action == "wait"
+    decision = decide_ab(Labelled(1000, 800), small, RULE, elapsed_seconds=3600)
+    assert decision.action == "rollback" and "undecided at the time limit" in decision.summary
+
+
+def test_ab_rolls_back_a_candidate_whose_decisions_are_worse():
+    decision = decide_ab(Labelled(1000, 800), Labelled(1000, 740), RULE, 60)
+    assert decision.action == "rollback" and "worse" in decision.summary
+
+
+def test_ab_promotes_a_candidate_no_worse_than_the_margin():
+    decision = decide_ab(Labelled(2000, 1600), Labelled(2000, 1610), RULE, 60)
+    assert decision.action == "promote" and "no worse than the champion by 2%" in decision.summary
+
+
+def test_ab_keeps_running_while_the_test_cannot_tell_then_keeps_the_champion():
+    # 80 % against 79 % on 300 each: neither worse nor shown within the margin
+    champion, candidate = Labelled(300, 240), Labelled(300, 237)
+    assert decide_ab(champion, candidate, RULE, 60).action == "wait"
+    assert decide_ab(champion, candidate, RULE, 3600).action == "rollback"
+
+
+def test_ab_matches_the_textbook_two_proportion_test():
+    """The promote bound is the one-sided Wald test of p_c - p_a > -margin, by hand."""
+    from scipy.stats import norm
+
+    champion, candidate = Labelled(1500, 1200), Labelled(1500, 1185)
+    p_a, p_c = champion.accuracy, candidate.accuracy
+    se = (p_a * (1 - p_a) / 1500 + p_c * (1 - p_c) / 1500) ** 0.5
+    promoted = 1 - norm.cdf((p_c - p_a + RULE.margin) / se) < RULE.alpha
+    assert promoted == (decide_ab(champion, candidate, RULE, 60).action == "promote")
