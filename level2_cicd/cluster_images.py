@@ -10,12 +10,15 @@ deploy/k8s/level2/runner.yaml) CI's two image steps are Jobs in the runner's nam
   pushes them to the cluster's registry (deploy/k8s/level2/images.yaml). The pod has a user
   namespace of its own (`hostUsers: false`, Kubernetes 1.33 and newer): buildah is root in
   it, so a layer keeps its files' owners, and an unprivileged user on the node; it keeps only
-  the file-owner capabilities and the runtime's seccomp profile, and needs no mount (vfs).
+  capabilities of the baseline Pod Security Standard and the runtime's seccomp profile, and
+  needs no mount (vfs). A cluster that ignores `hostUsers` gets no build (run_job).
 - `contract-<sha>-…`: the commit's serving image, pulled by the node from that registry,
   starts and answers the API contract's probe (the one CI runs in a container on the stack).
 
-The runner's Role (deploy/k8s/level2/runner.yaml) lets it create Jobs and read their pods'
-logs in its namespace, and nothing else.
+The runner's Role (deploy/k8s/level2/images.yaml) lets it create and delete Jobs and read
+their pods' logs, in its namespace. A pushed commit's tests run in the runner's pod and can use
+that token too: what keeps them from the node is the namespace's Pod Security Standard
+(baseline, enforced), which refuses privileged pods, the node's paths and namespaces.
 """
 
 from __future__ import annotations
@@ -31,12 +34,15 @@ from level2_cicd.names import IMAGES
 from level2_cicd.report import StepFailed
 from level2_cicd.settings import CicdSettings
 
-# What buildah needs to write layers as their owners say, and nothing more: the file-owner
-# capabilities of Kubernetes' baseline Pod Security Standard (no SYS_ADMIN, no mount)
+# What buildah needs to write layers as their owners say, and nothing more: capabilities of
+# Kubernetes' baseline Pod Security Standard (no SYS_ADMIN, no mount)
 BUILDER_CAPABILITIES = ["CHOWN", "DAC_OVERRIDE", "FOWNER", "FSETID", "SETUID", "SETGID",
                         "SETFCAP", "SYS_CHROOT"]  # fmt: skip
 BUILDER_STORAGE = "/var/tmp/buildah"  # infra/docker/builder/storage.conf
 CONTEXT = "/workspace"
+# The runner's pods (deploy/k8s/level2/runner.yaml): the build reads the checkout on the
+# runner's ReadWriteOnce claim, so it runs on the runner's node
+RUNNER = {"app.kubernetes.io/name": "runner"}
 LABELS = {"app.kubernetes.io/part-of": "mlops-levels", "app.kubernetes.io/component": "ci"}
 
 
@@ -84,6 +90,16 @@ def build_job(sha: str, checkout: Path, settings: CicdSettings, job: BuildJobSet
     base = f"{settings.image_registry}/{job.base_image}"
     pod = {
         "hostUsers": False,  # root in the pod is an unprivileged user on the node
+        "affinity": {
+            "podAffinity": {
+                "requiredDuringSchedulingIgnoredDuringExecution": [
+                    {
+                        "labelSelector": {"matchLabels": RUNNER},
+                        "topologyKey": "kubernetes.io/hostname",
+                    }
+                ]
+            }
+        },  # fmt: skip
         "securityContext": {"seccompProfile": {"type": "RuntimeDefault"}},
         "containers": [
             {
@@ -98,9 +114,10 @@ def build_job(sha: str, checkout: Path, settings: CicdSettings, job: BuildJobSet
                     "allowPrivilegeEscalation": False,
                     "capabilities": {"drop": ["ALL"], "add": BUILDER_CAPABILITIES},
                 },
+                # vfs keeps a whole copy of the ~2 GB base per layer: about 15 GB at the peak
                 "resources": {
-                    "requests": {"cpu": "500m", "memory": "512Mi"},
-                    "limits": {"cpu": "2", "memory": "2Gi", "ephemeral-storage": "20Gi"},
+                    "requests": {"cpu": "500m", "memory": "512Mi", "ephemeral-storage": "16Gi"},
+                    "limits": {"cpu": "2", "memory": "2Gi", "ephemeral-storage": "24Gi"},
                 },
                 "volumeMounts": [
                     {
@@ -118,7 +135,7 @@ def build_job(sha: str, checkout: Path, settings: CicdSettings, job: BuildJobSet
                 "name": "checkout",
                 "persistentVolumeClaim": {"claimName": job.checkouts_claim, "readOnly": True},
             },
-            {"name": "storage", "emptyDir": {"sizeLimit": "20Gi"}},  # vfs copies each layer
+            {"name": "storage", "emptyDir": {"sizeLimit": "22Gi"}},  # below the pod's limit
         ],
     }
     return _job("images", sha, pod, settings.step_timeout_seconds, job.job_ttl_seconds)
@@ -171,35 +188,75 @@ def contract_job(sha: str, probe: str, settings: CicdSettings, job: BuildJobSett
     return _job("contract", sha, pod, 300, job.job_ttl_seconds)
 
 
+# A pod that waits for one of these will not start by itself: fail the step at once
+STUCK = {"ErrImagePull", "ImagePullBackOff", "InvalidImageName", "CreateContainerConfigError",
+         "CreateContainerError"}  # fmt: skip
+
+
 def run_job(body: dict, namespace: str, timeout: float) -> str:
-    """Create the Job, wait until it succeeds or fails, and return its pod's log; a failed or
-    overdue Job raises StepFailed with the end of that log."""
-    return asyncio.run(_run_job(body, namespace, timeout))
+    """Create the Job in the cluster the runner runs in, wait until it succeeds or fails, and
+    return its pod's log; a failed, stuck or overdue Job raises StepFailed with the end of
+    that log and why."""
+    from kubernetes_asyncio import config
+
+    configuration = config.load_incluster_config  # the runner's ServiceAccount (images.yaml)
+    return asyncio.run(_run_job(body, namespace, timeout, configuration))
 
 
-async def _run_job(body: dict, namespace: str, timeout: float) -> str:
-    from kubernetes_asyncio import client, config
+async def _run_job(
+    body: dict, namespace: str, timeout: float, configure, poll_seconds: float = 5.0
+) -> str:
+    """`configure(configuration)` points the client at the API server (in-cluster, or a test's)."""
+    from kubernetes_asyncio import client
 
-    config.load_incluster_config()
-    async with client.ApiClient() as api:
+    configuration = client.Configuration()
+    configure(client_configuration=configuration)
+    async with client.ApiClient(configuration) as api:
         batch, core = client.BatchV1Api(api), client.CoreV1Api(api)
-        name = (await batch.create_namespaced_job(namespace, body)).metadata.name
+        job = await batch.create_namespaced_job(namespace, body)
+        name = job.metadata.name
+        wants_own_users = body["spec"]["template"]["spec"].get("hostUsers") is False
+        if wants_own_users and job.spec.template.spec.host_users is not False:
+            # An API server without user namespaces drops the field: the build would run as
+            # the node's root. Refuse, and take the Job away before it starts.
+            await batch.delete_namespaced_job(name, namespace, propagation_policy="Background")
+            raise StepFailed(
+                f"Job {name}: this cluster does not give pods a user namespace (hostUsers is "
+                "ignored: Kubernetes 1.33 or newer, or the UserNamespacesSupport feature gate)"
+            )
         deadline = time.monotonic() + timeout
+        why = ""
         while True:
             status = (await batch.read_namespaced_job_status(name, namespace)).status
-            if status.succeeded or status.failed or time.monotonic() > deadline:
+            if status.succeeded or status.failed:
+                why = "; ".join(c.message or c.reason for c in status.conditions or []
+                                if c.type in ("Failed", "FailureTarget") and c.status == "True")  # fmt: skip
                 break
-            await asyncio.sleep(5)
+            pods = await core.list_namespaced_pod(namespace, label_selector=f"job-name={name}")
+            waiting = [
+                f"{pod.metadata.name}: {c.state.waiting.reason} ({c.state.waiting.message})"
+                for pod in pods.items for c in pod.status.container_statuses or []
+                if c.state and c.state.waiting and c.state.waiting.reason in STUCK
+            ]  # fmt: skip
+            if waiting:
+                why = "; ".join(waiting)
+                break
+            if time.monotonic() > deadline:
+                why = f"did not finish in {timeout:.0f} s"
+                break
+            await asyncio.sleep(poll_seconds)
         pods = await core.list_namespaced_pod(namespace, label_selector=f"job-name={name}")
         logs = []
         for pod in pods.items:
             try:
-                logs.append(await core.read_namespaced_pod_log(
-                    pod.metadata.name, namespace, tail_lines=200))  # fmt: skip
-            except client.ApiException as error:  # not started: the pull failed, say
-                logs.append(f"{pod.metadata.name}: no log ({error.reason})")
+                # the log as text (preloaded, the client would parse a JSON line into a dict)
+                response = await core.read_namespaced_pod_log(
+                    pod.metadata.name, namespace, tail_lines=200, _preload_content=False
+                )
+                logs.append(await response.text())
+            except client.ApiException as error:  # not started: its image not pulled, say
+                logs.append(f"{pod.metadata.name}: no log ({error.status} {error.body})")
         log = "\n".join(logs)
         if not status.succeeded:
-            why = "failed" if status.failed else f"did not finish in {timeout:.0f} s"
-            raise StepFailed(f"Job {name} {why}:\n{log[-2000:]}")
+            raise StepFailed(f"Job {name} failed: {why or 'see its log'}\n{log[-2000:]}")
         return log

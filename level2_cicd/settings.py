@@ -11,7 +11,7 @@ from functools import cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import SecretStr
+from pydantic import SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from level2_cicd.names import WORK_POOL
@@ -99,6 +99,12 @@ class CicdSettings(BaseSettings):
     # and its first champion's search size: a starting point, not a tuned model (the search
     # was most of a fresh stack's start: n_iter=10 took 47 s of 134 s on 2 cores)
     bootstrap_n_iter: int = 3
+
+    @model_validator(mode="after")
+    def _a_cluster_build_needs_a_registry(self) -> CicdSettings:
+        if self.image_builder == "kubernetes" and not self.image_registry:
+            raise ValueError("L2_IMAGE_BUILDER=kubernetes needs L2_IMAGE_REGISTRY (host[:port])")
+        return self
 
     def bounds(self) -> Bounds:
         return Bounds(

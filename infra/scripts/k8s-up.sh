@@ -58,7 +58,10 @@ if [ "$level" = 2 ]; then
     kubectl -n "$namespace" port-forward svc/registry 5001:5000 >/dev/null &
     forward=$!
     trap 'kill $forward 2>/dev/null' EXIT
-    sleep 3
+    for _ in $(seq 30); do
+        curl -fsS -o /dev/null http://127.0.0.1:5001/v2/ && break
+        sleep 1
+    done
     say "pushing $base to the cluster's registry (a few minutes the first time)"
     docker tag "$base" "127.0.0.1:5001/$base"
     docker push --quiet "127.0.0.1:5001/$base"

@@ -488,10 +488,10 @@ def test_the_committed_job_template_has_every_variable_of_prefects_default():
 
 # ---- level 2's CI on a cluster: images without a Docker socket -----------------------------
 
-# What CI's image Jobs need of the API (level2_cicd/cluster_images.py's run_job): create a Job,
-# read its status, find its pod and read its log
+# What CI's image Jobs need of the API (level2_cicd/cluster_images.py's run_job): create a Job
+# (and delete it where the cluster ignores hostUsers), read its status, find its pod, read its log
 RUNNER_NEEDS = {
-    ("batch", "jobs"): {"create", "get"},
+    ("batch", "jobs"): {"create", "delete"},
     ("batch", "jobs/status"): {"get"},
     ("", "pods"): {"list"},
     ("", "pods/log"): {"get"},
@@ -499,8 +499,38 @@ RUNNER_NEEDS = {
 SHA = "0123456789abcdef0123456789abcdef01234567"
 
 
+# Kubernetes' baseline Pod Security Standard: the capabilities a container may add
+BASELINE_CAPABILITIES = {"AUDIT_WRITE", "CHOWN", "DAC_OVERRIDE", "FOWNER", "FSETID", "KILL",
+                         "MKNOD", "NET_BIND_SERVICE", "SETFCAP", "SETGID", "SETPCAP", "SETUID",
+                         "SYS_CHROOT"}  # fmt: skip
+
+
+def breaks_baseline(pod: dict) -> list[str]:
+    """What in a pod's spec the baseline Pod Security Standard refuses (its checks that the
+    manifests could break: privilege, the node's namespaces and paths, capabilities)."""
+    found = [f"host{n}" for n in ("Network", "PID", "IPC") if pod.get(f"host{n}")]
+    found += [v["name"] for v in pod.get("volumes", []) if "hostPath" in v]
+    for container in pod.get("initContainers", []) + pod["containers"]:
+        security = container.get("securityContext", {})
+        if security.get("privileged"):
+            found.append(f"{container['name']}: privileged")
+        added = set(security.get("capabilities", {}).get("add", [])) - BASELINE_CAPABILITIES
+        found += [f"{container['name']}: {cap}" for cap in sorted(added)]
+        found += [f"{container['name']}: hostPort" for port in container.get("ports", [])
+                  if port.get("hostPort")]  # fmt: skip
+    return found
+
+
+def test_every_namespace_enforces_the_baseline_pod_security_standard_and_meets_it(level):
+    _, docs = level
+    [namespace] = of_kind(docs, "Namespace").values()
+    assert namespace["metadata"]["labels"]["pod-security.kubernetes.io/enforce"] == "baseline"
+    for name, workload in of_kind(docs, *WORKLOADS).items():
+        assert not breaks_baseline(workload["spec"]["template"]["spec"]), name
+
+
 def test_ci_builds_images_in_the_cluster_with_no_socket_and_the_nodes_pull_them(tmp_path):
-    from level2_cicd.cluster_images import BuildJobSettings, build_job, contract_job
+    from level2_cicd.cluster_images import RUNNER, BuildJobSettings, build_job, contract_job
     from level2_cicd.settings import CicdSettings
 
     docs = render("2", tmp_path)
@@ -533,11 +563,20 @@ def test_ci_builds_images_in_the_cluster_with_no_socket_and_the_nodes_pull_them(
         f"mlops-levels/builder:{version}",
         f"mlops-levels/python-env:{version}",
     )
-    # The Jobs CI creates validate strictly for every minor
+    # The build runs on the runner's node (the claim is ReadWriteOnce)
+    assert RUNNER.items() <= runner["metadata"]["labels"].items()
+    # The Jobs CI creates meet the namespace's Pod Security Standard and validate strictly
     settings = CicdSettings(image_builder="kubernetes", image_registry=env["L2_IMAGE_REGISTRY"],
                             image_pull_registry=env["L2_IMAGE_PULL_REGISTRY"])  # fmt: skip
     checkout = Path(env["L2_WORKSPACE"]) / SHA[:12]
     bodies = [build_job(SHA, checkout, settings, job), contract_job(SHA, "", settings, job)]
+    for body in bodies:
+        assert not breaks_baseline(body["spec"]["template"]["spec"])
+    broken = build_job(SHA, checkout, settings, job)
+    broken["spec"]["template"]["spec"]["containers"][0]["securityContext"]["capabilities"][
+        "add"
+    ].append("SYS_ADMIN")
+    assert breaks_baseline(broken["spec"]["template"]["spec"]) == ["buildah: SYS_ADMIN"]
     for minor in minors():
         for body in bodies:
             kubernetes_validate.validate(body, minor, strict=True)

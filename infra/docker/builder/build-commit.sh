@@ -8,10 +8,15 @@
 # runs it in a Job on a cluster (level2_cicd/cluster_images.py). The registry is the
 # cluster's own, over plain HTTP inside the cluster (--tls-verify=false).
 set -eu
-# Root here is the pod's user namespace's (hostUsers: false), with the file-owner capabilities
-# and the runtime's seccomp profile, which refuses new namespaces. Tell buildah that this
-# namespace is already set up (it would otherwise try to make one, as for a rootless user)
-# and that it is rootless: it then neither unshares nor mounts, and vfs copies layers.
+# Root here is the pod's user namespace's (hostUsers: false): refuse to be the node's. It has
+# the baseline's capabilities (no SYS_ADMIN) and the runtime's seccomp profile, which refuses
+# new namespaces. Without SYS_ADMIN buildah would try to make a user namespace of its own:
+# tell it this one is already set up and that it is rootless (its storage and run paths too);
+# it then neither unshares nor mounts, and vfs copies layers.
+if [ "$(id -u)" = 0 ] && awk 'NR == 1 && $1 == 0 && $2 == 0 { found = 1 } END { exit !found }' /proc/self/uid_map; then
+    echo "refusing to build as the node's root: this pod has no user namespace (hostUsers: false)" >&2
+    exit 3
+fi
 export _CONTAINERS_USERNS_CONFIGURED=done _CONTAINERS_ROOTLESS_UID=1
 export XDG_RUNTIME_DIR=/var/tmp/buildah/run
 mkdir -p "$XDG_RUNTIME_DIR"
