@@ -8,7 +8,7 @@
   refuses new namespaces as the runtime's default one does. Podman runs it: Docker cannot give
   one container a user namespace of its own. It pushes the commit's images to the registry;
 - Docker pulls them from there, as a node would, and the serving image passes the contract
-  probe: the stack's CI step on it, and the contract Job's own command.
+  probe, run by the contract Job's own command.
 
 Needs Docker and podman (Debian's, which .ci/run installs); without them this skips, and with
 CI=true it fails."""
@@ -135,6 +135,14 @@ def test_ci_builds_and_pushes_a_commits_images_in_a_user_namespace_without_a_soc
 
         body = build_job(sha, Path("/data/ci") / sha[:12], settings, job)
         pod = body["spec"]["template"]["spec"]
+        # The serving target alone: it is built on the pipeline stage, so every step of the
+        # Dockerfile runs, and the script pushes each target the same way (a build of the 2 GB
+        # environment's copies on vfs is minutes on 2 cores: one is enough to prove it)
+        [container] = pod["containers"]
+        only = f"serving={pulled[-1]}"
+        assert only in container["args"]
+        container["args"] = [*container["args"][:3], only]
+        pulled = pulled[-1:]
         command = podman_run(podman, pod, {"checkout": str(checkout), "storage": volume},
                              runtime_default_seccomp(tmp_path / "seccomp.json"))  # fmt: skip
         built = subprocess.run(command, capture_output=True, text=True, timeout=1200)
@@ -154,8 +162,8 @@ def test_ci_builds_and_pushes_a_commits_images_in_a_user_namespace_without_a_soc
         code = (ROOT / "level2_cicd/cluster_images.py").read_text()
         assert shown == code + "app\nroot\n"  # owners kept: root in the pod wrote the layers
 
-        # The contract: CI's step on the stack, and the command of the contract Job
-        assert "422 naming its field" in ci.smoke_test_serving.fn(serving, sha, settings)
+        # The contract, as the contract Job checks it (the stack's CI step, the same probe in
+        # a container, runs in the level-2 stack's journeys)
         [contract] = contract_job(sha, ci.PROBE, settings, job)["spec"]["template"]["spec"][
             "containers"
         ]
