@@ -161,6 +161,10 @@ bench: venv
 bench-level1: venv
 	$(PY) -m bench.level1
 
+## Print what a shadow rollout costs production's p99 (level 2's service, no Docker)
+bench-shadow: venv
+	$(PY) -m bench.shadow
+
 ## Print level 2's lead time from git push to the new model in production (STACK=local|docker)
 bench-level2: venv $(if $(filter docker,$(STACK)),env)
 	$(PY) -m bench.level2 --stack $(STACK)
@@ -329,9 +333,9 @@ level2-runner: venv
 level2-ci: $(L0_NEEDS)
 	$(L2_RUN) ci $(SHA)
 
-## Level 2: deliver a commit again by hand: staging, canary, promotion (SHA=..., APPROVAL=manual)
+## Level 2: deliver a commit again by hand: staging, rollout, promotion (SHA=..., APPROVAL=manual, ROLLOUT=shadow)
 level2-cd: $(L0_NEEDS)
-	$(L2_RUN) cd $(SHA) $(if $(APPROVAL),--approval $(APPROVAL))
+	$(L2_RUN) cd $(SHA) $(if $(APPROVAL),--approval $(APPROVAL)) $(if $(ROLLOUT),--rollout $(ROLLOUT))
 
 ## Level 2: serve production (the champion, and a canary during a rollout) on :8001
 level2-serve: venv
@@ -351,7 +355,7 @@ level2-worker-drill: env
 	$(L2_WORKERS) up -d --no-deps --scale pool-worker=$(or $(WORKERS),3) pool-worker
 	$(L2_WORKERS) run --rm --no-deps -T pool-worker python -m level2_cicd.flows.pool_drill --runs $(or $(RUNS),60) --seconds $(or $(RUN_SECONDS),2)
 
-.PHONY: help venv env lock demo compare reset k8s-render k8s-up k8s-down test test-unit test-integration test-e2e test-containers test-ml bench bench-level1 bench-level2 bench-stack bench-replicas lint data mlflow prefect clean images engine up \
+.PHONY: help venv env lock demo compare reset k8s-render k8s-up k8s-down test test-unit test-integration test-e2e test-containers test-ml bench bench-level1 bench-shadow bench-level2 bench-stack bench-replicas lint data mlflow prefect clean images engine up \
 	down logs ps level0-notebook level0-train level0-handoff level0-serve level0-predict \
 	level1-runner level1-serve level1-train level1-replay level2-remote level2-runner level2-ci level2-cd \
 	level2-serve level2-traffic level2-fault level2-worker-drill

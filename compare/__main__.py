@@ -6,7 +6,7 @@ import time
 
 import pandas as pd
 
-from compare import report
+from compare import report, rollouts
 from compare.replay import replay
 from compare.settings import CompareSettings
 from compare.summary import days_table, markdown, summarize, summary_frame
@@ -15,14 +15,17 @@ from compare.summary import days_table, markdown, summarize, summary_frame
 def main() -> None:
     settings = CompareSettings(_cli_parse_args=True)
     started = time.monotonic()
-    levels = replay(settings)
+    levels, kinds = replay(settings)
     days = pd.concat([days_table(level) for level in levels], ignore_index=True)
     summary = summary_frame(
         [summarize(level, days[days.level == level.number]) for level in levels]
     )
-    path = report.write(settings.out, settings, levels, days, summary)
+    by_kind = rollouts.kinds_frame(kinds)
+    path = report.write(settings.out, settings, levels, days, summary, by_kind)
     print()
     print(markdown(summary))
+    if kinds:
+        print(f"\nLevel 2's rollout kinds:\n{markdown(by_kind, 'rollout')}")
     print(
         f"\nreport: {path} (plots: {settings.out}/quality.png, drift.png) in {time.monotonic() - started:.0f} s"
     )

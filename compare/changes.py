@@ -1,4 +1,4 @@
-"""The model code in production, and the two changes a developer pushes during the replay.
+"""The model code in production, and the changes a developer pushes during the replay.
 
 A code version is what a deployment of the ML code fixes: how the pipeline trains (the
 search it runs over the shared Pipeline) and how the service turns the model's output into
@@ -10,6 +10,12 @@ the churn probability it answers. Both changes are real code, run as they are:
   probability of *staying*. Offline evaluation never calls the service, so a model gate
   cannot see it; a contract test can, and live quality shows it once labels arrive. The
   embedded replay runs the patched file's function; the container stacks run an image of it.
+- the rebalancing change (the rollout kinds' replay, `compare.rollouts`) searches wider again
+  and weighs the classes evenly in training (`class_weight="balanced"`), to catch more
+  churners: the model ranks customers at least as well as before (the same ROC AUC or better,
+  so CI's model tests and the gate pass it) but flags about 2.5 times as many as churners,
+  and its decisions at the service's threshold are wrong more often (the retention budget
+  goes to customers who stay). Only a live rollout can catch it.
 
 `bad` is the replay's ground truth for the summary (did a bad change reach production?);
 no level's process reads it.
@@ -29,7 +35,7 @@ import pandas as pd
 import shared.api
 from compare.settings import CompareSettings
 from shared.features import feature_frame
-from shared.train import TrainingConfig
+from shared.train import PARAM_SPACE, TrainingConfig
 
 API_FILE = Path(shared.api.__file__)  # where the services' scoring is: shared/api.py
 SCORING = "return pipeline.predict_proba(frame)[:, 1]"
@@ -54,11 +60,14 @@ class Code:
     name: str
     n_iter: int
     api_source: str | None = None
+    class_weight: str | None = None  # the model's, in training (None: every row counts alike)
 
     def training(self, settings: CompareSettings) -> TrainingConfig:
+        weights = {"class_weight": [self.class_weight]} if self.class_weight else {}
         return TrainingConfig(
-            n_iter=self.n_iter, cv_folds=settings.cv_folds, seed=settings.seed, n_jobs=settings.jobs
-        )
+            n_iter=self.n_iter, cv_folds=settings.cv_folds, seed=settings.seed,
+            n_jobs=settings.jobs, param_space={**PARAM_SPACE, **weights},
+        )  # fmt: skip
 
     def score(self, model, frame: pd.DataFrame) -> np.ndarray:
         """What this code's service answers for `frame`: its churn probabilities."""
@@ -92,6 +101,12 @@ def refactor_scoring(code: Code) -> Code:
     return replace(code, name=f"{code.name}+scoring-refactor", api_source=changed)
 
 
+def rebalance_classes(code: Code) -> Code:
+    return replace(
+        code, name=f"{code.name}+rebalanced", n_iter=2 * code.n_iter, class_weight="balanced"
+    )
+
+
 def widens_search(day: int) -> Change:
     return Change(day, "wider-search", "widen the hyper-parameter search", widen_search, bad=False)
 
@@ -102,11 +117,25 @@ def refactors_scoring(day: int) -> Change:
     )
 
 
+def rebalances_classes(day: int) -> Change:
+    return Change(day, "rebalanced", "search wider, classes weighed evenly", rebalance_classes,
+                  bad=True)  # fmt: skip
+
+
+def pushed(*planned: tuple[int | None, Callable[[int], Change]]) -> list[Change]:
+    """The changes planned for a day (None: not pushed), oldest first."""
+    return sorted((make(day) for day, make in planned if day is not None), key=lambda c: c.day)
+
+
 def changes(settings: CompareSettings) -> list[Change]:
-    """The changes pushed during the replay, oldest first."""
-    found = []
-    if settings.good_change_day is not None:
-        found.append(widens_search(settings.good_change_day))
-    if settings.bad_change_day is not None:
-        found.append(refactors_scoring(settings.bad_change_day))
-    return sorted(found, key=lambda c: c.day)
+    """The changes pushed during the replay."""
+    return pushed(
+        (settings.good_change_day, widens_search), (settings.bad_change_day, refactors_scoring)
+    )
+
+
+def rollout_changes(settings: CompareSettings) -> list[Change]:
+    """The changes the rollout kinds' replay pushes (compare/rollouts.py)."""
+    return pushed(
+        (settings.rollout_bad_day, rebalances_classes), (settings.rollout_good_day, widens_search)
+    )

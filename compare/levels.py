@@ -53,10 +53,19 @@ from level0_manual.train import TrainSettings
 from level1_ct import assessment, reports, training_rules
 from level1_ct.assessment import Assessment
 from level1_ct.settings import PipelineSettings
-from level2_cicd.rollout import ArmStats, bin_counts, decide
+from level2_cicd.rollout import (
+    ArmStats,
+    Decision,
+    Labelled,
+    bin_counts,
+    decide,
+    decide_ab,
+    decide_shadow,
+    disagree,
+)
 from level2_cicd.settings import CicdSettings
 from shared import expectations
-from shared.evaluate import classification_metrics, evaluate
+from shared.evaluate import THRESHOLD, classification_metrics, evaluate
 from shared.gate import ChampionLineage, Verdict
 from shared.lineage import fingerprint
 from shared.schema import FEATURE_NAMES, ID, LABEL, example_record
@@ -98,10 +107,11 @@ class Served:
     failed: int  # requests refused (422) by the contract
     ids: np.ndarray
     probability: np.ndarray
-    canary: np.ndarray  # True where the canary answered
+    canary: np.ndarray  # True where the candidate answered (a canary, or an A/B test's)
     model_code: str  # the code that trained the champion
     serving_code: str  # the code the service runs
     bad_changes: tuple[str, ...]  # the replay's ground truth: bad changes serving today
+    shadow: np.ndarray | None = None  # a shadow's probabilities for the same customers
 
 
 class Runs:
@@ -115,7 +125,7 @@ class Runs:
         self._drift: dict[tuple, reports.DriftResult] = {}
 
     def fit(self, code: Code, days: list[int]) -> Fitted:
-        key = (code.n_iter, tuple(days))
+        key = (code.n_iter, code.class_weight, tuple(days))
         if key not in self._fitted:
             frame = pd.concat([self.world.labelled(d) for d in days], ignore_index=True)
             train_frame, holdout = split_holdout(frame, PIPELINE.holdout_fraction)
@@ -193,6 +203,8 @@ class Level:
         # (day released, change, code before it)
         self.suspect: tuple[int, Change, Code] | None = None
         self.bad_changes_serving: set[str] = set()
+        # The replay's ground truth: customers who got an answer of a bad change's code
+        self.bad_exposed: set[str] = set()
         self.trained: list[Fitted] = []  # every training run this level made
         self.rejected_days: set[int] = set()  # batches refused by the data contract
         self.due: list[tuple[int, Change]] = []  # (day, change): releases waiting for a person
@@ -216,9 +228,11 @@ class Level:
         served = Served(
             day, self.champion.version, answers.requests, answers.failed, answers.ids,
             answers.probability, on_canary, self.champion.code.name, self.code.name,
-            tuple(sorted(self.bad_changes_serving)),
+            tuple(sorted(self.bad_changes_serving)), answers.shadow,
         )  # fmt: skip
         self.served[day] = served
+        if self.bad_changes_serving:
+            self.bad_exposed.update(answers.ids[~on_canary].tolist())
         return served
 
     def newest(self, days: list[int], rows: int, keep=lambda served: slice(None)) -> Picked:
@@ -379,6 +393,9 @@ class Level0(Level):
 class Level1(Level):
     number, title = 1, "continuous training"
     monitored = True
+    # Does monitoring run each evening? The rollout kinds' replay leaves it out: nothing it
+    # decides changes a rollout (its drift alert starts the run the day's landing starts).
+    watching = True
 
     def __init__(self, *args):
         super().__init__(*args)
@@ -395,7 +412,7 @@ class Level1(Level):
         for when, alert in [r for r in self.respond_on if r[0] == day]:
             self.respond_on.remove((when, alert))
             self.revert_if_broken(day, f"a person looked into '{alert}'")
-        checked = self.checks[day] = self.monitor(day)
+        checked = self.checks[day] = self.monitor(day) if self.watching else None
         # The day's batch starts a run; an alert starts one too (outside the cooldown), on
         # the same landing, which trains the same model: one run stands for both.
         drift = checked is not None and checked.retrain
@@ -488,31 +505,50 @@ class Level1(Level):
 
 
 @dataclass
-class Canary:
-    """A candidate of level 2's CD in production, on the canary's share of live traffic."""
+class Rollout:
+    """A candidate of level 2's CD in production, rolled out the level's way (`kind`)."""
 
     change: Change
     code: Code
     fitted: Fitted
     pushed: int
+    kind: str
     model: Model | None = None  # registered and answering, from the day after the push
     days: list[int] = field(default_factory=list)  # the days it has answered on
+    exposed: set[str] = field(default_factory=set)  # customers who got its answers
+
+
+@dataclass(frozen=True)
+class RolloutResult:
+    """How one rollout ended: what `compare.rollouts` shows per kind."""
+
+    change: str
+    bad: bool  # the replay's ground truth
+    kind: str
+    pushed: int
+    decided: int  # the day the rule decided
+    action: str  # promote, rollback
+    exposed: int  # customers who got the candidate's answers
+    reason: str
 
 
 class Level2(Level1):
     number, title = 2, "CI/CD"
 
-    def __init__(self, *args):
+    def __init__(self, *args, kind: str = "canary", watching: bool = True):
         super().__init__(*args)
-        self.canary: Canary | None = None
-        self.queued: list[Change] = []  # pushes waiting for the running canary to end
+        self.kind = kind  # how CD rolls a candidate out: canary, shadow or ab
+        self.watching = watching
+        self.canary: Rollout | None = None
+        self.queued: list[Change] = []  # pushes waiting for the running rollout to end
+        self.rollouts: list[RolloutResult] = []
 
     def push(self, change: Change, day: int) -> None:
-        """CI, then CD's staging run through the gate; a green, gated candidate becomes
-        the canary from tomorrow (after the running canary, if there is one)."""
+        """CI, then CD's staging run through the gate; a green, gated candidate is rolled
+        out from tomorrow (after the running rollout, if there is one)."""
         if self.canary is not None:
             self.queued.append(change)
-            self.record(day, "queued", f"'{change.title}' waits for the running canary to end")
+            self.record(day, "queued", f"'{change.title}' waits for the running rollout to end")
             return
         code = change.apply(self.code)
         failures = ci_checks(code, self.runs, self.world)
@@ -531,61 +567,103 @@ class Level2(Level1):
             )
             return
         self.record(
-            day, "delivery", f"CI green, staging gate passed for '{change.title}': canary tomorrow"
-        )
-        self.canary = Canary(change, code, fitted, day)
+            day, "delivery",
+            f"CI green, staging gate passed for '{change.title}': {self.kind} tomorrow",
+        )  # fmt: skip
+        self.canary = Rollout(change, code, fitted, day, self.kind)
 
     def serve(self, day: int, canary: Model | None = None) -> Served:
-        """From the day after its push, the candidate is registered with the `canary` alias,
-        and production sends it its share of the customers."""
+        """From the day after its push, the candidate is registered with the `canary` alias
+        and its `rollout_kind`, and production rolls it out that way."""
         rollout = self.canary
         if rollout is not None and rollout.model is None and rollout.pushed < day:
             self.versions += 1
             rollout.model = _model(self.versions, rollout.code, rollout.fitted, rollout.pushed)
-            self.servers.start_canary(self.number, rollout.model)
+            self.servers.start_canary(self.number, rollout.model, rollout.kind)
         served = super().serve(day, rollout.model if rollout else None)
         if rollout is not None and rollout.model is not None and len(served.ids):
             rollout.days.append(day)
+            exposed = served.ids[served.canary].tolist()  # a shadow's: none
+            rollout.exposed.update(exposed)
+            if rollout.change.bad:
+                self.bad_exposed.update(exposed)
         return served
 
     def end_of_day(self, day: int) -> None:
         if self.canary is not None and day in self.canary.days:
-            self.judge_canary(day)
+            self.judge_rollout(day)
         if self.canary is None and self.queued:
             self.push(self.queued.pop(0), day)
         super().end_of_day(day)
 
-    def judge_canary(self, day: int) -> None:
-        """Level 2's rollout rule on everything the arms answered since the canary started.
-        The window ends once the canary has its minimum of requests, or after
-        CANARY_MAX_DAYS (a small day of traffic may not be enough)."""
-        canary = self.canary
-        served = [self.served[d] for d in canary.days]
-        arms = [
-            _arm(np.concatenate([s.probability[~s.canary] for s in served])),
-            _arm(np.concatenate([s.probability[s.canary] for s in served])),
-        ]
-        window_over = (
-            arms[1].requests >= CICD.canary_min_requests or len(canary.days) >= CANARY_MAX_DAYS
-        )
-        decision = decide(arms[0], arms[1], CICD.bounds(), window_over=window_over)
+    def judge_rollout(self, day: int) -> None:
+        """Level 2's rollout rule of the kind, on everything the arms answered since the
+        rollout started (level2_cicd/rollout.py). A canary's or a shadow's window ends once
+        the candidate has its minimum of requests, or after CANARY_MAX_DAYS (a small day of
+        traffic may not be enough); an A/B test waits for labels, up to its time limit."""
+        rollout = self.canary
+        decision = {"canary": self.canary_decision, "shadow": self.shadow_decision,
+                    "ab": self.ab_decision}[rollout.kind](rollout, day)  # fmt: skip
         if decision.action == "wait":
             return
         self.canary = None
         promote = decision.action != "rollback"
         self.servers.end_canary(self.number, promote)
+        self.rollouts.append(RolloutResult(
+            rollout.change.title, rollout.change.bad, rollout.kind, rollout.pushed, day,
+            decision.action, len(rollout.exposed), "; ".join(decision.reasons),
+        ))  # fmt: skip
         if not promote:
-            self.record(
-                day, "canary", f"canary of '{canary.change.title}' rolled back: {decision.summary}"
-            )
-            self.fire(day, "CanaryRolledBack", about=canary.model.version)
+            undone = "discarded" if rollout.kind == "shadow" else "rolled back"
+            self.record(day, "canary", f"{rollout.kind} of '{rollout.change.title}' {undone}: "
+                        f"{decision.summary}")  # fmt: skip
+            self.fire(day, "CanaryRolledBack", about=rollout.model.version)
             return
-        self.release(day, canary.change, manual=False)
-        self.champion = canary.model
+        self.release(day, rollout.change, manual=False)
+        self.champion = rollout.model
         self.record(
             day, "promote",
-            f"v{canary.model.version} promoted: canary of '{canary.change.title}' within bounds",
+            f"v{rollout.model.version} promoted: {rollout.kind} of '{rollout.change.title}' "
+            "within bounds",
         )  # fmt: skip
+
+    def _window_over(self, rollout: Rollout, candidate_requests: int) -> bool:
+        return (
+            candidate_requests >= CICD.canary_min_requests
+            or len(rollout.days) >= CANARY_MAX_DAYS
+        )  # fmt: skip
+
+    def canary_decision(self, rollout: Rollout, day: int) -> Decision:
+        served = [self.served[d] for d in rollout.days]
+        champion = _arm(np.concatenate([s.probability[~s.canary] for s in served]))
+        canary = _arm(np.concatenate([s.probability[s.canary] for s in served]))
+        over = self._window_over(rollout, canary.requests)
+        return decide(champion, canary, CICD.bounds(), window_over=over)
+
+    def shadow_decision(self, rollout: Rollout, day: int) -> Decision:
+        """The shadow scored a copy of every request the champion answered."""
+        served = [self.served[d] for d in rollout.days]
+        champion = np.concatenate([s.probability for s in served])
+        shadow = np.concatenate([s.shadow for s in served])
+        changed = int(disagree(champion, shadow).sum())
+        over = self._window_over(rollout, len(shadow))
+        return decide_shadow(_arm(champion), _arm(shadow), changed, CICD.bounds(),
+                             CICD.shadow_bounds(), window_over=over)  # fmt: skip
+
+    def ab_decision(self, rollout: Rollout, day: int) -> Decision:
+        """Each arm's decisions on the rollout's days whose labels have landed by today."""
+        landed = set(self.world.labels_landed(day))
+        arms = {True: [0, 0], False: [0, 0]}  # candidate?: [decisions, correct]
+        for d in (d for d in rollout.days if d in landed):
+            served = self.served[d]
+            label = self.world.labels(d).set_index(ID)[LABEL].loc[served.ids].to_numpy()
+            right = (served.probability >= THRESHOLD) == label.astype(bool)
+            for candidate in (True, False):
+                mine = served.canary == candidate
+                arms[candidate][0] += int(mine.sum())
+                arms[candidate][1] += int(right[mine].sum())
+        elapsed = (day - rollout.days[0] + 1) * 24 * 3600  # whole days answered
+        return decide_ab(Labelled(*arms[False]), Labelled(*arms[True]), CICD.ab_rule(), elapsed)
 
 
 def _arm(probability: np.ndarray) -> ArmStats:

@@ -10,14 +10,19 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
+from compare import rollouts
 from compare.changes import changes, initial_code
-from compare.levels import LEVELS, Level, Runs, first_model
+from compare.levels import LEVELS, Level, Level2, Runs, first_model
 from compare.servers import InProcess, Servers
 from compare.settings import CompareSettings
 from compare.world import World
 
 
-def replay(settings: CompareSettings, progress: Callable[[str], None] = print) -> list[Level]:
+def replay(
+    settings: CompareSettings, progress: Callable[[str], None] = print
+) -> tuple[list[Level], list[Level2]]:
+    """The three levels through the story; then level 2 once per rollout kind
+    (compare/rollouts.py), on the same world and training runs."""
     started = time.monotonic()
     world = World(settings)
     runs = Runs(world, settings)
@@ -42,7 +47,7 @@ def replay(settings: CompareSettings, progress: Callable[[str], None] = print) -
             progress(f"day {day:2d} [{time.monotonic() - started:5.0f} s] {versions}")
             for line in news:
                 progress(f"         {line}")
-    return levels
+    return levels, rollouts.replay_kinds(world, runs, initial, progress)
 
 
 def servers_for(

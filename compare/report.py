@@ -4,7 +4,9 @@
 <out>/quality.png   live ROC AUC per day, the three levels on one axis, events marked
 <out>/drift.png     the share of drifted features monitoring saw (levels 1 and 2)
 <out>/summary.md    the summary table, as printed
-<out>/summary.json  the same figures, for tests and notebooks
+<out>/summary.json  the same figures, for tests and notebooks (level 2's rollout kinds under
+                    "rollout kinds")
+<out>/rollout_kinds.md   level 2's rollout kinds side by side (compare/rollouts.py)
 <out>/days.csv      one row per level and day
 """
 
@@ -22,6 +24,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from compare.levels import PIPELINE, Level  # noqa: E402
+from compare.servers import AB_SHARE, CANARY_SHARE  # noqa: E402
 from compare.settings import CompareSettings  # noqa: E402
 from compare.summary import fmt, markdown  # noqa: E402
 from compare.world import story  # noqa: E402
@@ -136,21 +139,48 @@ def _image(path: Path) -> str:
     return f'<img alt="{path.stem}" src="data:image/png;base64,{data}">'
 
 
+def _rows(frame: pd.DataFrame) -> str:
+    return "".join(
+        f"<tr><th>{html.escape(str(k))}</th>"
+        + "".join(f"<td>{html.escape(fmt(v))}</td>" for v in row)
+        + "</tr>"
+        for k, row in frame.iterrows()
+    )
+
+
+def _kinds_section(by_kind: pd.DataFrame, settings: CompareSettings) -> str:
+    if by_kind.empty:
+        return ""
+    head = "".join(f"<th>{html.escape(str(c))}</th>" for c in by_kind.columns)
+    return f"""<h2>Level 2's rollout kinds</h2>
+<p id="kinds-story">Level 2 replayed once per rollout kind, with two pushes: on day
+{settings.rollout_bad_day} a bad change CI and the gate cannot see (a wider search with the
+classes weighed evenly: the model ranks customers as well or better, but flags far more of them
+as churners), and on day {settings.rollout_good_day} the good change. The story's own bad push
+is stopped by CI under every kind. A canary
+answers {html.escape(f"{CANARY_SHARE:.0%}")} of the customers until it has answered enough; a
+shadow answers nobody and scores everyone; an A/B test answers {html.escape(f"{AB_SHARE:.0%}")}
+of the customers and waits for their labels ({settings.label_delay_days} days late).</p>
+<table id="kinds"><tr><th>figure</th>{head}</tr>{_rows(by_kind)}</table>
+"""
+
+
 def write(out: Path, settings: CompareSettings, levels: list[Level], days: pd.DataFrame,
-          summary: pd.DataFrame) -> Path:  # fmt: skip
+          summary: pd.DataFrame, by_kind: pd.DataFrame | None = None) -> Path:  # fmt: skip
+    by_kind = pd.DataFrame() if by_kind is None else by_kind
     out.mkdir(parents=True, exist_ok=True)
     plot_quality(days, levels, settings, out / "quality.png")
     plot_drift(days, settings, out / "drift.png")
     days.to_csv(out / "days.csv", index=False)
     (out / "summary.md").write_text(markdown(summary) + "\n")
     figures = {str(c): {k: summary.loc[k, c] for k in summary.index} for c in summary.columns}
+    figures["rollout kinds"] = {
+        str(c): {k: by_kind.loc[k, c] for k in by_kind.index} for c in by_kind.columns
+    }
     (out / "summary.json").write_text(json.dumps(figures, indent=2, default=float) + "\n")
-    table = "".join(
-        f"<tr><th>{html.escape(str(k))}</th>"
-        + "".join(f"<td>{html.escape(fmt(v))}</td>" for v in row)
-        + "</tr>"
-        for k, row in summary.iterrows()
-    )
+    if not by_kind.empty:
+        (out / "rollout_kinds.md").write_text(markdown(by_kind, "rollout") + "\n")
+    table = _rows(summary)
     events = "".join(
         f"<tr><td>{e.day}</td><td>{lv.number}</td><td>{e.kind}</td><td>{'yes' if e.manual else ''}</td>"
         f"<td>{html.escape(e.text)}</td></tr>"
@@ -171,7 +201,7 @@ td,th{{border:1px solid #ccc;padding:3px 8px;text-align:left;font-size:14px}}img
 code decided; true when one of the story's incidents they can see was going on. Level 0 has no
 monitoring and raises none: its person looks {settings.notice_days} days after a release.</p>
 <table id="summary"><tr><th>figure</th>{head}</tr>{table}</table>
-<h2>What each level did</h2>
+{_kinds_section(by_kind, settings)}<h2>What each level did</h2>
 <table id="events"><tr><th>day</th><th>level</th><th>kind</th><th>manual</th><th>what</th></tr>{events}</table>
 <script>
 // Mark each plot once the browser has decoded it (a plot that fails says so in its place).

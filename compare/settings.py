@@ -49,6 +49,13 @@ class CompareSettings(BaseSettings):
     # The code changes a developer pushes (None: no such change)
     good_change_day: int | None = 16
     bad_change_day: int | None = 26
+    # Level 2's rollout kinds replayed side by side (compare/rollouts.py), with a bad change
+    # CI cannot see and then the good change pushed on these days; [] skips them. As a
+    # flag: --rollout_kinds ab --rollout_kinds shadow; as a variable:
+    # COMPARE_ROLLOUT_KINDS='["shadow"]'
+    rollout_kinds: list[Literal["canary", "shadow", "ab"]] = ["canary", "shadow", "ab"]
+    rollout_bad_day: int | None = 16
+    rollout_good_day: int | None = 26
 
     # People: a change is released by hand `manual_release_days` after its push (levels 0
     # and 1); a person acts `response_days` after an alert (alerts come in the evening: the
@@ -80,8 +87,9 @@ class CompareSettings(BaseSettings):
 
     @model_validator(mode="after")
     def _days_in_range(self) -> CompareSettings:
+        kinds = ("rollout_bad_day", "rollout_good_day") if self.rollout_kinds else ()
         for name in ("start_day", "covariate_shift_day", "incident_day", "concept_drift_day",
-                     "good_change_day", "bad_change_day"):  # fmt: skip
+                     "good_change_day", "bad_change_day", *kinds):  # fmt: skip
             value = getattr(self, name)
             if value is not None and not 0 <= value < self.days:
                 raise ValueError(f"{name}={value} is outside the replay's days 0..{self.days - 1}")

@@ -331,7 +331,9 @@ class Stacks:
     def publish(self, level: int, model: Model) -> None:
         self.stacks[level].publish(model)
 
-    def start_canary(self, level: int, model: Model) -> None:
+    def start_canary(self, level: int, model: Model, kind: str = "canary") -> None:
+        if kind != "canary":
+            raise NotImplementedError(f"the stacks replay level 2's canary, not a {kind}")
         self.stacks[level].start_canary(model)
 
     def end_canary(self, level: int, promote: bool) -> None:

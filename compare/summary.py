@@ -112,6 +112,7 @@ def summarize(level: Level, table: pd.DataFrame) -> dict[str, object]:
         ),
         "bad deployments in production": len(served_bad),
         "days a bad change served": int((table.bad_changes != "").sum()),
+        "customers who got a bad change's answers": len(level.bad_exposed),
         "reverts and rollbacks": sum(1 for e in level.events if e.kind in ("revert", "canary")),
         "bad batches rejected": len(level.rejected_days),
         "bad data that reached training": bad_data,
@@ -136,8 +137,8 @@ def fmt(value: object) -> str:
     return str(value)
 
 
-def markdown(frame: pd.DataFrame) -> str:
-    header = "| figure | " + " | ".join(f"level {c}" for c in frame.columns) + " |"
+def markdown(frame: pd.DataFrame, columns: str = "level") -> str:
+    header = "| figure | " + " | ".join(f"{columns} {c}" for c in frame.columns) + " |"
     lines = [header, "|" + "---|" * (len(frame.columns) + 1)]
     for figure, row in frame.iterrows():
         lines.append(f"| {figure} | " + " | ".join(fmt(v) for v in row) + " |")

@@ -17,6 +17,8 @@ import pandas as pd
 
 from level1_ct import reports
 from level1_ct.settings import PipelineSettings
+from shared.evaluate import live_fairness
+from shared.fairness import flat_fairness
 from shared.schema import LABEL
 
 ALERT = "alert"  # the metric recorded when an alert was raised (1.0)
@@ -91,7 +93,8 @@ def assess(
     `drift`: Evidently's drift report of the champion's newest predictions against its
     reference rows (`reports.data_drift` with `settings.drift_share_threshold`); `labelled`:
     the newest predictions whose labels have arrived, whichever version gave them (feature
-    columns, `probability`, `churned`); `holdout_auc`: the champion's ROC AUC on its hold-out,
+    columns, `probability`, `churned`): their quality and their group fairness by the gate's
+    definitions (`live_fairness/...`, `shared.fairness`); `holdout_auc`: the champion's ROC AUC on its hold-out,
     the bar live quality is held to; `last_alert`: when an alert was last raised; `tags`:
     for the quality report's snapshot (the drift report's has its own).
     """
@@ -103,6 +106,8 @@ def assess(
             frame.rename(columns={"probability": reports.PROBABILITY}), tags
         )
         metrics |= {f"live_{k}": v for k, v in quality.metrics.items()}
+        groups = live_fairness(labelled, labelled["probability"].to_numpy())
+        metrics |= flat_fairness(groups, prefix="live_fairness/")
         snapshots.append(quality.snapshot)
     found = alerts(settings, metrics, drift.drifted, holdout_auc)
     held = bool(found) and cooling(settings, last_alert, now)

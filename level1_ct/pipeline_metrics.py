@@ -19,16 +19,22 @@ scrape.
     churn_champion_trained_timestamp_seconds  when it was registered, right after its training
     churn_champion_data_lag_days              newest labelled day landed - its newest training day
     churn_champion_holdout_roc_auc            the bar its live quality is held to
-    churn_drift_share, churn_drifted_columns, churn_live_roc_auc
+    churn_champion_equalized_odds_difference{attribute}
+                                              its groups' widest gap on the hold-out
+                                              (shared/fairness.py), per slice attribute
+    churn_drift_share, churn_drifted_columns, churn_live_roc_auc,
+    churn_live_equalized_odds_difference{attribute}
                                               monitoring's last check of the champion (none
-                                              before its first check)
+                                              before its first check; fairness only where
+                                              labels have landed)
     churn_monitoring_last_check_timestamp_seconds
     churn_batches_quarantined_total           files the data contract refused (0 before any:
                                               an alert's increase() needs the series first)
     churn_contract_refused_rows_total         the rows in them
     churn_alert_threshold{name}               the settings the alert rules compare with:
                                               drift_share, live_roc_auc_drop, model_age_seconds,
-                                              data_lag_days (one source: level1_ct/settings.py)
+                                              data_lag_days, fairness_worsening (one source:
+                                              level1_ct/settings.py)
     churn_pipeline_source_up{source}          1 if the store answered this scrape, else 0
 """
 
@@ -41,7 +47,7 @@ import signal
 import threading
 from collections import Counter
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
 
@@ -54,11 +60,29 @@ from prometheus_client.registry import Collector
 from level1_ct import names, registry
 from level1_ct.settings import PipelineSettings, get_settings
 from shared.data import day_of, labelled_feature_files
+from shared.fairness import EQUALIZED_ODDS
 from shared.utc import as_utc
 
 log = logging.getLogger(__name__)
 MONITORED = {"drift_share": "churn_drift_share", "drifted_columns": "churn_drifted_columns",
              "live_roc_auc": "churn_live_roc_auc"}  # fmt: skip
+
+
+def by_attribute(metrics: dict[str, float], prefix: str) -> dict[str, float]:
+    """{attribute: gap} from flat fairness names: '<prefix><attribute>/equalized_odds_difference'."""
+    found = {}
+    for key, value in metrics.items():
+        attribute, _, name = key.removeprefix(prefix).partition("/")
+        if key.startswith(prefix) and name == EQUALIZED_ODDS:
+            found[attribute] = value
+    return found
+
+
+def per_attribute(name: str, documentation: str, gaps: dict[str, float]) -> GaugeMetricFamily:
+    family = GaugeMetricFamily(name, documentation, labels=["attribute"])
+    for attribute, value in sorted(gaps.items()):
+        family.add_metric([attribute], value)
+    return family
 
 
 @dataclass(frozen=True)
@@ -115,6 +139,7 @@ class Champion:
     window: str  # "2026-01-01..2026-01-14", the days it was trained on
     trained_at: float | None
     holdout_roc_auc: float | None
+    holdout_equalized_odds: dict[str, float] = field(default_factory=dict)  # by attribute
 
     @property
     def newest_day(self) -> date | None:
@@ -128,8 +153,9 @@ def champion(client: MlflowClient, model_name: str) -> Champion | None:
     ref = registry.lookup(client, model_name)
     if ref is None:
         return None
-    auc = client.get_run(ref.run_id).data.metrics.get("roc_auc") if ref.run_id else None
-    return Champion(ref.version, ref.window, ref.registered_at, auc)
+    metrics = client.get_run(ref.run_id).data.metrics if ref.run_id else {}
+    return Champion(ref.version, ref.window, ref.registered_at, metrics.get("roc_auc"),
+                    by_attribute(metrics, "fairness/"))  # fmt: skip
 
 
 def last_check(engine: sa.Engine, version: str) -> tuple[dict[str, float], float | None]:
@@ -184,6 +210,7 @@ def thresholds(settings: PipelineSettings) -> GaugeMetricFamily:
         ("live_roc_auc_drop", settings.max_live_auc_drop),
         ("model_age_seconds", settings.max_model_age_days * 86400),
         ("data_lag_days", settings.max_data_lag_days),
+        ("fairness_worsening", settings.max_fairness_worsening),
     ):
         family.add_metric([name], value)
     return family
@@ -263,6 +290,12 @@ class PipelineCollector(Collector):
                 "churn_champion_holdout_roc_auc", "The champion's ROC AUC on its hold-out",
                 value=found.holdout_roc_auc,
             )  # fmt: skip
+        if found.holdout_equalized_odds:
+            yield per_attribute(
+                "churn_champion_equalized_odds_difference",
+                "The champion's widest gap between two groups' true- or false-positive rates "
+                "on its hold-out, per attribute", found.holdout_equalized_odds,
+            )  # fmt: skip
         newest = newest_labelled_day(self.settings.landing)
         if newest is not None and found.newest_day is not None:
             yield GaugeMetricFamily(
@@ -284,6 +317,13 @@ class PipelineCollector(Collector):
                 yield GaugeMetricFamily(
                     name, f"Monitoring's last check of the champion: {key}", value=figures[key]
                 )
+        live = by_attribute(figures, "live_fairness/")
+        if live:
+            yield per_attribute(
+                "churn_live_equalized_odds_difference",
+                "Monitoring's last check: the widest gap between two groups' true- or "
+                "false-positive rates on labelled answers, per attribute", live,
+            )  # fmt: skip
 
     def from_landing(self) -> Iterable[Metric]:
         found = quarantined(self.settings.landing)

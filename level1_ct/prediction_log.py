@@ -323,6 +323,26 @@ def recent_predictions(
     return frame.iloc[::-1].reset_index(drop=True)
 
 
+def decision_outcomes(
+    engine: Engine, since: datetime, version: str, others: bool = False
+) -> tuple[int, int]:
+    """Of one version's decisions (churn or not) since `since` (`others`: of every other
+    version's), how many have their label, and how many of those the label confirmed:
+    (labelled, correct). A customer answered twice counts twice, as two decisions."""
+    matches = predictions.c.model_version != version if others else (
+        predictions.c.model_version == version
+    )  # fmt: skip
+    confirmed = sa.case((predictions.c.churn == labels.c[LABEL], 1), else_=0)
+    query = (
+        sa.select(sa.func.count(), sa.func.coalesce(sa.func.sum(confirmed), 0))
+        .select_from(predictions.join(labels, predictions.c[ID] == labels.c[ID]))
+        .where(matches, predictions.c.predicted_at >= since)
+    )
+    with engine.connect() as conn:
+        labelled, correct = conn.execute(query).one()
+    return int(labelled), int(correct)
+
+
 def record_monitoring(engine: Engine, model_version: str, metrics: dict[str, float]) -> None:
     """Store one monitoring check's numbers, to plot over time."""
     now = datetime.now(UTC)

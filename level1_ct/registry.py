@@ -11,7 +11,8 @@ next candidate's).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 import mlflow
@@ -36,6 +37,9 @@ class ModelRef:
     lineage: str = ""  # the lineage fingerprint; empty for versions registered before it
     registered_at: float | None = None  # Unix seconds: right after its training run
     window: str = ""  # the days it was trained on, "2026-01-01..2026-01-14" (version tag)
+    # All its version tags, as read when it was looked up (a later process may read more of
+    # them: level 2's production reads how CD rolls it out)
+    tags: Mapping[str, str] = field(default_factory=dict, hash=False, compare=False)
 
     @property
     def uri(self) -> str:
@@ -76,6 +80,7 @@ def lookup(client: MlflowClient, name: str, alias: str = CHAMPION) -> ModelRef |
         lineage=found.tags.get("lineage", ""),
         registered_at=found.creation_timestamp / 1000 if found.creation_timestamp else None,
         window=found.tags.get("window", ""),
+        tags=dict(found.tags),
     )
 
 
@@ -88,6 +93,8 @@ def load_model(ref: ModelRef, tracking_uri: str) -> Any:
 
 
 REFERENCE_FILE = "reference.parquet"  # a sample of the training data, logged with the model
+ATTRIBUTIONS = "attributions.json"  # mean |SHAP attribution| per feature (shared/explain.py)
+MODEL_CARD = "model_card.md"  # each version's card (shared/model_card.py), an artifact of its run
 
 
 def reference_data(tracking_uri: str, ref: ModelRef) -> pd.DataFrame:

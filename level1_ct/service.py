@@ -6,6 +6,8 @@ loaded in the background and swapped in with one reference assignment. A request
 with the model it started with, so requests in flight finish on the old model and none fails.
 
     POST /predict   one record or a list -> probabilities, with the model version that scored them
+    POST /explain   the same body -> each record's SHAP attributions per feature, from the
+                    served version (shared/explain.py)
     GET  /health    "ok"; "degraded" (still serving) when MLflow has been unreachable for
                     `degraded_after_failed_polls` polls in a row, or the prediction store is
                     unreachable, with the reason; "no_model" until a champion exists
@@ -52,6 +54,7 @@ from shared.api import (
     responses,
 )
 from shared.evaluate import THRESHOLD
+from shared.explain import Explainer, explain_records
 from shared.keepalive import SERVER_KEEP_ALIVE_SECONDS
 from shared.schema import FEATURE_NAMES, ID, MODEL_NAME, example_record
 from shared.telemetry import ModelFacts, Telemetry, TelemetrySettings
@@ -319,7 +322,23 @@ def create_app(
         }
         return 200, content, {"X-Request-ID": request_id}
 
-    add_predict(app, Body, answer, settings.max_body_bytes)
+    explainers = Explainers()
+
+    async def explain(body: Any) -> tuple[int, dict[str, Any], dict[str, str]]:
+        """Explain a validated /explain body with the served version (shared/explain.py)."""
+        served = follower.current
+        if served is None:
+            raise HTTPException(status_code=503, detail=f"no model loaded: {follower.problem}")
+        rows = [r.model_dump() for r in (body if isinstance(body, list) else [body])]
+        explainer = await asyncio.to_thread(explainers.of, served)
+        found = await asyncio.to_thread(explain_records, explainer, rows)
+        return (
+            200,
+            {"model_name": served.ref.name, "model_version": served.ref.version, **found},
+            {},
+        )
+
+    add_predict(app, Body, answer, settings.max_body_bytes, explain)
     telemetry.add_metrics(app)
 
     @app.get("/health")
@@ -346,6 +365,22 @@ def create_app(
         }
 
     return app
+
+
+class Explainers:
+    """The served version's explainer, built on first use and again when the version changes."""
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._version: str | None = None
+        self._explainer: Explainer | None = None
+
+    def of(self, served: Served) -> Explainer:
+        with self._lock:
+            if self._version != served.ref.version or self._explainer is None:
+                self._explainer = Explainer(served.pipeline)
+                self._version = served.ref.version
+            return self._explainer
 
 
 def model_facts(served: Served | None) -> ModelFacts | None:

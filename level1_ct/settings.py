@@ -46,6 +46,8 @@ class PipelineSettings(BaseSettings):
     min_auc_lift: float = GateConfig.min_auc_lift_over_baseline
     champion_margin: float = GateConfig.champion_margin  # may be negative: see GateConfig
     max_slice_drop: float = GateConfig.max_slice_drop
+    max_equalized_odds_difference: float = GateConfig.max_equalized_odds_difference
+    max_fairness_worsening: float = GateConfig.max_fairness_worsening
 
     # Triggers
     train_cron: str = "0 3 * * *"  # the scheduled retrain, in UTC
@@ -76,6 +78,8 @@ class PipelineSettings(BaseSettings):
             min_auc_lift_over_baseline=self.min_auc_lift,
             champion_margin=self.champion_margin,
             max_slice_drop=self.max_slice_drop,
+            max_equalized_odds_difference=self.max_equalized_odds_difference,
+            max_fairness_worsening=self.max_fairness_worsening,
         )
 
 

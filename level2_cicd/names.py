@@ -18,7 +18,12 @@ ENTRYPOINT = "level1_ct/flows/training.py:training_pipeline"
 
 WORK_POOL = "level2-pipeline"  # the Prefect work pool the staging and production runs go to
 CANDIDATE = "candidate"  # the registry alias of the version being delivered
-CANARY = "canary"  # the registry alias of the version production routes its canary share to
+# The registry alias of the version production is trying out, whatever the rollout kind; its
+# version tag ROLLOUT_KIND says which: a canary share of customers answered by it, a shadow
+# scoring copies of every request (no customer sees its answers), or an A/B test
+CANARY = "canary"
+ROLLOUT_KIND = "rollout_kind"
+ROLLOUT_KINDS = ("canary", "shadow", "ab")
 
 # The Dockerfile's targets and the images' names (level 0's slim service is mlops-levels/serving)
 IMAGES = {"pipeline": "level2-pipeline", "serving": "level2-serving"}

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import httpx
 
-from level2_cicd.names import CD, CI
+from level2_cicd.names import CD, CI, ROLLOUT_KINDS
 from level2_cicd.remote import git, git_auth_env
 from level2_cicd.settings import CicdSettings, get_settings
 
@@ -103,10 +103,14 @@ def main(argv: list[str] | None = None) -> None:
     commands.choices["cd"].add_argument(
         "--approval", choices=["auto", "manual"], help="override L2_APPROVAL for this delivery"
     )
+    commands.choices["cd"].add_argument(
+        "--rollout", choices=ROLLOUT_KINDS,
+        help="override the commit's Rollout: trailer and L2_ROLLOUT for this delivery",
+    )  # fmt: skip
     sending = commands.add_parser("traffic", help="send live requests to production")
     sending.add_argument("--rate", type=float, default=20.0, help="requests per second")
     sending.add_argument("--seconds", type=float, default=600.0)
-    drill = commands.add_parser("fault", help="make production's canary arm fail or slow down")
+    drill = commands.add_parser("fault", help="make production's candidate arm fail or slow down")
     drill.add_argument("--error-rate", type=float, default=0.0)
     drill.add_argument("--delay-ms", type=float, default=0.0)
     args = parser.parse_args(argv)
@@ -115,7 +119,8 @@ def main(argv: list[str] | None = None) -> None:
     if args.command == "ci":
         run_stage(CI, {"sha": resolve(args.sha, settings)}, args.timeout)
     elif args.command == "cd":
-        parameters = {"sha": resolve(args.sha, settings), "approval_mode": args.approval}
+        parameters = {"sha": resolve(args.sha, settings), "approval_mode": args.approval,
+                      "rollout": args.rollout}  # fmt: skip
         run_stage(CD, parameters, args.timeout)
     elif args.command == "traffic":
         traffic(settings, args.rate, args.seconds)

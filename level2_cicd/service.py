@@ -1,24 +1,36 @@
-"""Level 2's production service: level 1's service with a canary arm.
+"""Level 2's production service: level 1's service with a second arm for the candidate.
 
 Level 1's service serves `champion` and follows it. Here, while CD rolls a candidate out, the
-registry alias `canary` points at it: the service loads it as a second arm and sends a share
-of live requests (`canary_share`) to it. Each arm counts its requests, errors, latency and
-predicted probabilities since the canary version appeared; CD reads them at `GET /rollout`
-and promotes or rolls back (level2_cicd/rollout.py decides).
+registry alias `canary` points at it: the service loads it as a second arm, and the version's
+tag `rollout_kind` says what production does with it (level2_cicd/rollout.py judges each):
 
-Each request goes to the canary by chance (`canary_split="random"`: independent samples, as
-the rollout rule's allowance for chance assumes), or by a stable hash of its first record's
-customer id (`"customer"`, `canary_arm`: what `make compare` uses, so a replay splits the
-same way on every run). A canary request that fails is counted against the canary and answered by the champion:
-clients never see the canary's errors, only (at worst) its latency, and only for its share.
+- **canary**: a share of live requests (`canary_share`) is answered by the candidate; each
+  request goes to it by chance (`canary_split="random"`: independent samples, as the rollout
+  rule's allowance for chance assumes), or by a stable hash of its first record's customer id
+  (`"customer"`, `canary_arm`: what `make compare` uses, so a replay splits the same way on
+  every run);
+- **shadow**: the champion answers every request; a copy of each goes to the candidate in a
+  process of its own, off the response path (level2_cicd/shadow.py). No customer gets its
+  answers; CD judges what it would have answered;
+- **ab**: customers are split by the stable hash of their id (`ab_share` on the candidate),
+  and every answer is logged with its version, so that CD can judge each arm's decisions on
+  the labels once they land.
 
-    GET  /rollout            the arms' counters (open, like /health)
-    GET  /metrics            level 1's metrics, with the canary arm's model and answers, and
-                             churn_arm_requests_total{arm,outcome} (a failed canary request
-                             is answered by the champion)
-    POST /admin/fault        inject errors or delay into the canary arm (needs X-API-Key):
-                             the workshop's "watch a canary roll back" exercise
-    and level 1's /predict, /health, /model, /docs
+A candidate request that fails is counted against the candidate and answered by the champion:
+clients never see the candidate's errors, only (at worst) its latency, and only for its share.
+Each arm counts its requests, errors, latency, predicted probabilities and customers since
+the candidate version appeared; CD reads them at `GET /rollout`.
+
+    GET  /rollout            the kind, the arms' counters and the customers exposed to the
+                             candidate's answers (open, like /health)
+    GET  /metrics            level 1's metrics, with the candidate's model and answers,
+                             churn_arm_requests_total{arm,outcome} (arm: champion, canary or
+                             shadow), and the current rollout's figures per arm:
+                             churn_rollout_{requests,errors,latency_p95_seconds,customers,
+                             predictions}{arm,...}
+    POST /admin/fault        inject errors or delay into the candidate's arm (needs
+                             X-API-Key): the workshop's "watch a rollout roll back" exercise
+    and level 1's /predict, /explain (the champion's attributions), /health, /model, /docs
 
     python -m level2_cicd.service      (settings: L2_SERVE_* and level 1's MLFLOW_TRACKING_URI,
                                         PREDICTION_STORE_URL, MODEL_NAME)
@@ -33,7 +45,7 @@ import secrets
 import threading
 import time
 import zlib
-from collections import deque
+from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import Any, Literal
 
@@ -42,6 +54,8 @@ import uvicorn
 from fastapi import FastAPI, HTTPException, Security
 from fastapi.security import APIKeyHeader
 from prometheus_client import Counter
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
 from pydantic_settings import SettingsConfigDict
 
@@ -53,8 +67,9 @@ from level1_ct.service import (
     create_app,
     model_facts,
 )
-from level2_cicd.names import CANARY
-from level2_cicd.rollout import BINS, bin_of
+from level2_cicd.arms import ArmCounter
+from level2_cicd.names import CANARY, ROLLOUT_KIND, ROLLOUT_KINDS
+from level2_cicd.shadow import ShadowArm
 from shared.api import BODY_REFUSALS, responses
 from shared.schema import ID
 
@@ -68,40 +83,22 @@ class ProductionSettings(ServiceSettings):
 
     canary_share: float = Field(0.2, ge=0, le=1)  # of live requests, while a canary is loaded
     canary_split: Literal["random", "customer"] = "random"  # how a request's arm is chosen
+    ab_share: float = Field(0.5, ge=0, le=1)  # of customers, during an A/B test
+    # The shadow's copies go to its process every this often; more than `shadow_max_pending`
+    # waiting requests are dropped (counted), never waited for
+    shadow_flush_seconds: float = Field(0.2, gt=0, le=5)
+    shadow_max_pending: int = Field(10_000, ge=1)
     api_key: SecretStr | None = None  # for /admin/*; unset: the admin endpoints refuse
 
 
 class Fault(BaseModel):
-    """What to inject into the canary arm: a share of failing requests, a delay on each."""
+    """What to inject into the candidate's arm: a share of failing requests, a delay on each
+    (a shadow's delay is its own: production's answer does not wait for it)."""
 
     model_config = ConfigDict(extra="forbid", strict=True)  # as strict as /predict's records
 
     error_rate: float = Field(0.0, ge=0, le=1)
     delay_ms: float = Field(0.0, ge=0, le=10_000)
-
-
-class ArmCounter:
-    """One arm's figures since the current canary version appeared."""
-
-    def __init__(self) -> None:
-        self.requests = 0
-        self.errors = 0
-        self.latencies_ms: deque[float] = deque(maxlen=5000)
-        self.histogram = [0] * BINS
-
-    def count(self, started: float, probabilities: np.ndarray | None) -> None:
-        self.requests += 1
-        if probabilities is None:
-            self.errors += 1
-            return
-        self.latencies_ms.append((time.perf_counter() - started) * 1000)
-        for p in probabilities:
-            self.histogram[bin_of(p)] += 1
-
-    def snapshot(self) -> dict[str, Any]:
-        p50, p95 = np.percentile(self.latencies_ms, [50, 95]) if self.latencies_ms else (0, 0)
-        return {"requests": self.requests, "errors": self.errors, "p50_ms": round(p50, 2),
-                "p95_ms": round(p95, 2), "histogram": list(self.histogram)}  # fmt: skip
 
 
 def canary_arm(customer_id: str, share: float) -> bool:
@@ -111,48 +108,88 @@ def canary_arm(customer_id: str, share: float) -> bool:
     return zlib.crc32(customer_id.encode()) % 10_000 < round(share * 10_000)
 
 
-class CanaryRouter:
-    """Routes `canary_share` of requests to the canary arm when one is loaded."""
+def kind_of(served: Served) -> str:
+    """How production rolls this candidate out: its version's `rollout_kind` tag (a version
+    registered without one, or with a kind this code does not know, is a canary)."""
+    kind = served.ref.tags.get(ROLLOUT_KIND, "canary")
+    return kind if kind in ROLLOUT_KINDS else "canary"
+
+
+class RolloutRouter:
+    """Routes requests between the champion and the candidate by the rollout's kind."""
 
     def __init__(self, settings: ProductionSettings, champion: MicroBatcher):
         self.champion = champion
-        canary_settings = settings.model_copy(update={"alias": CANARY})
-        self.follower = ModelFollower(canary_settings, drop_when_unset=True)
-        self.canary = MicroBatcher(self.follower, settings.max_batch_rows, settings.model_threads)
-        self.share, self.split = settings.canary_share, settings.canary_split
+        candidate_settings = settings.model_copy(update={"alias": CANARY})
+        self.follower = ModelFollower(candidate_settings, drop_when_unset=True)
+        self.canary = MicroBatcher(
+            self.follower, settings.max_batch_rows, settings.model_threads
+        )  # fmt: skip
+        self.share, self.split, self.ab_share = (
+            settings.canary_share, settings.canary_split, settings.ab_share
+        )  # fmt: skip
+        self.shadow = ShadowArm(settings.shadow_flush_seconds, settings.shadow_max_pending)
         self.fault = Fault()
-        self.version: str | None = None  # the canary version the counters are for
+        self.kind: str | None = None  # of the candidate the counters are for
+        self.active = False  # is a candidate loaded (its window open)?
+        self.version: str | None = None  # the candidate version the counters are for
         self.since: str | None = None
         self.arms = {"champion": ArmCounter(), "canary": ArmCounter()}
         self.outcomes: Counter | None = None  # each arm's requests, for /metrics
 
-    def _count(self, arm: str, started: float, probabilities: np.ndarray | None) -> None:
-        self.arms[arm].count(started, probabilities)
+    def _count(
+        self, arm: str, started: float, probabilities: np.ndarray | None,
+        customers: Iterable[str] = (),
+    ) -> None:  # fmt: skip
+        self.arms[arm].count((time.perf_counter() - started) * 1000, probabilities, customers)
         if self.outcomes is not None:
             self.outcomes.labels(arm, "error" if probabilities is None else "ok").inc()
 
     def start(self) -> None:
         self.champion.start()
         self.canary.start()
-        # The canary's alias is looked up in the background: no canary is the usual case.
+        self.shadow.start()
+        # The candidate's alias is looked up in the background: no candidate is the usual case.
         threading.Thread(target=self.follower.start, name="canary-follower", daemon=True).start()
 
     async def stop(self) -> None:
         self.follower.stop()
+        await asyncio.to_thread(self.shadow.stop)
         await self.canary.stop()
         await self.champion.stop()
 
-    def _new_window(self, canary: Served | None) -> None:
-        version = canary.ref.version if canary else None
-        if version is not None and version != self.version:
-            self.version, self.since = version, datetime.now(UTC).isoformat(timespec="seconds")
-            self.arms = {"champion": ArmCounter(), "canary": ArmCounter()}
-            log.warning("canary version %s: %.0f%% of requests", version, self.share * 100)
+    def _new_window(self, candidate: Served | None) -> None:
+        """A candidate that appears (a new version, or one back after its alias went) starts
+        a window: new counters; one that goes ends it (the counters stay, for CD to read)."""
+        if candidate is None:
+            if self.active:  # the alias went: this rollout is over
+                self.active = False
+                self.shadow.unload()
+            return
+        if self.active and candidate.ref.version == self.version:
+            return
+        self.active = True
+        self.version, self.kind = candidate.ref.version, kind_of(candidate)
+        self.since = datetime.now(UTC).isoformat(timespec="seconds")
+        self.arms = {"champion": ArmCounter(), "canary": ArmCounter()}
+        if self.kind == "shadow":
+            self.shadow.load(candidate.pipeline)
+            log.warning("shadow version %s: a copy of every request", self.version)
+        else:
+            self.shadow.unload()
+            log.warning("%s version %s: %.0f%% of %s", self.kind, self.version,
+                        self.candidate_share * 100,
+                        "customers" if self.kind == "ab" else "requests")  # fmt: skip
+
+    @property
+    def candidate_share(self) -> float:
+        """The share of customers (ab) or requests (canary) the candidate answers."""
+        return {"shadow": 0.0, "ab": self.ab_share}.get(self.kind or "canary", self.share)
 
     async def score(self, rows: list[dict[str, Any]]) -> tuple[Served, np.ndarray]:
-        canary = self.follower.current
-        self._new_window(canary)
-        if canary is not None and self._to_canary(rows[0].get(ID)):
+        candidate = self.follower.current
+        self._new_window(candidate)
+        if candidate is not None and self.kind != "shadow" and self._to_candidate(rows[0].get(ID)):
             started = time.perf_counter()
             try:
                 if self.fault.delay_ms:
@@ -162,43 +199,102 @@ class CanaryRouter:
                 served, probabilities = await self.canary.score(rows)
             except Exception as error:
                 self._count("canary", started, None)
-                log.warning("canary failed (the champion answers): %s", error)
+                log.warning("%s failed (the champion answers): %s", self.kind, error)
             else:
-                self._count("canary", started, probabilities)
+                self._count("canary", started, probabilities, (r.get(ID) for r in rows))
                 return served, probabilities
         started = time.perf_counter()
         served, probabilities = await self.champion.score(rows)
-        self._count("champion", started, probabilities)
+        # Its customers are counted during a rollout only: the set would grow without end
+        during = candidate is not None
+        self._count("champion", started, probabilities, (r.get(ID) for r in rows if during))
+        if candidate is not None and self.kind == "shadow":
+            self.shadow.fault = (self.fault.error_rate, self.fault.delay_ms)
+            self.shadow.submit(rows, probabilities)
         return served, probabilities
 
-    def _to_canary(self, customer_id: str | None) -> bool:
+    def _to_candidate(self, customer_id: str | None) -> bool:
+        if self.kind == "ab":  # a customer stays on one arm: their outcome judges it
+            return bool(customer_id) and canary_arm(customer_id, self.ab_share)
         if self.split == "customer" and customer_id:
             return canary_arm(customer_id, self.share)
         return random.random() < self.share
 
     def rollout(self) -> dict[str, Any]:
-        canary = self.follower.current
+        candidate = self.follower.current
+        self._new_window(candidate)  # a candidate loaded is counted from now, traffic or not
+        shadowing = self.kind == "shadow"
+        arm = self.shadow.snapshot() if shadowing else self.arms["canary"].snapshot()
         return {
-            "canary_version": canary.ref.version if canary else None,
+            "kind": self.kind,
+            "canary_version": candidate.ref.version if candidate else None,
             "counted_version": self.version,
             "since": self.since,
-            "share": self.share,
+            "share": self.candidate_share,
             "fault": self.fault.model_dump(),
-            **{arm: counter.snapshot() for arm, counter in self.arms.items()},
+            "champion": self.arms["champion"].snapshot(),
+            "canary": arm,
+            # Customers who got one of the candidate's answers (a shadow's: none, ever)
+            "exposed_customers": 0 if shadowing else arm["customers"],
         }
 
 
-def create_production_app(settings: ProductionSettings) -> FastAPI:
-    router: CanaryRouter | None = None
+class _RolloutFigures(Collector):
+    """The current rollout's figures per arm, as /rollout counts them since the candidate
+    appeared (gauges: a new candidate starts them again). The candidate's arm is `canary`
+    (a canary or an A/B test) or `shadow`; `exposed` says whether its customers got its
+    answers."""
 
-    def with_canary(champion: MicroBatcher) -> CanaryRouter:
+    def __init__(self, router: RolloutRouter):
+        self.router = router
+
+    def collect(self) -> Iterable[GaugeMetricFamily]:
+        figures = self.router.rollout()
+        candidate = "shadow" if figures["kind"] == "shadow" else "canary"
+        arms = {"champion": figures["champion"], candidate: figures["canary"]}
+
+        def gauge(name: str, text: str, value, labels=("arm",), more=lambda arm: ()):
+            family = GaugeMetricFamily(name, text, labels=list(labels))
+            for arm, counted in arms.items():
+                for extra, number in more(arm) or [((), value(counted))]:
+                    family.add_metric([arm, *extra], number)
+            return family
+
+        yield gauge("churn_rollout_requests", "Requests each arm took in the current rollout "
+                    "(a shadow's: copies)", lambda f: f["requests"])  # fmt: skip
+        yield gauge("churn_rollout_errors", "Requests each arm failed in the current rollout",
+                    lambda f: f["errors"])  # fmt: skip
+        yield gauge("churn_rollout_latency_p95_seconds", "Each arm's p95 latency in the current "
+                    "rollout (a shadow's: its model calls)", lambda f: f["p95_ms"] / 1000)  # fmt: skip
+        yield gauge(
+            "churn_rollout_customers", "Customers each arm answered in the current rollout (a "
+            "shadow's: scored); exposed: they got the candidate's answer", None,
+            labels=("arm", "exposed"),
+            more=lambda arm: [((str(arm == "canary").lower(),), arms[arm]["customers"])],
+        )  # fmt: skip
+        yield gauge(
+            "churn_rollout_predictions", "Each arm's predicted probabilities in the current "
+            "rollout, by bin of 0.1 (bin 0: [0, 0.1))", None, labels=("arm", "bin"),
+            more=lambda arm: [((str(b),), n) for b, n in enumerate(arms[arm]["histogram"])],
+        )  # fmt: skip
+        if candidate == "shadow":
+            yield GaugeMetricFamily(
+                "churn_rollout_shadow_disagreements", "Decisions the shadow would have changed "
+                "in the current rollout", value=figures["canary"]["disagreements"],
+            )  # fmt: skip
+
+
+def create_production_app(settings: ProductionSettings) -> FastAPI:
+    router: RolloutRouter | None = None
+
+    def with_candidate(champion: MicroBatcher) -> RolloutRouter:
         nonlocal router
-        router = CanaryRouter(settings, champion)
+        router = RolloutRouter(settings, champion)
         return router
 
-    app = create_app(settings, scorer=with_canary)
-    app.title = "Churn prediction service (level 2: production, with a canary arm)"
-    app.description = "Level 1's service with a canary arm. " + __doc__.split("\n\n")[0]
+    app = create_app(settings, scorer=with_candidate)
+    app.title = "Churn prediction service (level 2: production, with a candidate's arm)"
+    app.description = "Level 1's service with a candidate's arm. " + __doc__.split("\n\n")[0]
     assert router is not None
     app.state.router = router
     telemetry = app.state.telemetry
@@ -208,6 +304,8 @@ def create_production_app(settings: ProductionSettings) -> FastAPI:
             "churn_arm_requests", "Requests each arm took, by outcome (ok, error)",
             ["arm", "outcome"], registry=telemetry.registry,
         )  # fmt: skip
+        router.shadow.outcomes = router.outcomes
+        telemetry.registry.register(_RolloutFigures(router))
 
     # Declared as a security scheme: /docs has an "Authorize" button, and the document says
     # which routes need the key.
@@ -223,15 +321,15 @@ def create_production_app(settings: ProductionSettings) -> FastAPI:
 
     @app.get("/rollout")
     def rollout() -> dict[str, Any]:
-        """The canary and champion arms' counters since the canary version appeared."""
+        """The rollout's kind and the arms' counters since the candidate version appeared."""
         return router.rollout()
 
     @app.post("/admin/fault", responses=responses(401, 403, *BODY_REFUSALS))
     def inject(fault: Fault, key: str | None = Security(api_key)) -> dict[str, Any]:
-        """Make the canary arm fail or slow down (a drill); {} clears it."""
+        """Make the candidate's arm fail or slow down (a drill); {} clears it."""
         admin(key)
         router.fault = fault
-        log.warning("canary fault set: %s", fault)
+        log.warning("candidate fault set: %s", fault)
         return {"fault": fault.model_dump()}
 
     return app

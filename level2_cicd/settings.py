@@ -15,7 +15,7 @@ from pydantic import SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from level2_cicd.names import WORK_POOL
-from level2_cicd.rollout import Bounds
+from level2_cicd.rollout import AbRule, Bounds, ShadowBounds
 
 
 class CicdSettings(BaseSettings):
@@ -66,17 +66,30 @@ class CicdSettings(BaseSettings):
     min_qps: float = 50.0  # the staging load test fails below this throughput ...
     max_p99_ms: float = 250.0  # ... or above this tail latency
 
-    # Production: the canary (level2_cicd/service.py routes its share of live traffic) is
-    # judged against the champion every `rollout_check_seconds`, promoted after the window
-    # when within these bounds, rolled back as soon as it is clearly outside them
+    # Production: how a candidate is rolled out (level2_cicd/service.py routes it, by the
+    # version's `rollout_kind` tag): "canary", a share of live requests answered by it;
+    # "shadow", a copy of every request scored by it, its answers never served; "ab", a
+    # share of customers answered by it, judged on their labels. A commit chooses its own
+    # with a trailer in its message, `Rollout: shadow`.
+    rollout: Literal["canary", "shadow", "ab"] = "canary"
+    # A canary or a shadow is judged against the champion every `rollout_check_seconds`,
+    # promoted after the window when within these bounds, rolled back (a shadow: discarded)
+    # as soon as it is clearly outside them
     rollout_window_seconds: float = 120.0
     rollout_check_seconds: float = 5.0
-    # (the bounds' defaults and meaning: level2_cicd/rollout.py's Bounds)
+    # (the bounds' defaults and meaning: level2_cicd/rollout.py's Bounds, ShadowBounds)
     canary_min_requests: int = Bounds.min_requests
     canary_max_error_rate_increase: float = Bounds.max_error_rate_increase
     canary_max_p95_ratio: float = Bounds.max_p95_ratio
     canary_p95_slack_ms: float = Bounds.p95_slack_ms
     canary_max_prediction_psi: float = Bounds.max_prediction_psi
+    shadow_max_disagreement: float = ShadowBounds.max_disagreement
+    # An A/B test is judged on the labels of each arm's decisions (AbRule: the sample, the
+    # test, the margin); it has no window but a time limit
+    ab_min_labelled: int = AbRule.min_labelled
+    ab_margin: float = AbRule.margin
+    ab_alpha: float = AbRule.alpha
+    ab_time_limit_seconds: float = AbRule.time_limit_seconds
 
     # Production: "manual" pauses each delivery before production until approved in the UI
     approval: Literal["auto", "manual"] = "auto"
@@ -114,6 +127,15 @@ class CicdSettings(BaseSettings):
             p95_slack_ms=self.canary_p95_slack_ms,
             max_prediction_psi=self.canary_max_prediction_psi,
         )
+
+    def shadow_bounds(self) -> ShadowBounds:
+        return ShadowBounds(max_disagreement=self.shadow_max_disagreement)
+
+    def ab_rule(self) -> AbRule:
+        return AbRule(
+            min_labelled=self.ab_min_labelled, margin=self.ab_margin, alpha=self.ab_alpha,
+            time_limit_seconds=self.ab_time_limit_seconds,
+        )  # fmt: skip
 
 
 @cache

@@ -45,6 +45,23 @@ class PredictResponse(BaseModel):
     predictions: list[Prediction]
 
 
+class Explained(BaseModel):
+    customer_id: str | None = None
+    churn_probability: float = Field(description="What /predict answers for this record")
+    log_odds: float = Field(description="The model's output: base_value + sum(attributions)")
+    attributions: dict[str, float] = Field(
+        description="Per feature (a category as one), how far it moved this customer's "
+        "log-odds of churn from the base value: SHAP values (shared/explain.py)"
+    )
+
+
+class ExplainResponse(BaseModel):
+    model_name: str
+    model_version: str
+    base_value: float = Field(description="The model's average output (log-odds) in training")
+    explanations: list[Explained]
+
+
 def records_frame(records: list[BaseModel]) -> pd.DataFrame:
     """Validated records as the frame the Pipeline takes (features plus the id)."""
     return pd.DataFrame([r.model_dump() for r in records], columns=[*FEATURE_NAMES, ID])
@@ -233,11 +250,17 @@ class DirectPost:
             return refusal.status_code, {"detail": refusal.detail}, dict(refusal.headers or {})
 
 
-def add_predict(app: FastAPI, body_type: Any, answer: Answer, max_body_bytes: int) -> None:
+def add_predict(
+    app: FastAPI, body_type: Any, answer: Answer, max_body_bytes: int,
+    explain: Answer | None = None,
+) -> None:  # fmt: skip
     """Every level's POST /predict: read, validated and refused by `DirectPost` with the same
     code, `answer` scoring a valid body; behind the body-size guards, with the API docs.
-    Create the app with `docs_url=None, redoc_url=None`."""
+    With `explain` (levels 1 and 2), POST /explain too: the same body, read and refused by
+    the same code, `explain` answering it. Create the app with `docs_url=None, redoc_url=None`."""
     app.add_middleware(DirectPost, path="/predict", body_type=body_type, answer=answer)
+    if explain is not None:
+        app.add_middleware(DirectPost, path="/explain", body_type=body_type, answer=explain)
     add_guards_and_docs(app, max_body_bytes)
 
     @app.post("/predict", response_model=PredictResponse, responses=PREDICT_RESPONSES)
@@ -245,6 +268,18 @@ def add_predict(app: FastAPI, body_type: Any, answer: Answer, max_body_bytes: in
         """Churn probability for one customer record, or for a list of up to `max_records`.
         (Requests are answered by `DirectPost` before they get here: the same `answer`.)"""
         status, content, headers = await answer(body)
+        return JSONResponse(content, status, headers)
+
+    if explain is None:
+        return
+
+    @app.post("/explain", response_model=ExplainResponse, responses=PREDICT_RESPONSES)
+    async def explain_records(body: body_type) -> JSONResponse:  # type: ignore[valid-type]
+        """Why the served version scores each record as it does: SHAP attributions per
+        feature (a category as one), in log-odds of churn, that add up with `base_value` to
+        the model's output. The same body as /predict; nothing is logged. The first call
+        loads the explainer (a few seconds). (Answered by `DirectPost`, as /predict.)"""
+        status, content, headers = await explain(body)
         return JSONResponse(content, status, headers)
 
 

@@ -1,7 +1,8 @@
 """Judge a fitted model on held-out data: overall metrics, per-slice metrics and the baseline.
 
 One average hides the customers a model fails: the slices (age band, platform, city tier)
-show whether quality holds for each group, which is what a drifting user base breaks first.
+show whether quality holds for each group, which is what a drifting user base breaks first,
+and their fairness (`fairness.py`) whether each group gets the same decisions.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import numpy as np
 import pandas as pd
 from scipy.stats import rankdata
 
+from shared.fairness import AttributeFairness, flat_fairness, group_fairness
 from shared.features import feature_frame
 from shared.schema import LABEL
 
@@ -67,20 +69,24 @@ def classification_metrics(y_true: np.ndarray, proba: np.ndarray) -> dict[str, f
 
 @dataclass(frozen=True)
 class Evaluation:
-    """Metrics of one model on one data set: overall and per slice value."""
+    """Metrics of one model on one data set: overall, per slice value, and the slices'
+    group fairness (`fairness.py`)."""
 
     rows: int
     positive_rate: float
     overall: dict[str, float]
     slices: dict[str, dict[str, dict[str, float]]] = field(default_factory=dict)
+    fairness: dict[str, AttributeFairness] = field(default_factory=dict)
 
     def flat(self, prefix: str = "") -> dict[str, float]:
-        """Finite metrics as flat names for MLflow, e.g. 'slice/platform/web/roc_auc'."""
+        """Finite metrics as flat names for MLflow, e.g. 'slice/platform/web/roc_auc',
+        'fairness/age_band/18-24/true_positive_rate', 'fairness/age_band/equalized_odds_difference'."""
         out = {f"{prefix}{k}": v for k, v in self.overall.items()}
         for name, values in self.slices.items():
             for value, metrics in values.items():
                 for k, v in metrics.items():
                     out[f"{prefix}slice/{name}/{value}/{k}"] = v
+        out |= flat_fairness(self.fairness, f"{prefix}fairness/")
         return {k: v for k, v in out.items() if not math.isnan(v)}
 
 
@@ -91,8 +97,8 @@ def evaluate(model, frame: pd.DataFrame) -> Evaluation:
     y = frame[LABEL].to_numpy().astype(int)
     proba = model.predict_proba(feature_frame(frame))[:, 1]
     slices: dict[str, dict[str, dict[str, float]]] = {}
-    for name, slicer in SLICES.items():
-        keys = slicer(frame).to_numpy()
+    groups = slice_groups(frame)
+    for name, keys in groups.items():
         slices[name] = {}
         for value in sorted(set(keys)):
             mask = keys == value
@@ -105,7 +111,20 @@ def evaluate(model, frame: pd.DataFrame) -> Evaluation:
         positive_rate=float(y.mean()),
         overall=classification_metrics(y, proba),
         slices=slices,
+        fairness=group_fairness(y, proba, groups, THRESHOLD, MIN_SLICE_ROWS),
     )
+
+
+def slice_groups(frame: pd.DataFrame) -> dict[str, np.ndarray]:
+    """Each row's group in every slice attribute: {"age_band": ["18-24", ...], ...}."""
+    return {name: slicer(frame).to_numpy() for name, slicer in SLICES.items()}
+
+
+def live_fairness(frame: pd.DataFrame, proba: np.ndarray) -> dict[str, AttributeFairness]:
+    """Group fairness of answers already given (`proba`) to a labelled frame's customers:
+    what monitoring computes where labels have landed, by the gate's own definitions."""
+    y = frame[LABEL].to_numpy().astype(int)
+    return group_fairness(y, proba, slice_groups(frame), THRESHOLD, MIN_SLICE_ROWS)
 
 
 def beats_baseline(model: Evaluation, baseline: Evaluation, min_auc_lift: float) -> bool:

@@ -44,8 +44,12 @@ class LoadResult:
         )
 
 
-async def load(url: str, body: object, connections: int, seconds: float) -> LoadResult:
-    """POST `body` as JSON to `url` over `connections` connections for `seconds`."""
+async def load(
+    url: str, body: object, connections: int, seconds: float, rate: float | None = None
+) -> LoadResult:
+    """POST `body` as JSON to `url` over `connections` connections for `seconds`: each one as
+    fast as it is answered, or (`rate`) all of them together at about `rate` requests a
+    second, each request sent at its time (a steady load below what the service can take)."""
     parsed = httpx.URL(url)
     payload = json.dumps(body).encode()
     request = (
@@ -59,8 +63,13 @@ async def load(url: str, body: object, connections: int, seconds: float) -> Load
     async def client() -> None:
         nonlocal errors
         reader, writer = await asyncio.open_connection(parsed.host, parsed.port)
+        every = connections / rate if rate else 0.0
+        due = time.perf_counter()
         try:
             while time.perf_counter() < deadline:
+                if every:
+                    due += every
+                    await asyncio.sleep(max(0.0, due - time.perf_counter()))
                 started = time.perf_counter()
                 writer.write(request)
                 head = await reader.readuntil(b"\r\n\r\n")

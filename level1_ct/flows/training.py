@@ -50,9 +50,11 @@ from shared.data import (
     read_batch,
 )
 from shared.evaluate import Evaluation
+from shared.explain import Explainer, global_attributions, summary_plot
 from shared.features import SKOPS_TRUSTED_TYPES, feature_frame
 from shared.gate import ChampionLineage, Verdict
 from shared.lineage import Lineage
+from shared.model_card import CardFacts, render
 from shared.schema import LABEL_COLUMNS
 from shared.train import (
     PARAM_SPACE,
@@ -301,6 +303,45 @@ def register(
 
 
 @io_task
+def explain_globally(
+    settings: PipelineSettings, run_id: str, pipeline: Any, holdout: pd.DataFrame
+) -> dict[str, float]:
+    """What the version leans on (shared/explain.py): mean |SHAP attribution| per feature on
+    the hold-out, as metrics `attribution/<feature>`, `attributions.json` and a bar chart."""
+    explainer, frame = Explainer(pipeline), feature_frame(holdout)
+    means = global_attributions(explainer, frame)
+    client = MlflowClient(settings.mlflow_tracking_uri)
+    now = int(time.time() * 1000)
+    client.log_batch(
+        run_id, metrics=[Metric(f"attribution/{k}", v, now, 0) for k, v in means.items()]
+    )
+    client.log_dict(run_id, {"on": f"{len(frame)} hold-out rows", "unit": "log-odds",
+                             "mean_abs_attribution": means}, registry.ATTRIBUTIONS)  # fmt: skip
+    with tempfile.TemporaryDirectory() as tmp:
+        plot = Path(tmp) / "attributions.png"
+        summary_plot(means, len(frame), plot)
+        client.log_artifact(run_id, str(plot))
+    return means
+
+
+@io_task
+def write_card(settings: PipelineSettings, run_id: str, facts: CardFacts) -> str:
+    """The version's model card (shared/model_card.py) as the run's `model_card.md`, linked
+    from the version by its tag `model_card` and its description (the registry's page)."""
+    client = MlflowClient(settings.mlflow_tracking_uri)
+    client.log_text(run_id, render(facts), registry.MODEL_CARD)
+    link = f"runs:/{run_id}/{registry.MODEL_CARD}"
+    client.set_model_version_tag(settings.model_name, facts.version, "model_card", link)
+    outcome = "passed" if facts.verdict.passed else "rejected by"
+    client.update_model_version(settings.model_name, facts.version, description=(
+        f"Trained on {facts.window}; hold-out ROC AUC "
+        f"{facts.evaluation.overall['roc_auc']:.3f}; {outcome} the gate. Model card: "
+        f"`{registry.MODEL_CARD}` among the artifacts of run {run_id} ({link})."
+    ))  # fmt: skip
+    return link
+
+
+@io_task
 def promote(settings: PipelineSettings, version: str) -> str | None:
     client = MlflowClient(settings.mlflow_tracking_uri)
     return registry.promote(client, settings.model_name, version)
@@ -429,6 +470,14 @@ def _run(
             "version": None, "gate": "rejected", "window": batches.window, "twin_of": twin_of,
             "roc_auc": candidate.overall["roc_auc"], "reasons": verdict.reasons})  # fmt: skip
     version = register(settings, run_id, result, holdout, reference, version_tags, drift)
+    attributions = explain_globally(settings, run_id, result.pipeline, holdout)
+    write_card(settings, run_id, CardFacts(
+        model_name=settings.model_name, version=version, window=batches.window,
+        train_rows=len(train_frame), holdout_rows=len(holdout), evaluation=candidate,
+        baseline=baseline, verdict=verdict, lineage=lineage, run=run_id,
+        champion=(current[0].version, champion) if current and champion else None,
+        attributions=attributions,
+    ))  # fmt: skip
     outcome = {"version": version, "gate": run_tags["gate"], "window": batches.window,
                "roc_auc": candidate.overall["roc_auc"], "reasons": verdict.reasons}  # fmt: skip
     if verdict.passed and not promote_on_pass:

@@ -1,7 +1,8 @@
 """Level 2's CD: what a commit that passed CI goes through on its way to production.
 
     deploy pipeline -> staging run (level 1's gate) -> staging service -> approval
-        -> canary in production -> promote (or roll back) -> production serves it
+        -> rollout in production (canary, shadow or A/B) -> promote (or roll back)
+        -> production serves it
 
 1. **Deploy the pipeline.** The commit's training pipeline (level 1's flow, as the commit has
    it) is deployed to Prefect as `ct-training/staging`, versioned by the commit, on a process
@@ -15,12 +16,19 @@
    and p99 thresholds.
 4. **Approval.** With L2_APPROVAL=manual the run pauses until a person approves it in the
    Prefect UI (Google's level 2 has a manual gate before production as an option).
-5. **Canary.** The registry alias `canary` points at the candidate: the production service
-   (level2_cicd/service.py) sends a share of live traffic to it and counts each arm. Every
-   `rollout_check_seconds` CD compares the arms (level2_cicd/rollout.py): errors, p95
-   latency, the predictions' distribution. Clearly worse: rolled back at once (the alias
-   goes, and CD waits until production says no customer is routed to the canary any more).
-   Within the bounds for the whole window, with enough canary traffic: promoted.
+5. **Rollout.** The candidate's version gets the tag `rollout_kind` (L2_ROLLOUT, or the
+   commit's `Rollout:` trailer), then the registry alias `canary`: the production service
+   (level2_cicd/service.py) loads it as a second arm and counts each arm. Every
+   `rollout_check_seconds` CD judges the arms by the kind's rule (level2_cicd/rollout.py):
+   - canary: a share of live traffic gets its answers; errors, p95 latency, the
+     predictions' distribution against the champion's;
+   - shadow: a copy of every request, answers never served; the canary's checks on what it
+     would have answered, and how many of the champion's decisions it would change;
+   - ab: a share of customers gets its answers; each arm's decisions against their labels,
+     read from the prediction store as they land (a stated test, a time limit).
+   Clearly worse: rolled back at once (the alias goes, and CD waits until production says
+   no customer is routed to the candidate any more; a shadow is discarded). Within the
+   bounds (for the whole window; for A/B, once the test says so): promoted.
 6. **Promote.** `champion` moves to the candidate (the old one keeps `previous-champion`);
    the production service swaps it in and CD waits until it answers with it.
 7. **Production pipeline.** The commit's pipeline is deployed as `ct-training/production`
@@ -28,21 +36,25 @@
    then on the delivered code is what retrains in production (Google's automated
    triggering); such a retrain is judged by level 1's gate and promoted by it, as at level 1.
 
-Every step is a row of the `cd-<sha>` artifact, every canary check a line of the flow run's
+Every step is a row of the `cd-<sha>` artifact, every rollout check a line of the flow run's
 log, and the version's MLflow tags say where its rollout stands (`rollout`: staging, canary,
-promoted, rolled back, stopped), with the decision (`rollout_decision`) and its reason.
+shadow, ab, promoted, rolled back, stopped), how (`rollout_kind`), with the decision
+(`rollout_decision`), its reason and the customers who got its answers
+(`rollout_exposed_customers`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import os
+import subprocess
 import sys
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Literal
 
@@ -58,17 +70,35 @@ from prefect.states import Completed, Failed
 
 # The runner's own level-1 modules are imported before a commit's copy of the training flow
 # is loaded (to deploy it): that load then reuses them instead of importing the checkout's.
-from level1_ct import registry
+from level1_ct import prediction_log, registry
 from level1_ct.flows.deployments import training_triggers
 from level1_ct.flows.training import training_pipeline
 from level1_ct.service import served_version
 from level1_ct.settings import PipelineSettings
 from level1_ct.settings import get_settings as pipeline_settings
 from level2_cicd.flows.ci import checkout, remote_url
-from level2_cicd.names import CANARY, CANDIDATE, CD_FLOW, ENTRYPOINT, IMAGES, PRODUCTION, STAGING
+from level2_cicd.names import (
+    CANARY,
+    CANDIDATE,
+    CD_FLOW,
+    ENTRYPOINT,
+    IMAGES,
+    PRODUCTION,
+    ROLLOUT_KIND,
+    ROLLOUT_KINDS,
+    STAGING,
+)
 from level2_cicd.replicas import replica_urls
 from level2_cicd.report import Report, StepFailed, record
-from level2_cicd.rollout import ArmStats, Decision, decide, pooled
+from level2_cicd.rollout import (
+    ArmStats,
+    Decision,
+    Labelled,
+    decide,
+    decide_ab,
+    decide_shadow,
+    pooled,
+)
 from level2_cicd.settings import CicdSettings, get_settings
 from shared import http_client
 from shared.loadtest import load
@@ -312,16 +342,71 @@ def arm(figures: dict) -> ArmStats:
                     tuple(figures["histogram"]))  # fmt: skip
 
 
+def rollout_kind(where: Path, sha: str, settings: CicdSettings, override: str | None = None) -> str:
+    """How the commit's candidate is rolled out: `override` (this delivery's, by hand), else
+    its message's `Rollout:` trailer (the last one), else L2_ROLLOUT. An unknown kind stops
+    the delivery before staging."""
+    if override:
+        return override
+    trailers = subprocess.run(
+        ["git", "-C", str(where), "log", "-1", "--format=%(trailers:key=Rollout,valueonly)", sha],
+        capture_output=True, text=True, check=True,
+    ).stdout.split()  # fmt: skip
+    if not trailers:
+        return settings.rollout
+    kind = trailers[-1].lower()
+    if kind not in ROLLOUT_KINDS:
+        raise StepFailed(f"the commit's 'Rollout: {kind}' is not one of {', '.join(ROLLOUT_KINDS)}")
+    return kind
+
+
+STEP_OF = {"canary": "canary", "shadow": "shadow", "ab": "A/B test"}  # the report's row
+
+
+def labelled(
+    candidate: str, since: datetime, pipeline: PipelineSettings, champion: bool = False
+) -> Labelled:
+    """One A/B arm's decisions since `since` whose labels have landed, from the prediction
+    store (its labels table is level 1's monitoring's, filled as labels land): the
+    candidate's, or (`champion`) every other version's, since a retrain may promote a new
+    champion while the test runs."""
+    engine = prediction_log.connect(pipeline.prediction_store_url)
+    return Labelled(*prediction_log.decision_outcomes(engine, since, candidate, others=champion))
+
+
+def judge(kind: str, figures: dict, candidate: Candidate, started: float, since: datetime,
+          settings: CicdSettings, pipeline: PipelineSettings) -> Decision:  # fmt: skip
+    """The kind's rollout rule on production's figures (level2_cicd/rollout.py)."""
+    elapsed = time.monotonic() - started
+    over = elapsed >= settings.rollout_window_seconds
+    champion_arm, candidate_arm = arm(figures["champion"]), arm(figures["canary"])
+    if kind == "shadow":
+        return decide_shadow(
+            champion_arm, candidate_arm, figures["canary"]["disagreements"],
+            settings.bounds(), settings.shadow_bounds(), over,
+        )  # fmt: skip
+    if kind == "ab":
+        return decide_ab(
+            labelled(candidate.version, since, pipeline, champion=True),
+            labelled(candidate.version, since, pipeline), settings.ab_rule(), elapsed,
+        )  # fmt: skip
+    return decide(champion_arm, candidate_arm, settings.bounds(), over)
+
+
 @cd_step
-def canary(candidate: Candidate, settings: CicdSettings, pipeline: PipelineSettings) -> Decision:
-    """Roll the candidate out to the canary share of production and judge it live."""
+def roll_out(
+    candidate: Candidate, kind: str, settings: CicdSettings, pipeline: PipelineSettings
+) -> Decision:
+    """Roll the candidate out to production the `kind` way and judge it live."""
     logger, name = get_run_logger(), pipeline.model_name
     client = MlflowClient(pipeline.mlflow_tracking_uri)
+    client.set_model_version_tag(name, candidate.version, ROLLOUT_KIND, kind)  # before the alias
     client.set_registered_model_alias(name, CANARY, candidate.version)
-    client.set_model_version_tag(name, candidate.version, "rollout", "canary")
+    client.set_model_version_tag(name, candidate.version, "rollout", kind)
+    since = datetime.now(UTC)
     try:
         wait_until(lambda: production_rollout(settings)["counted_versions"] == [candidate.version],
-                   settings.production_timeout_seconds, f"production routing to canary version "
+                   settings.production_timeout_seconds, f"production routing to {kind} version "
                    f"{candidate.version}")  # fmt: skip
     except TimeoutError as error:
         raise StepFailed(str(error)) from None
@@ -329,16 +414,19 @@ def canary(candidate: Candidate, settings: CicdSettings, pipeline: PipelineSetti
     while True:
         time.sleep(settings.rollout_check_seconds)
         figures = production_rollout(settings)
-        over = time.monotonic() - started >= settings.rollout_window_seconds
-        decision = decide(arm(figures["champion"]), arm(figures["canary"]), settings.bounds(), over)
-        logger.info("canary %s after %.0f s: %s (canary %s; champion %s)", candidate.version,
-                    time.monotonic() - started, decision.summary, figures["canary"],
-                    figures["champion"])  # fmt: skip
+        decision = judge(kind, figures, candidate, started, since, settings, pipeline)
+        logger.info("%s %s after %.0f s: %s (candidate %s; champion %s; customers exposed %d)",
+                    kind, candidate.version, time.monotonic() - started, decision.summary,
+                    figures["canary"], figures["champion"], figures["exposed_customers"])  # fmt: skip
         if decision.action != "wait":
             break
+    exposed = str(figures["exposed_customers"])
+    client.set_model_version_tag(name, candidate.version, "rollout_exposed_customers", exposed)
     client.set_model_version_tag(name, candidate.version, "rollout_decision", decision.summary)
     if decision.action == "rollback":
-        raise StepFailed(f"canary rolled back: {'; '.join(decision.reasons)}")
+        undone = "discarded" if kind == "shadow" else "rolled back"
+        raise StepFailed(f"{STEP_OF[kind]} {undone}: {'; '.join(decision.reasons)} "
+                         f"({exposed} customers got its answers)")  # fmt: skip
     return decision
 
 
@@ -386,7 +474,7 @@ def abandon(candidate: Candidate, step: str, reason: str, pipeline: PipelineSett
     for alias in (CANARY, CANDIDATE):
         if current.get(alias) == candidate.version:
             client.delete_registered_model_alias(pipeline.model_name, alias)
-    outcome = "rolled back" if step == "canary" else f"stopped at {step}"
+    outcome = "rolled back" if step in STEP_OF.values() else f"stopped at {step}"
     client.set_model_version_tag(pipeline.model_name, candidate.version, "rollout", outcome)
     client.set_model_version_tag(
         pipeline.model_name, candidate.version, "rollout_reason", reason[:5000]
@@ -394,15 +482,21 @@ def abandon(candidate: Candidate, step: str, reason: str, pipeline: PipelineSett
 
 
 @flow(name=CD_FLOW, flow_run_name="cd-{sha:.12}", log_prints=True)
-def cd(sha: str, approval_mode: Literal["auto", "manual"] | None = None):
+def cd(
+    sha: str,
+    approval_mode: Literal["auto", "manual"] | None = None,
+    rollout: Literal["canary", "shadow", "ab"] | None = None,
+):
     """Deliver one commit that passed CI: its pipeline to staging, its model through staging
     to production. Stops at the first step that says no; production stays as it was.
-    `approval_mode` overrides L2_APPROVAL for this run."""
+    `approval_mode` overrides L2_APPROVAL for this run; `rollout`, the commit's `Rollout:`
+    trailer and L2_ROLLOUT."""
     settings, pipeline = get_settings(), pipeline_settings()
     report = Report("CD", sha)
     candidate = None
     try:
         where = report.attempt("checkout", checkout, settings.remote, sha, settings.workspace)
+        kind = report.attempt("rollout kind", rollout_kind, where, sha, settings, rollout)
         report.attempt("deploy pipeline", deploy_pipeline, sha, settings)
         candidate = report.attempt("staging run", run_staging, sha, settings, pipeline)
         report.attempt("staging service", staging_service, candidate, sha, where, settings)
@@ -410,12 +504,13 @@ def cd(sha: str, approval_mode: Literal["auto", "manual"] | None = None):
             report.attempt("approval", approval, candidate, settings)
         else:
             report.skip("approval", "automatic (L2_APPROVAL=auto)")
-        report.attempt("canary", canary, candidate, settings, pipeline)
+        report.attempt(STEP_OF[kind], roll_out, candidate, kind, settings, pipeline)
         report.attempt("promote", promote, candidate, sha, pipeline)
     except Exception as error:
         if candidate is not None:
             abandon(candidate, report.last_step, str(error), pipeline)
-            if report.last_step == "canary" and not canary_unloaded(candidate, settings):
+            rolled_out = report.last_step in STEP_OF.values()
+            if rolled_out and not canary_unloaded(candidate, settings):
                 error = (f"{error}; production still routes to canary version "
                          f"{candidate.version} after {settings.production_timeout_seconds} s")  # fmt: skip
         record(report)

@@ -104,6 +104,7 @@ def stack(images, request):
         # the champion is always the newest run's recipe and no outcome hangs on a coin flip.
         "L1_CHAMPION_MARGIN": "-1",
         "L1_MAX_SLICE_DROP": "1",
+        "L1_MAX_FAIRNESS_WORSENING": "1",
         # Stale after 90 s: the first champion soon pages the inbox (ModelStale)
         "L1_MAX_MODEL_AGE_DAYS": str(90 / 86400),
     }

@@ -31,6 +31,7 @@ SHORT = {
     "COMPARE_SEED": "7",
     "COMPARE_ROWS_PER_DAY": "300",
     "COMPARE_N_ITER": "1",
+    "COMPARE_ROLLOUT_KINDS": "[]",  # level 2's rollout kinds: the default run's
 }
 
 
@@ -85,6 +86,8 @@ def test_the_default_scenario_shows_what_each_level_claims(default_run):
     assert level["1"]["bad deployments in production"] == 1
     assert level["2"]["bad deployments in production"] == 0
     assert level["2"]["days a bad change served"] == 0
+    given = {n: level[n]["customers who got a bad change's answers"] for n in "012"}
+    assert given["2"] == 0 < given["1"] and given["0"] > 0, given  # every customer, for days
     lead = {n: level[n]["lead time of the good change (days)"] for n in "012"}
     assert None not in lead.values(), lead
     assert lead["2"] < lead["1"] and lead["2"] < lead["0"], lead
@@ -134,6 +137,32 @@ def test_the_report_table_and_plots_are_written(default_run):
     assert '<p id="alerts">' in page and "Level 0 has no" in page
 
 
+def test_level_2s_rollout_kinds_expose_whom_each_should_and_take_the_time_each_needs(
+    default_run,
+):
+    """The same two pushes delivered as a canary, a shadow and an A/B test: the bad change
+    (the same ROC AUC, far more customers flagged) is stopped by every kind, after its share
+    of customers got its answers under a canary, none under a shadow, many more under an A/B
+    test that waits for their labels; the good change is promoted by all three."""
+    result, out = default_run
+    kinds = json.loads((out / "summary.json").read_text())["rollout kinds"]
+    assert list(kinds) == ["canary", "shadow", "ab"]
+    bad, good = "'search wider, classes weighed evenly' (bad)", "'widen the hyper-parameter search'"
+    outcomes = [kinds[k][f"{bad}: outcome"] for k in kinds]
+    assert outcomes == ["rolled back", "discarded", "rolled back"], kinds
+    exposed = {k: kinds[k][f"{bad}: customers who got its answers"] for k in kinds}
+    assert exposed["shadow"] == 0 < exposed["canary"] < exposed["ab"], exposed
+    assert "PSI" in kinds["canary"][f"{bad}: decided on"]
+    assert "would change" in kinds["shadow"][f"{bad}: decided on"]
+    assert "labelled decisions" in kinds["ab"][f"{bad}: decided on"]
+    assert [kinds[k][f"{good}: outcome"] for k in kinds] == ["promoted"] * 3, kinds
+    took = {k: kinds[k][f"{good}: days from push to decision"] for k in kinds}
+    assert took["shadow"] <= took["canary"] < took["ab"], took
+    assert took["ab"] > CompareSettings().label_delay_days  # labels land days later
+    assert "Level 2's rollout kinds:" in result.stdout
+    assert (out / "rollout_kinds.md").read_text().startswith("| figure | rollout canary |")
+
+
 def test_the_report_renders_in_headless_chromium(default_run):
     _, out = default_run
     dom = render((out / "report.html").as_uri(), budget_ms=10000)
@@ -141,3 +170,4 @@ def test_the_report_renders_in_headless_chromium(default_run):
     assert dom.count('data-rendered="true"') == 2
     assert "see quality.png" not in dom and "see drift.png" not in dom  # no plot replaced
     assert '<table id="summary">' in dom and '<table id="events">' in dom
+    assert '<table id="kinds">' in dom and "A/B test answers 50%" in dom

@@ -15,8 +15,10 @@ from tests.e2e.test_compare import SHORT
 from tests.replay_alerts import assert_prometheus_fires_the_same, figures, fired
 
 
-def test_prometheus_fires_what_the_replay_fired_on_every_evening_of_a_story(tmp_path):
-    settings = CompareSettings(**{k.removeprefix("COMPARE_").lower(): v for k, v in SHORT.items()})
+def test_prometheus_fires_what_the_replay_fired_on_every_evening_of_a_story(tmp_path, monkeypatch):
+    for name, value in SHORT.items():  # read as `make compare` reads them
+        monkeypatch.setenv(name, value)
+    settings = CompareSettings()
     world = World(settings)
     runs = Runs(world, settings)
     level = Level1(world, runs, first_model(world, runs, initial_code(settings)), InProcess(world))

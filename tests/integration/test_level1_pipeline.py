@@ -8,6 +8,7 @@ champion. The champion only ever moves on a passed gate."""
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -109,6 +110,17 @@ def test_a_good_batch_registers_a_version_that_becomes_champion_and_is_served(
     logged = mlflow.models.get_model_info(f"models:/churn/{after.version}")
     assert logged.signature is not None and logged.saved_input_example_info is not None
     assert "age" in logged.signature.inputs.input_names()
+    assert {"fairness/age_band/equalized_odds_difference",
+            "fairness/platform/ios/true_positive_rate"} <= set(run.data.metrics)  # fmt: skip
+    attributions = mlflow.artifacts.load_dict(f"runs:/{run.info.run_id}/attributions.json")
+    top = next(iter(attributions["mean_abs_attribution"]))
+    assert run.data.metrics[f"attribution/{top}"] == max(
+        v for k, v in run.data.metrics.items() if k.startswith("attribution/"))  # fmt: skip
+    card = model_card(client, version)
+    assert f"| 1 | {top} | " in card  # the card's top attributions are the run's
+    assert f"# Model card: churn, version {after.version}" in card
+    assert f"champion before (version {before.version})" in card
+    assert "The gate **passed**" in card and version.tags["data_version"] in card
 
     # The service follows the alias: it serves the new champion, with its lineage.
     settings = ServiceSettings(
@@ -142,6 +154,49 @@ def test_a_worse_model_is_rejected_by_the_gate_and_the_champion_stays(stack, fir
     assert run.data.tags["gate"] == "rejected"
     assert "roc_auc >= champion + margin" in run.data.tags["gate_summary"]
     assert run.data.metrics["roc_auc"] < run.data.metrics["champion/roc_auc"]
+    # A rejected version has its card too, with the check it failed
+    card = model_card(client, client.get_model_version("churn", aliases["challenger"]))
+    assert "The gate **rejected**" in card
+    assert "| **failed** | roc_auc >= champion + margin" in card
+
+
+def test_a_fairness_bar_no_model_meets_rejects_naming_the_groups(
+    stack, first_champion, monkeypatch
+):
+    """Exercise 5 of the level-1 guide: with the groups held to 5 points, the gate rejects,
+    naming the city tiers' rate and groups; the version's card shows the failed check."""
+    before = champion(stack)
+    monkeypatch.setenv("L1_MAX_EQUALIZED_ODDS_DIFFERENCE", "0.05")
+    get_settings.cache_clear()
+    try:  # pinned params: a recipe of its own, so a candidate and not the champion's twin
+        state = training_pipeline(reason="exercise", return_state=True, fixed_params={
+            "learning_rate": 0.05, "max_iter": 200, "max_leaf_nodes": 31,
+            "min_samples_leaf": 20, "l2_regularization": 0.1})  # fmt: skip
+    finally:
+        monkeypatch.delenv("L1_MAX_EQUALIZED_ODDS_DIFFERENCE")
+        get_settings.cache_clear()
+    assert state.is_completed(), flow_message(state)
+    message = flow_message(state)
+    assert "rejected by the gate" in message
+    found = re.search(r"fairness city_tier equalized_odds_difference <= maximum: (0\.\d+) fails "
+                      r"0\.050 \((?:true|false) positive rate (\w+) 0\.\d\d vs (\w+) 0\.\d\d\)", message)  # fmt: skip
+    assert found, message
+    assert float(found[1]) > 0.05 and found[2] == "rural"  # rural customers: flagged most
+    assert champion(stack).version == before.version
+    client = MlflowClient(stack["mlflow"].url)
+    rejected = client.get_model_version(
+        "churn", client.get_registered_model("churn").aliases["challenger"]
+    )
+    assert "| **failed** | fairness city_tier equalized_odds_difference <= maximum" in model_card(
+        client, rejected
+    )
+
+
+def model_card(client: MlflowClient, version) -> str:
+    """The card a version links to (its tag `model_card`, named in its description)."""
+    link = version.tags["model_card"]
+    assert link == f"runs:/{version.run_id}/model_card.md" and link in version.description
+    return mlflow.artifacts.load_text(link)
 
 
 def _null_column(frame):
@@ -374,6 +429,7 @@ def test_training_twice_on_the_same_data_keeps_the_champion_and_registers_no_twi
     with pytest.MonkeyPatch.context() as lenient:
         lenient.setenv("L1_CHAMPION_MARGIN", "-1")
         lenient.setenv("L1_MAX_SLICE_DROP", "1")
+        lenient.setenv("L1_MAX_FAIRNESS_WORSENING", "1")
         get_settings.cache_clear()
         first = training_pipeline(reason="manual", return_state=True)
     get_settings.cache_clear()

@@ -1,5 +1,6 @@
 """Level 1's service as a real uvicorn process following a real MLflow registry: it swaps
-to a new champion under load without failing a request, keeps serving when MLflow is gone
+to a new champion under load without failing a request (and explains with the version it
+serves, before and after), keeps serving when MLflow is gone
 (and says "degraded"), loses no poll to MLflow closing idle connections and is not degraded
 by one failed poll, and logs every prediction in batches to the prediction store."""
 
@@ -34,6 +35,7 @@ def test_hot_swap_under_load_fails_no_request_and_then_serves_the_new_version(tm
         v1 = register_champion(mlflow.url, first)
         with level1_service(tmp_path, mlflow.url) as url:
             assert served_version(url) == v1
+            explained_before = assert_explains(url, v1)
             seen: list[tuple[int, str | None]] = []
             stop = threading.Event()
 
@@ -57,6 +59,7 @@ def test_hot_swap_under_load_fails_no_request_and_then_serves_the_new_version(tm
             stop.set()
             for w in workers:
                 w.join()
+            explained_after = assert_explains(url, v2)
 
     statuses = Counter(status for status, _ in seen)
     assert statuses == {200: len(seen)}, f"failed requests during the swap: {statuses}"
@@ -66,6 +69,29 @@ def test_hot_swap_under_load_fails_no_request_and_then_serves_the_new_version(tm
     assert versions[-50:] == [v2] * 50
     first_new = versions.index(v2)
     assert all(v == v2 for v in versions[first_new + 8 :])  # 4 clients: a few in flight
+    assert explained_before != explained_after  # /explain follows the swap too
+
+
+def assert_explains(url: str, version: str) -> dict[str, float]:
+    """POST /explain answers with `version`'s attributions, adding up to its output and to
+    what /predict answers, customer by customer; returns the first record's."""
+    records = [{**example_record(), "customer_id": "c-1"},
+               {**example_record(), "customer_id": "c-2", "complaints_90d": 6}]  # fmt: skip
+    answer = httpx.post(f"{url}/explain", json=records, timeout=60)
+    assert answer.status_code == 200, answer.text
+    body = answer.json()
+    assert body["model_version"] == version
+    assert [e["customer_id"] for e in body["explanations"]] == ["c-1", "c-2"]
+    predicted = httpx.post(f"{url}/predict", json=records).json()["predictions"]
+    for explained, served in zip(body["explanations"], predicted, strict=True):
+        total = body["base_value"] + sum(explained["attributions"].values())
+        assert total == pytest.approx(explained["log_odds"], abs=1e-4)
+        assert explained["churn_probability"] == pytest.approx(
+            served["churn_probability"], abs=1e-6
+        )
+    complaints = [e["attributions"]["complaints_90d"] for e in body["explanations"]]
+    assert complaints[1] > complaints[0]  # 6 complaints push towards churn more than 1
+    return body["explanations"][0]["attributions"]
 
 
 def test_mlflow_down_keeps_predictions_answered_and_health_degraded(tmp_path, two_models):

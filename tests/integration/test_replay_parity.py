@@ -40,7 +40,7 @@ from tests.integration.level1 import pipeline_env, prefect
 STORY = CompareSettings(days=21, start_day=8, rows_per_day=300, n_iter=1, cv_folds=3,
                         covariate_shift_day=9, covariate_shift_days=4, incident_day=20,
                         concept_drift_day=None, good_change_day=None,
-                        bad_change_day=None)  # fmt: skip
+                        bad_change_day=None, rollout_kinds=[])  # fmt: skip
 DAY = STORY.days - 1  # the bad batch lands; monitoring's check
 GATE_DAY = DAY - 1  # a good batch lands: the gate's verdict
 

@@ -47,14 +47,15 @@ class Service:
 
 
 PREDICTION_ROUTES = {("post", "/predict"), ("get", "/health"), ("get", "/model")}
+EXPLAINED = PREDICTION_ROUTES | {("post", "/explain")}  # levels 1 and 2 (shared/explain.py)
 SERVICES = [
     Service("0", "level0_manual.service", "L0_SERVE_", frozenset(PREDICTION_ROUTES)),
-    Service("1", "level1_ct.service", "L1_SERVE_", frozenset(PREDICTION_ROUTES)),
+    Service("1", "level1_ct.service", "L1_SERVE_", frozenset(EXPLAINED)),
     Service(
         "2",
         "level2_cicd.service",
         "L2_SERVE_",
-        frozenset(PREDICTION_ROUTES | {("get", "/rollout"), ("post", "/admin/fault")}),
+        frozenset(EXPLAINED | {("get", "/rollout"), ("post", "/admin/fault")}),
     ),
 ]
 

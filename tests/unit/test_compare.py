@@ -1,5 +1,6 @@
 """The comparison's parts: level 2's CI checks judge the pushed code and a push waits for
-the running canary, level 0's person retrains on schedule when asked to and reverts only
+the running rollout, each rollout kind decides on what it sees and exposes whom it should
+(a shadow nobody, an A/B test its customers until their labels say), level 0's person retrains on schedule when asked to and reverts only
 the newest release, the summary tells drift from concept drift, and a story day outside
 the replay is refused."""
 
@@ -20,11 +21,11 @@ from compare.changes import (
 from compare.levels import (
     ALERT_OF,
     PIPELINE,
-    Canary,
     Event,
     Level0,
     Level1,
     Level2,
+    Rollout,
     Runs,
     ci_checks,
     first_model,
@@ -39,7 +40,7 @@ from tests.replay_alerts import assert_prometheus_fires_the_same, figures, fired
 
 SMALL = CompareSettings(days=24, start_day=8, rows_per_day=300, n_iter=1,
                         covariate_shift_day=None, incident_day=None, concept_drift_day=None,
-                        good_change_day=None, bad_change_day=None)  # fmt: skip
+                        good_change_day=None, bad_change_day=None, rollout_kinds=[])  # fmt: skip
 
 
 @pytest.fixture(scope="module")
@@ -78,10 +79,13 @@ def test_level0_retrains_by_hand_every_k_weeks_only_when_asked():
         assert all(e.manual for e in level.events)
 
 
-def level2_with_canary(world, runs, change) -> Level2:
-    """Level 2 serving the first model, with `change` as its canary from the next day."""
-    level = Level2(world, runs, first_model(world, runs, initial_code(SMALL)), InProcess(world))
-    level.canary = Canary(change, change.apply(level.code), level.champion.fitted, SMALL.start_day)
+def level2_with_canary(world, runs, change, kind: str = "canary") -> Level2:
+    """Level 2 serving the first model, with `change` rolled out as `kind` from the next day
+    (pushed past CI and the gate)."""
+    initial = first_model(world, runs, initial_code(SMALL))
+    level = Level2(world, runs, initial, InProcess(world), kind=kind)
+    code = change.apply(level.code)
+    level.canary = Rollout(change, code, level.champion.fitted, SMALL.start_day, kind)
     return level
 
 
@@ -91,11 +95,11 @@ def test_a_canary_short_of_requests_waits_for_the_next_day_then_is_promoted(worl
     start = SMALL.start_day
     level = level2_with_canary(world, runs, widens_search(start))
     level.serve(start + 1)
-    level.judge_canary(start + 1)
+    level.judge_rollout(start + 1)
     assert level.canary is not None and level.canary.days == [start + 1]
     assert level.events == []
     level.serve(start + 2)
-    level.judge_canary(start + 2)
+    level.judge_rollout(start + 2)
     assert level.canary is None
     assert [e.kind for e in level.events] == ["release", "promote"]
     assert level.champion.version == 2 and "wider-search" in level.code.name
@@ -155,12 +159,53 @@ def test_a_canary_that_answers_the_probability_of_staying_is_rolled_back(world, 
     initial = level.champion
     for day in (start + 1, start + 2):
         level.serve(day)
-        level.judge_canary(day)
+        level.judge_rollout(day)
     assert level.canary is None
     assert [e.kind for e in level.events] == ["canary"]
     assert "rolled back" in level.events[0].text and "PSI" in level.events[0].text
     assert level.code == initial.code and level.champion.version == 1
     assert level.bad_changes_serving == set()  # the canary share never counted as released
+    exposed = level.rollouts[0].exposed  # its share of both days (60-odd a day: 100 needed)
+    assert exposed == sum(int(level.served[d].canary.sum()) for d in (start + 1, start + 2)) > 0
+    assert len(level.bad_exposed) == exposed  # they got the probability of staying
+
+
+def test_the_same_change_as_a_shadow_is_discarded_with_no_customer_given_its_answers(world, runs):
+    start = SMALL.start_day
+    level = level2_with_canary(world, runs, refactors_scoring(start), kind="shadow")
+    level.serve(start + 1)
+    served = level.served[start + 1]
+    assert not served.canary.any() and set(served.version for _ in [0]) == {1}
+    assert len(served.shadow) == len(served.ids)  # a copy of every request, scored
+    level.judge_rollout(start + 1)  # 300 copies in a day: enough to judge
+    assert level.canary is None and [e.kind for e in level.events] == ["canary"]
+    text = level.events[0].text
+    assert "shadow of 'refactor the service's scoring' discarded" in text
+    assert "would change" in text and "PSI" in text
+    [result] = level.rollouts
+    assert (result.kind, result.action, result.exposed) == ("shadow", "rollback", 0)
+    assert level.bad_exposed == set() and level.champion.version == 1
+
+
+def test_an_ab_test_waits_for_labels_and_exposes_its_customers_until_they_say(world, runs):
+    start = SMALL.start_day
+    level = level2_with_canary(world, runs, refactors_scoring(start), kind="ab")
+    day = start
+    while level.canary is not None and day < SMALL.days - 1:
+        day += 1
+        level.serve(day)
+        level.judge_rollout(day)
+        if level.canary is not None:
+            assert level.events == []  # no labels yet, or too few: it waits
+    [result] = level.rollouts
+    assert result.action == "rollback" and "worse" in result.reason, result.reason
+    # Labels land `label_delay_days` late: the test ran at least that long, and every
+    # customer it answered meanwhile got the wrong answers
+    assert day - start > SMALL.label_delay_days
+    candidate_customers = {i for d in range(start + 1, day + 1)
+                           for i in level.served[d].ids[level.served[d].canary]}  # fmt: skip
+    assert result.exposed == len(candidate_customers) == len(level.bad_exposed)
+    assert result.exposed > 0.4 * 300 * (day - start)  # about half of each day's customers
 
 
 def days(auc: list[float], start: int = 0, **columns) -> pd.DataFrame:

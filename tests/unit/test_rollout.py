@@ -5,10 +5,9 @@ on labelled decisions: promote, roll back, wait, time out."""
 
 from __future__ import annotations
 
-import time
-
 import numpy as np
 
+from level2_cicd.arms import ArmCounter
 from level2_cicd.flows.cd import arm
 from level2_cicd.rollout import (
     AbRule,
@@ -23,7 +22,6 @@ from level2_cicd.rollout import (
     psi,
     sampling_psi,
 )
-from level2_cicd.service import ArmCounter
 
 SPREAD = (30, 20, 15, 10, 8, 6, 4, 3, 2, 2)
 BOUNDS = Bounds(min_requests=100)
@@ -92,7 +90,7 @@ def counted(latencies_ms: list[float]) -> ArmStats:
     counter = ArmCounter()
     probabilities = np.random.default_rng(0).beta(2, 5, len(latencies_ms))
     for ms, p in zip(latencies_ms, probabilities, strict=True):
-        counter.count(time.perf_counter() - ms / 1000, np.array([p]))
+        counter.count(ms, np.array([p]))
     return arm(counter.snapshot())
 
 

@@ -95,12 +95,20 @@ def test_an_unknown_tier_is_refused_with_the_known_ones(pytester, suite):
     result.stderr.fnmatch_lines(["*--tier nightly: the tiers are quick, slow*"])
 
 
-def test_the_projects_tiers_cover_every_test_folder_and_fit_cis_hour():
+# What the tiers' budgets may add up to. 55 minutes kept .ci/run inside its hour on the
+# machine they were set on; CI's machine since 2026-12-06 is slower, and the suite takes 66
+# minutes there (tests/tiers.toml): over the hour, under CI's hard limit of 90. Raised from
+# 55 on 2026-12-07 for that machine, not for new tests: bring it back down as the suite
+# gets faster.
+BUDGETS_MINUTES = 66
+
+
+def test_the_projects_tiers_cover_every_test_folder_and_fit_the_stated_minutes():
     defined = tiers()
     folders = {p.name for p in (ROOT / "tests").iterdir() if p.is_dir() and p.name != "__pycache__"}
     assert {Path(t.path).name for t in defined.values()} == folders
     assert list(defined) == ["unit", "integration", "e2e", "containers"]  # make test's order
-    assert sum(t.budget_seconds for t in defined.values()) <= 55 * 60
+    assert sum(t.budget_seconds for t in defined.values()) <= BUDGETS_MINUTES * 60
 
 
 def test_the_report_lists_every_tier_with_its_time_or_not_run(tmp_path):

@@ -54,6 +54,22 @@ def test_live_quality_is_the_roc_auc_of_the_answers_against_their_labels(day, no
     assert found.alerts == {} and not found.retrain and ALERT not in found.metrics
 
 
+def test_live_fairness_is_each_groups_rates_on_the_labelled_answers(day, no_drift):
+    """Answers that flag every rural customer and nobody else: rural churners and stayers
+    are all flagged, the others none, so the city tiers are 1.0 apart, recorded per group."""
+    labelled = answered(day, right=True)
+    labelled["probability"] = np.where(labelled["city_tier"] == "rural", 0.9, 0.1)
+    metrics = assess(SETTINGS, no_drift, labelled, 0.8, last_alert=None, now=NOW).metrics
+    assert metrics["live_fairness/city_tier/equalized_odds_difference"] == 1.0
+    assert metrics["live_fairness/city_tier/rural/true_positive_rate"] == 1.0
+    assert metrics["live_fairness/city_tier/metro/false_positive_rate"] == 0.0
+    assert metrics["live_fairness/city_tier/demographic_parity_difference"] == 1.0
+    assert metrics["live_fairness/platform/equalized_odds_difference"] < 0.3
+    too_few = assess(SETTINGS, no_drift, labelled.head(SETTINGS.monitor_min_rows - 1), 0.8,
+                     last_alert=None, now=NOW).metrics  # fmt: skip
+    assert not [k for k in too_few if k.startswith("live_fairness/")]
+
+
 @pytest.mark.parametrize(
     "labels", ["too few", "one outcome"], ids=["fewer than monitor_min_rows", "a single class"]
 )

@@ -73,6 +73,9 @@ def test_training_runs_the_champion_monitoring_and_the_quarantine(world):
     settings, client = world
     experiment = client.create_experiment(EXPERIMENT)
     promoted = run(client, experiment, "FINISHED", gate="passed", promoted="true")
+    for name, gap in (("age_band", 0.14), ("city_tier", 0.38)):  # as evaluate().flat() logs
+        client.log_metric(promoted, f"fairness/{name}/equalized_odds_difference", gap)
+    client.log_metric(promoted, "fairness/age_band/18-24/true_positive_rate", 0.45)
     run(client, experiment, "FINISHED", gate="rejected", promoted="false")
     run(client, experiment, "FAILED")
     run(client, experiment, "FAILED")  # the newest two failed, one after the other
@@ -90,7 +93,10 @@ def test_training_runs_the_champion_monitoring_and_the_quarantine(world):
     store = connect(settings.prediction_store_url)
     record_monitoring(store, "0", {"drift_share": 0.9})  # an older version's: not the champion's
     record_monitoring(store, version, {"drift_share": 0.5, "drifted_columns": 4.0,
-                                       "live_roc_auc": 0.7, "rows": 2000.0})  # fmt: skip
+                                       "live_roc_auc": 0.7, "rows": 2000.0,
+                                       "live_fairness/age_band/equalized_odds_difference": 0.31,
+                                       "live_fairness/age_band/18-24/true_positive_rate": 0.2,
+                                       })  # fmt: skip
 
     samples = scrape(PipelineCollector(settings))
 
@@ -107,6 +113,16 @@ def test_training_runs_the_champion_monitoring_and_the_quarantine(world):
     assert value(samples, "churn_drift_share") == 0.5
     assert value(samples, "churn_drifted_columns") == 4
     assert value(samples, "churn_live_roc_auc") == 0.7
+    gaps = {labels: v for (name, labels), v in samples.items()
+            if name == "churn_champion_equalized_odds_difference"}  # fmt: skip
+    assert gaps == {frozenset({("attribute", "age_band")}): 0.14,
+                    frozenset({("attribute", "city_tier")}): 0.38}  # fmt: skip
+    live = [k for k in samples if k[0] == "churn_live_equalized_odds_difference"]
+    assert live == [
+        ("churn_live_equalized_odds_difference", frozenset({("attribute", "age_band")}))
+    ]
+    assert value(samples, "churn_live_equalized_odds_difference", attribute="age_band") == 0.31
+    assert value(samples, "churn_alert_threshold", name="fairness_worsening") == 0.1
     assert value(samples, "churn_batches_quarantined_total") == 2
     assert value(samples, "churn_contract_refused_rows_total") == 500
     assert value(samples, "churn_alert_threshold", name="drift_share") == 0.4

@@ -31,9 +31,11 @@ def client(model_dir: Path):
         yield c
 
 
-def post_raw(client: TestClient, body: str | bytes, content_type: str = "application/json"):
+def post_raw(
+    client: TestClient, body: str | bytes, content_type: str = "application/json", path="/predict"
+):
     content = body.encode() if isinstance(body, str) else body
-    return client.post("/predict", content=content, headers={"content-type": content_type})
+    return client.post(path, content=content, headers={"content-type": content_type})
 
 
 def assert_422_names(response, *loc) -> None:
@@ -333,12 +335,14 @@ def level2_client(tmp_path_factory):
 def test_every_level_answers_a_bad_body_exactly_as_level_0(
     client, level1_client, level2_client, body
 ):
-    """Every level answers alike: the same status and the same 422 naming the field."""
+    """Every level answers alike: the same status and the same 422 naming the field, on
+    /predict and on levels 1 and 2's /explain, which takes the same body."""
     reference = post_raw(client, body)
     assert reference.status_code == 422, reference.text
     for other in (level1_client, level2_client):
-        ours = post_raw(other, body)
-        assert (ours.status_code, ours.json()) == (422, reference.json())
+        for path in ("/predict", "/explain"):
+            ours = post_raw(other, body, path=path)
+            assert (ours.status_code, ours.json()) == (422, reference.json()), path
 
 
 @pytest.mark.parametrize(
@@ -357,10 +361,13 @@ def test_the_admin_route_refuses_an_unreadable_or_mistyped_body_with_422(level2_
 
 
 def test_level_1_answers_a_good_body_503_while_no_champion_is_loaded(level1_client):
-    response = level1_client.post("/predict", json=example_record())
-    assert response.status_code == 503
-    assert response.json()["detail"].startswith("no model loaded: cannot reach the model registry")
-    assert level1_client.post("/predict", json=[example_record()] * 5000).status_code == 413
+    for path in ("/predict", "/explain"):
+        response = level1_client.post(path, json=example_record())
+        assert response.status_code == 503
+        assert response.json()["detail"].startswith(
+            "no model loaded: cannot reach the model registry"
+        )
+        assert level1_client.post(path, json=[example_record()] * 5000).status_code == 413
 
 
 def test_ci_smoke_probe_checks_the_field_it_means_to(level1_client):
