@@ -116,6 +116,11 @@ demo: venv
 		esac; \
 	done
 
+# The slow tiers wait on servers, stacks and polls more than they compute: their modules run on
+# two pytest-xdist workers, each module whole on one (its servers are module fixtures, on free
+# ports). TIER_WORKERS= runs them in one process.
+TIER_WORKERS ?= -n 2 --dist loadfile
+
 ## Run every test tier in turn (tests/tiers.toml): unit, integration, e2e, containers; the first that fails stops the run
 test: venv
 	@rm -rf var/test-times
@@ -128,11 +133,11 @@ test-unit: venv
 
 ## Run the integration tier: real MLflow, Prefect, git and service processes on loopback
 test-integration: venv
-	$(PY) -m pytest --tier integration tests/integration --durations=10
+	$(PY) -m pytest --tier integration $(TIER_WORKERS) tests/integration --durations=10
 
 ## Run the e2e tier: each level's demo and make compare, end to end without Docker
 test-e2e: venv
-	$(PY) -m pytest --tier e2e tests/e2e --durations=10
+	$(PY) -m pytest --tier e2e $(TIER_WORKERS) tests/e2e --durations=10
 
 ## Run the containers tier: the stacks and make compare STACK=docker (builds the images first)
 test-containers: venv
@@ -140,7 +145,7 @@ test-containers: venv
 		start=$$SECONDS; $(MAKE) --no-print-directory images || exit 1; \
 		echo "images: $$((SECONDS - start)) s"; \
 	fi
-	$(PY) -m pytest --tier containers tests/docker --durations=10
+	$(PY) -m pytest --tier containers $(TIER_WORKERS) tests/docker --durations=10
 
 ## Run one ML Test Score section of the tests, SECTION=data|model|infrastructure (level 2's CI steps)
 test-ml: venv

@@ -4,6 +4,8 @@
 timeout (pytest-timeout), refuses a test from another tier's folder, and when the session ends
 writes var/test-times/<tier>.json (under the rootdir) and fails the tier if it took longer than
 its budget, naming its slowest tests. `python -m tests.tiers` prints the last run of each tier as a table.
+A tier run on pytest-xdist's workers (`-n 2`, as the Makefile runs the slow tiers) is judged
+once, by the controller, on the reports the workers send it.
 """
 
 from __future__ import annotations
@@ -50,14 +52,17 @@ def pytest_configure(config: pytest.Config) -> None:
     defined = tiers(config.getoption("tiers_file"))
     if name not in defined:
         raise pytest.UsageError(f"--tier {name}: the tiers are {', '.join(defined)}")
-    config.pluginmanager.register(TierRun(defined[name], config.rootpath), "tier-run")
+    # An xdist worker (it has `workerinput`) only collects and runs: the controller times the tier
+    worker = hasattr(config, "workerinput")
+    config.pluginmanager.register(TierRun(defined[name], config.rootpath, worker), "tier-run")
 
 
 class TierRun:
     """One tier's run: its wall time against its budget, and each test's duration."""
 
-    def __init__(self, tier: Tier, root: Path) -> None:
+    def __init__(self, tier: Tier, root: Path, worker: bool = False) -> None:
         self.tier = tier
+        self.worker = worker
         self.folder = root / tier.path
         self.times = root / TIMES.relative_to(ROOT)
         self.started = time.monotonic()
@@ -90,6 +95,8 @@ class TierRun:
 
     def pytest_sessionfinish(self, session: pytest.Session) -> None:
         self.ended = time.monotonic()
+        if self.worker:
+            return
         if self.over_budget() and session.exitstatus == pytest.ExitCode.OK:
             session.exitstatus = pytest.ExitCode.TESTS_FAILED
         self.times.mkdir(parents=True, exist_ok=True)
@@ -103,6 +110,8 @@ class TierRun:
         (self.times / f"{self.tier.name}.json").write_text(json.dumps(record, indent=1) + "\n")
 
     def pytest_terminal_summary(self, terminalreporter) -> None:
+        if self.worker:
+            return
         line = f"tier {self.tier.name}: {self.seconds():.0f} s of its {self.tier.budget_seconds:.0f} s budget"
         if not self.over_budget():
             terminalreporter.write_sep("=", line, green=True)

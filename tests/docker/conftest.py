@@ -4,6 +4,7 @@ session, by the same `make images` a learner runs."""
 
 from __future__ import annotations
 
+import fcntl
 import os
 import re
 import subprocess
@@ -74,7 +75,13 @@ def engine() -> None:
 
 @pytest.fixture(scope="session")
 def images(engine) -> None:
-    run(["make", "images"], timeout=2400)
+    """`make images`, once per pytest process: under pytest-xdist (`make test-containers` runs
+    two workers) the workers take turns, so the second finds every layer cached."""
+    lock = ROOT / "var" / "images.lock"
+    lock.parent.mkdir(exist_ok=True)
+    with lock.open("w") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)
+        run(["make", "images"], timeout=2400)
 
 
 @dataclass(frozen=True)

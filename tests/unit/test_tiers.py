@@ -35,11 +35,11 @@ def suite(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch):
     (pytester.path / "suite/slow").mkdir(parents=True)
     pytester.makefile(".ini", pytest="[pytest]\n")  # the rootdir
 
-    def run(tier: str, folder: str, budget: float = 60, timeout: float = 60):
+    def run(tier: str, folder: str, budget: float = 60, timeout: float = 60, *options: str):
         (pytester.path / "tiers.toml").write_text(TIERS.format(budget=budget, timeout=timeout))
         return pytester.runpytest_subprocess(
             "-p", "tests.tiers", "-p", "no:cacheprovider", "--tiers-file", "tiers.toml",
-            "--tier", tier, folder,
+            "--tier", tier, *options, folder,
         )  # fmt: skip
 
     return run
@@ -72,6 +72,21 @@ def test_a_tier_over_its_budget_fails_and_names_its_slowest_test(pytester, suite
     result.stdout.fnmatch_lines(["*tier quick: * s of its 1 s budget: OVER BUDGET*",
                                  "*s  suite/quick/test_a.py::test_slow"])  # fmt: skip
     assert recorded(pytester, "quick")["exit_status"] == pytest.ExitCode.TESTS_FAILED
+
+
+def test_on_xdist_workers_the_controller_judges_the_tier_on_every_workers_tests(pytester, suite):
+    """`make test-<tier>` runs the slow tiers with `-n 2 --dist loadfile`: one record, every test."""
+    for name in ("a", "b"):
+        write(pytester, f"suite/quick/test_{name}.py", f"def test_{name}():\n    time.sleep(0.8)")
+    result = suite("quick", "suite/quick", 1, 60, "-n", "2", "--dist", "loadfile")
+    result.stdout.fnmatch_lines(["*2 workers*", "*2 passed*"], consecutive=False)
+    # Either worker alone stays within 1 s; the tier, from the controller's start, does not
+    assert result.ret == pytest.ExitCode.TESTS_FAILED
+    result.stdout.fnmatch_lines(["*tier quick: * s of its 1 s budget: OVER BUDGET*"])
+    assert sum("OVER BUDGET" in line for line in result.stdout.lines) == 1  # the controller's
+    run = recorded(pytester, "quick")
+    assert set(run["tests"]) == {"suite/quick/test_a.py::test_a", "suite/quick/test_b.py::test_b"}
+    assert run["exit_status"] == pytest.ExitCode.TESTS_FAILED
 
 
 def test_a_test_over_the_tiers_timeout_fails_with_a_timeout(pytester, suite):
