@@ -15,7 +15,7 @@ from pathlib import Path
 
 from level0_manual.service import ServiceSettings
 from level0_manual.train import TrainSettings
-from shared import model_file
+from shared import model_card, model_file
 
 BANNER = "=" * 72
 
@@ -26,12 +26,15 @@ def handoff(exported: Path, serving: Path) -> list[Path]:
     missing = [str(p) for p in sources if not p.is_file()]
     if missing:
         raise FileNotFoundError(f"nothing to hand over, missing {missing}: run make level0-train")
+    readable = Path(exported) / model_card.FILE  # the card a person reads, where training wrote one
+    if readable.is_file():
+        sources.append(readable)
     serving = Path(serving)
     serving.mkdir(parents=True, exist_ok=True)
     print(BANNER)
     print("MANUAL HAND-OFF (level 0): a person copies the model file to the service")
     copies = []
-    for source in sources:  # the model first, its card last
+    for source in sources:  # the model first, its cards last
         target = serving / source.name
         print(f"  cp {source} {target}")
         # Copy beside the target, then rename over it: a service (re)starting mid-copy

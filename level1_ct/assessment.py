@@ -10,6 +10,7 @@ No Prefect, MLflow or database here.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
@@ -18,11 +19,15 @@ import pandas as pd
 from level1_ct import reports
 from level1_ct.settings import PipelineSettings
 from shared.evaluate import live_fairness
-from shared.fairness import flat_fairness
+from shared.fairness import EQUALIZED_ODDS, AttributeFairness, flat_fairness
 from shared.schema import LABEL
 
-ALERT = "alert"  # the metric recorded when an alert was raised (1.0)
-DRIFT, LIVE_QUALITY = "drift", "live quality"  # the kinds of alert
+ALERT = "alert"  # the metric recorded when an alert that retrains was raised (1.0)
+DRIFT, LIVE_QUALITY, LIVE_FAIRNESS = "drift", "live quality", "live fairness"  # kinds of alert
+# The kinds a retrain answers: the world moved, and a model fitted on newer data follows it.
+# A group treated worse than the champion's hold-out promised is not one of them: a retrain on
+# the same data learns the same treatment, so a person looks into it (the alert pages).
+RETRAIN_KINDS = (DRIFT, LIVE_QUALITY)
 
 
 def enough_to_judge(settings: PipelineSettings, rows: int) -> bool:
@@ -37,9 +42,16 @@ def enough_labels(settings: PipelineSettings, labelled: pd.DataFrame) -> bool:
 
 
 def alerts(
-    settings: PipelineSettings, metrics: dict[str, float], drifted: list[str], holdout_auc: float
+    settings: PipelineSettings,
+    metrics: dict[str, float],
+    drifted: list[str],
+    holdout_auc: float,
+    fairness: dict[str, AttributeFairness] | None = None,
+    holdout_gaps: dict[str, float] | None = None,
 ) -> dict[str, str]:
-    """What crossed a threshold, by kind (DRIFT, LIVE_QUALITY), in words."""
+    """What crossed a threshold, by kind (DRIFT, LIVE_QUALITY, LIVE_FAIRNESS), in words.
+    `fairness`: the groups of the labelled answers (`shared.evaluate.live_fairness`);
+    `holdout_gaps`: the champion's equalised-odds difference per attribute on its hold-out."""
     found = {}
     if metrics["drift_share"] >= settings.drift_share_threshold:
         found[DRIFT] = (
@@ -52,7 +64,30 @@ def alerts(
             f"live ROC AUC {auc:.3f} is below {bar:.3f} (hold-out {holdout_auc:.3f} "
             f"- {settings.max_live_auc_drop})"
         )
+    worse = fairness_worse(settings, fairness or {}, holdout_gaps or {})
+    if worse:
+        found[LIVE_FAIRNESS] = "; ".join(worse)
     return found
+
+
+def fairness_worse(
+    settings: PipelineSettings,
+    fairness: dict[str, AttributeFairness],
+    holdout_gaps: dict[str, float],
+) -> list[str]:
+    """The attributes whose groups the champion's answers treat further apart than its
+    hold-out promised, by more than `max_fairness_worsening` (the gate's own bound on a
+    candidate against its champion): the widest gap's rate and groups, in words."""
+    worse = []
+    for attribute, groups in fairness.items():
+        live, promised = groups.gap(EQUALIZED_ODDS), holdout_gaps.get(attribute, math.nan)
+        if live > promised + settings.max_fairness_worsening:  # False where either is NaN
+            worse.append(
+                f"{attribute}: equalised-odds difference {live:.2f} on labelled answers "
+                f"({groups.gaps[EQUALIZED_ODDS].describe(groups.groups)}) is over the "
+                f"champion's {promised:.2f} on its hold-out + {settings.max_fairness_worsening}"
+            )
+    return worse
 
 
 def cooling(settings: PipelineSettings, last_alert: datetime | None, now: datetime) -> bool:
@@ -75,8 +110,14 @@ class Assessment:
 
     @property
     def retrain(self) -> bool:
-        """An alert outside the cooldown: monitoring emits the event that starts a retrain."""
-        return bool(self.alerts) and not self.cooling
+        """An alert of a kind a retrain answers, outside the cooldown: monitoring emits the
+        event that starts a retrain."""
+        return any(kind in RETRAIN_KINDS for kind in self.alerts) and not self.cooling
+
+    @property
+    def pages(self) -> list[str]:
+        """The alerts a person answers (Alertmanager pages them): no retrain starts for these."""
+        return [text for kind, text in self.alerts.items() if kind not in RETRAIN_KINDS]
 
 
 def assess(
@@ -87,6 +128,7 @@ def assess(
     last_alert: datetime | None,
     now: datetime,
     tags: list[str] | None = None,
+    holdout_gaps: dict[str, float] | None = None,
 ) -> Assessment:
     """Monitoring's decision on one check.
 
@@ -95,8 +137,10 @@ def assess(
     the newest predictions whose labels have arrived, whichever version gave them (feature
     columns, `probability`, `churned`): their quality and their group fairness by the gate's
     definitions (`live_fairness/...`, `shared.fairness`); `holdout_auc`: the champion's ROC AUC on its hold-out,
-    the bar live quality is held to; `last_alert`: when an alert was last raised; `tags`:
-    for the quality report's snapshot (the drift report's has its own).
+    the bar live quality is held to; `last_alert`: when an alert that retrains was last
+    raised; `tags`: for the quality report's snapshot (the drift report's has its own);
+    `holdout_gaps`: the champion's equalised-odds difference per attribute on its hold-out
+    (`shared.fairness.gaps_by_attribute` of its run's metrics), the bar live fairness is held to.
     """
     metrics = {**drift.metrics(), "rows": float(drift.rows), "labelled_rows": float(len(labelled))}
     snapshots = [drift.snapshot]
@@ -109,8 +153,11 @@ def assess(
         groups = live_fairness(labelled, labelled["probability"].to_numpy())
         metrics |= flat_fairness(groups, prefix="live_fairness/")
         snapshots.append(quality.snapshot)
-    found = alerts(settings, metrics, drift.drifted, holdout_auc)
-    held = bool(found) and cooling(settings, last_alert, now)
-    if found and not held:
+    else:
+        groups = {}
+    found = alerts(settings, metrics, drift.drifted, holdout_auc, groups, holdout_gaps)
+    retraining = any(kind in RETRAIN_KINDS for kind in found)
+    held = retraining and cooling(settings, last_alert, now)
+    if retraining and not held:
         metrics[ALERT] = 1.0
     return Assessment(metrics, drift.drifted, found, held, snapshots)

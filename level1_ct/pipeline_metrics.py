@@ -60,22 +60,12 @@ from prometheus_client.registry import Collector
 from level1_ct import names, registry
 from level1_ct.settings import PipelineSettings, get_settings
 from shared.data import day_of, labelled_feature_files
-from shared.fairness import EQUALIZED_ODDS
+from shared.fairness import gaps_by_attribute
 from shared.utc import as_utc
 
 log = logging.getLogger(__name__)
 MONITORED = {"drift_share": "churn_drift_share", "drifted_columns": "churn_drifted_columns",
              "live_roc_auc": "churn_live_roc_auc"}  # fmt: skip
-
-
-def by_attribute(metrics: dict[str, float], prefix: str) -> dict[str, float]:
-    """{attribute: gap} from flat fairness names: '<prefix><attribute>/equalized_odds_difference'."""
-    found = {}
-    for key, value in metrics.items():
-        attribute, _, name = key.removeprefix(prefix).partition("/")
-        if key.startswith(prefix) and name == EQUALIZED_ODDS:
-            found[attribute] = value
-    return found
 
 
 def per_attribute(name: str, documentation: str, gaps: dict[str, float]) -> GaugeMetricFamily:
@@ -155,7 +145,7 @@ def champion(client: MlflowClient, model_name: str) -> Champion | None:
         return None
     metrics = client.get_run(ref.run_id).data.metrics if ref.run_id else {}
     return Champion(ref.version, ref.window, ref.registered_at, metrics.get("roc_auc"),
-                    by_attribute(metrics, "fairness/"))  # fmt: skip
+                    gaps_by_attribute(metrics))  # fmt: skip
 
 
 def last_check(engine: sa.Engine, version: str) -> tuple[dict[str, float], float | None]:
@@ -317,7 +307,7 @@ class PipelineCollector(Collector):
                 yield GaugeMetricFamily(
                     name, f"Monitoring's last check of the champion: {key}", value=figures[key]
                 )
-        live = by_attribute(figures, "live_fairness/")
+        live = gaps_by_attribute(figures, "live_fairness/")
         if live:
             yield per_attribute(
                 "churn_live_equalized_odds_difference",

@@ -21,6 +21,7 @@ from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 
 from level1_ct.names import CHALLENGER, CHAMPION, PREVIOUS_CHAMPION
+from shared import model_card
 
 __all__ = ["CHALLENGER", "CHAMPION", "PREVIOUS_CHAMPION"]  # with the functions below
 
@@ -94,7 +95,7 @@ def load_model(ref: ModelRef, tracking_uri: str) -> Any:
 
 REFERENCE_FILE = "reference.parquet"  # a sample of the training data, logged with the model
 ATTRIBUTIONS = "attributions.json"  # mean |SHAP attribution| per feature (shared/explain.py)
-MODEL_CARD = "model_card.md"  # each version's card (shared/model_card.py), an artifact of its run
+MODEL_CARD = model_card.FILE  # each version's card (shared/model_card.py), an artifact of its run
 
 
 def reference_data(tracking_uri: str, ref: ModelRef) -> pd.DataFrame:

@@ -138,3 +138,16 @@ def flat_fairness(
             out |= {f"{prefix}{name}/{group}/{k}": v for k, v in rates.items() if k != "rows"}
         out |= {f"{prefix}{name}/{k}": gap.value for k, gap in attribute.gaps.items()}
     return out
+
+
+def gaps_by_attribute(
+    flat: dict[str, float], prefix: str = "fairness/", gap: str = EQUALIZED_ODDS
+) -> dict[str, float]:
+    """{attribute: its `gap`} back from `flat_fairness`'s names, as MLflow's run metrics and the
+    monitoring table hold them: 'fairness/age_band/equalized_odds_difference' -> age_band."""
+    found = {}
+    for key, value in flat.items():
+        attribute, _, name = key.removeprefix(prefix).partition("/")
+        if key.startswith(prefix) and name == gap:
+            found[attribute] = value
+    return found

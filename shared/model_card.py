@@ -26,6 +26,7 @@ SECTIONS = ("Intended use", "Training data", "Performance", "Performance per gro
             "Fairness", "Top attributions", "The gate's verdict", "Lineage",
             "Limitations")  # fmt: skip
 TOP = 8  # attributions listed
+FILE = "model_card.md"  # its name beside the model: an MLflow run's artifact, level 0's export
 
 INTENDED_USE = f"""\
 The model estimates, for each active customer of the food-delivery app, the probability that
@@ -69,6 +70,7 @@ class CardFacts:
     run: str = ""  # where the run is (an MLflow run id, or a file)
     # mean |SHAP attribution| per feature on the hold-out, largest first (shared/explain.py)
     attributions: dict[str, float] | None = None
+    judge: str = "The gate"  # who judged it: level 0 has a person's one check, not a gate
 
 
 def _number(value: float | None, digits: int = 3) -> str:
@@ -157,10 +159,10 @@ def _attributions(attributions: dict[str, float] | None) -> str:
     )
 
 
-def _verdict(verdict: Verdict) -> str:
+def _verdict(verdict: Verdict, judge: str) -> str:
     outcome = "**passed**" if verdict.passed else "**rejected**"
     rows = [["passed" if c.passed else "**failed**", c.describe()] for c in verdict.checks]
-    return (f"The gate {outcome}: every check below, with its numbers.\n\n"
+    return (f"{judge} {outcome}: every check below, with its numbers.\n\n"
             + _table(["result", "check"], rows))  # fmt: skip
 
 
@@ -192,7 +194,7 @@ def render(facts: CardFacts) -> str:
         "Performance per group": _per_group(facts.evaluation),
         "Fairness": _fairness(facts),
         "Top attributions": _attributions(facts.attributions),
-        "The gate's verdict": _verdict(facts.verdict),
+        "The gate's verdict": _verdict(facts.verdict, facts.judge),
         "Lineage": _lineage(facts),
         "Limitations": LIMITATIONS,
     }

@@ -14,6 +14,8 @@ import yaml
 from compare.levels import PIPELINE, Level1
 from compare.served import Model
 from level1_ct import pipeline_metrics
+from shared.evaluate import SLICES
+from shared.fairness import gaps_by_attribute
 from tests.prometheus_tools import tool
 
 RULES = Path(__file__).resolve().parents[1] / "level1_ct/prometheus/rules.yml"
@@ -31,6 +33,12 @@ def figures(level: Level1, day: int, monitored: Model, evening: Model) -> dict[s
         f'{name}{{job="pipeline"}}': check.metrics.get(key) if check else None
         for key, name in pipeline_metrics.MONITORED.items()
     }
+    live_gaps = gaps_by_attribute(check.metrics, "live_fairness/") if check else {}
+    for attribute in SLICES:  # every attribute's series, None where it has no gap
+        labels = f'{{job="pipeline",attribute="{attribute}"}}'
+        found[f"churn_live_equalized_odds_difference{labels}"] = live_gaps.get(attribute)
+        gap = monitored.holdout_gaps.get(attribute)
+        found[f"churn_champion_equalized_odds_difference{labels}"] = gap
     found |= {
         'churn_champion_holdout_roc_auc{job="pipeline"}': monitored.holdout_auc,
         'churn_model_age_seconds{job="serving",arm="champion"}': (day - evening.trained) * 86400,

@@ -11,8 +11,9 @@ import numpy as np
 import pytest
 from mlflow.tracking import MlflowClient
 
+from level0_manual.handoff import handoff
 from level0_manual.train import TrainingRefused, TrainSettings, run
-from shared import model_file
+from shared import model_card, model_file
 from shared.data import label_file_for, labelled_feature_files
 from shared.features import feature_frame
 from shared.lineage import data_version
@@ -77,6 +78,27 @@ def test_the_run_keeps_the_validation_report_and_lineage_as_artifacts(trained_ru
     _, _, logged = trained_run
     names = {a.path for a in MlflowClient(server.url).list_artifacts(logged.info.run_id)}
     assert {"data_validation.json", "lineage.json"} <= names
+
+
+def test_the_exported_model_has_a_card_for_a_person_that_the_handoff_carries(
+    trained_run, server, tmp_path: Path
+):
+    """Level 0's model card: the sections of every level's, with the one check a person made
+    in place of a gate, and the groups' figures that nobody holds at this level."""
+    settings, card, logged = trained_run
+    readable = (settings.export_dir / model_card.FILE).read_text()
+    assert f"# Model card: churn, version {card['version']}" in readable
+    assert all(f"\n## {section}\n" in readable for section in model_card.SECTIONS)
+    assert "No gate judged it. The one check the person who trained it made **passed**" in readable
+    assert "hold-out ROC AUC over the baseline's" in readable
+    assert "| age_band | equalized odds difference |" in readable
+    assert f"`{card['data_version']}`" in readable and logged.info.run_id in readable
+    client = MlflowClient(server.url)
+    logged_card = client.download_artifacts(logged.info.run_id, model_card.FILE, str(tmp_path))
+    assert Path(logged_card).read_text() == readable
+    copies = handoff(settings.export_dir, tmp_path / "serving")
+    assert (tmp_path / "serving" / model_card.FILE).read_text() == readable
+    assert copies[-1].name == model_card.FILE
 
 
 def test_a_bad_batch_stops_training_before_anything_is_logged_or_exported(server, tmp_path: Path):

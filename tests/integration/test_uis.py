@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import re
 import sys
+import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack, contextmanager
@@ -109,11 +110,12 @@ def test_redoc_shows_every_operation(service):
 
 @contextmanager
 def evidently_ui_server(workspace: Path) -> Iterator[str]:
-    """`evidently ui --workspace <folder>` as the level-1 guide starts it; yields its URL."""
+    """The Evidently UI on a workspace folder as the level-1 guide starts it
+    (`python -m level1_ct.evidently_ui`); yields its URL."""
     workspace.mkdir(parents=True, exist_ok=True)
     port = free_port()
     url = f"http://127.0.0.1:{port}"
-    command = [str(Path(sys.executable).parent / "evidently"), "ui", "--workspace", str(workspace),
+    command = [sys.executable, "-m", "level1_ct.evidently_ui", "--workspace", str(workspace),
                "--host", "127.0.0.1", "--port", str(port)]  # fmt: skip
     env = {**os.environ, "DO_NOT_TRACK": "1"}  # no telemetry calls
     with running(command, f"{url}/api/projects", workspace.parent / "evidently.log", env=env):
@@ -254,6 +256,36 @@ def evidently_ui(tools, labelled) -> Published:
     reports.publish(tools.workspace, project, [later.snapshot, scored.snapshot])
     drifted = f"{len(drift.drifted)} out of {len(reports.FEATURE_NAMES)}"
     return Published(tools.evidently, found["id"], snapshot["id"], drifted)
+
+
+def test_a_half_written_project_file_does_not_stop_the_ui_following_the_folder(tmp_path, labelled):
+    """Evidently's watcher reads a project's metadata.json when it appears: caught still
+    empty (a busy machine), `evidently ui` stopped following the folder for good; level 1's
+    UI (level1_ct/evidently_ui.py) reads it once written, and every project after it."""
+    from evidently.ui.workspace import Workspace
+
+    scratch = Workspace(str(tmp_path / "scratch")).create_project("first")  # its metadata
+    written = (tmp_path / "scratch" / str(scratch.id) / "metadata.json").read_text()
+    workspace = tmp_path / "evidently"
+    with evidently_ui_server(workspace) as url:
+        metadata = workspace / str(scratch.id) / "metadata.json"
+        metadata.parent.mkdir()
+        metadata.touch()  # created, not yet written
+        time.sleep(2)  # the watcher has read it empty
+        metadata.write_text(written)
+        later = Workspace(str(workspace)).create_project("later")
+        listed = wait_for(
+            lambda: (lambda names: names if len(names) == 2 else None)(
+                sorted(p["name"] for p in httpx.get(f"{url}/api/projects").json())
+            ), 30, "the UI to list both projects",
+        )  # fmt: skip
+        assert listed == ["first", "later"]
+        rows = len(labelled) // 2
+        drift = reports.data_drift(labelled.iloc[rows:], labelled.iloc[:rows])
+        for project in (scratch, later):
+            Workspace(str(workspace)).add_run(project.id, drift.snapshot, include_data=False)
+            reports_of = f"{url}/api/projects/{project.id}/snapshots"
+            wait_for(lambda at=reports_of: httpx.get(at).json(), 30, "the UI to list its report")
 
 
 def test_evidently_ui_lists_level1s_project(evidently_ui):

@@ -34,6 +34,7 @@ from compare.servers import InProcess
 from compare.settings import CompareSettings, level_defaults
 from compare.summary import _first_alert, _lead_time, _recovery
 from compare.world import World
+from level1_ct import assessment
 from level1_ct.settings import PipelineSettings
 from level2_cicd.settings import CicdSettings
 from tests.replay_alerts import assert_prometheus_fires_the_same, figures, fired
@@ -285,8 +286,13 @@ def test_an_alert_is_raised_when_its_rule_starts_firing_about_something_new(worl
 
 def test_the_replays_alerts_are_rules_of_the_stacks_with_their_actions():
     labels = routing.labels()
-    assert {labels[rule]["action"] for rule in ALERT_OF.values()} == {"retrain"}
-    for rule in ("BatchQuarantined", "CanaryRolledBack", "ModelStale", "ChampionDataStale"):
+    # Monitoring's kinds: a rule that retrains where the assessment retrains, pages otherwise
+    for kind, rule in ALERT_OF.items():
+        expected = "retrain" if kind in assessment.RETRAIN_KINDS else "page"
+        assert labels[rule]["action"] == expected, rule
+    assert set(ALERT_OF) > set(assessment.RETRAIN_KINDS)  # live fairness pages a person
+    for rule in ("BatchQuarantined", "CanaryRolledBack", "ModelStale", "ChampionDataStale",
+                 "LiveFairnessWorse"):  # fmt: skip
         assert labels[rule]["action"] == "page", rule
         assert routing.pages(rule, 1) and routing.pages(rule, 2), rule
     assert not routing.pages("DriftHigh", 1) and not routing.pages("DriftHigh", 2)

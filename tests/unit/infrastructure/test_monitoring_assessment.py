@@ -12,7 +12,7 @@ import pytest
 from sklearn.metrics import roc_auc_score
 
 from level1_ct import reports
-from level1_ct.assessment import ALERT, DRIFT, LIVE_QUALITY, assess
+from level1_ct.assessment import ALERT, DRIFT, LIVE_FAIRNESS, LIVE_QUALITY, assess
 from level1_ct.settings import PipelineSettings
 from shared.schema import FEATURE_NAMES as _FEATURES
 from shared.schema import ID, LABEL
@@ -68,6 +68,48 @@ def test_live_fairness_is_each_groups_rates_on_the_labelled_answers(day, no_drif
     too_few = assess(SETTINGS, no_drift, labelled.head(SETTINGS.monitor_min_rows - 1), 0.8,
                      last_alert=None, now=NOW).metrics  # fmt: skip
     assert not [k for k in too_few if k.startswith("live_fairness/")]
+
+
+def rural_flagged(day: pd.DataFrame) -> pd.DataFrame:
+    """Right answers, but every rural customer flagged and nobody else: the city tiers' true-
+    and false-positive rates 1.0 apart, the other attributes' groups near each other."""
+    labelled = answered(day, right=True)
+    labelled["probability"] = np.where(labelled["city_tier"] == "rural", 0.9, 0.1)
+    return labelled
+
+
+def test_groups_further_apart_than_the_holdout_promised_page_a_person_and_retrain_nothing(
+    day, no_drift
+):
+    promised = {"city_tier": 0.2, "platform": 0.2, "age_band": 0.2}  # the champion's hold-out
+    found = assess(SETTINGS, no_drift, rural_flagged(day), 0.5, None, NOW, None, promised)
+    assert list(found.alerts) == [LIVE_FAIRNESS] and found.pages == [found.alerts[LIVE_FAIRNESS]]
+    message = found.alerts[LIVE_FAIRNESS]
+    assert message.startswith("city_tier: equalised-odds difference 1.00 on labelled answers")
+    assert (
+        "rural 1.00 vs " in message and "over the champion's 0.20 on its hold-out + 0.1" in message
+    )
+    assert "platform" not in message and "age_band" not in message
+    # Not a retrain's to answer, and no cooldown starts: a drift alert later still retrains
+    assert not found.retrain and not found.cooling and ALERT not in found.metrics
+    # Within the bound (the hold-out already that far apart), or no hold-out figure: quiet
+    within = {**promised, "city_tier": 1.0 - SETTINGS.max_fairness_worsening / 2}
+    for holdout_gaps in (within, {}, None):
+        quiet = assess(SETTINGS, no_drift, rural_flagged(day), 0.5, None, NOW, None, holdout_gaps)
+        assert quiet.alerts == {} and quiet.pages == []
+
+
+def test_a_fairness_page_beside_a_quality_alert_leaves_the_retrain_and_its_cooldown_alone(
+    day, no_drift
+):
+    wrong = rural_flagged(day)
+    wrong["probability"] = 1 - wrong["probability"]  # the rural churners now all missed
+    cooldown = timedelta(seconds=SETTINGS.retrain_cooldown_seconds)
+    found = assess(SETTINGS, no_drift, wrong, 0.8, NOW - 2 * cooldown, NOW, None, {"city_tier": 0})
+    assert set(found.alerts) == {LIVE_QUALITY, LIVE_FAIRNESS}
+    assert found.retrain and found.metrics[ALERT] == 1.0
+    held = assess(SETTINGS, no_drift, wrong, 0.8, NOW - cooldown / 2, NOW, None, {"city_tier": 0})
+    assert held.cooling and not held.retrain and held.pages == [held.alerts[LIVE_FAIRNESS]]
 
 
 @pytest.mark.parametrize(

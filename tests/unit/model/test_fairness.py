@@ -20,7 +20,13 @@ from fairlearn.metrics import (
 )
 
 from shared.evaluate import MIN_SLICE_ROWS, THRESHOLD, Evaluation, evaluate
-from shared.fairness import MIN_OUTCOMES, attribute_fairness
+from shared.fairness import (
+    EQUALIZED_ODDS,
+    MIN_OUTCOMES,
+    attribute_fairness,
+    flat_fairness,
+    gaps_by_attribute,
+)
 from shared.gate import GateConfig, judge
 
 
@@ -125,6 +131,11 @@ def test_an_evaluation_carries_fairness_per_slice_attribute_and_logs_it_flat(lab
     assert flat["fairness/age_band/equalized_odds_difference"] == 1.0
     assert flat["fairness/age_band/18-24/selection_rate"] == 1.0
     assert "fairness/age_band/18-24/rows" not in flat  # the slice reports it
+    # Read back from the flat names (MLflow's run metrics, the monitoring table): one per attribute
+    gaps = gaps_by_attribute({**flat, "roc_auc": 0.8})
+    assert gaps == {name: a.gap(EQUALIZED_ODDS) for name, a in evaluation.fairness.items()}
+    live = flat_fairness(evaluation.fairness, prefix="live_fairness/")
+    assert gaps_by_attribute(live, "live_fairness/") == gaps and gaps_by_attribute(live) == {}
 
 
 def fair(eod: float, groups: tuple[str, str] = ("18-24", "35-49")) -> Evaluation:
