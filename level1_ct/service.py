@@ -261,7 +261,9 @@ def create_app(
     """The level-1 service for `models:/<model_name>@<alias>`.
 
     `scorer` wraps the micro-batcher of that alias in something with the same `start`,
-    `stop` and `score` (level 2's production service routes a canary share through it)."""
+    `stop` and `score` (level 2's production service routes a canary share through it); if
+    it has `answering(rows)`, the version that answers these customers instead of the alias's
+    (level 2's candidate, for the customers of its arm), /explain explains that version."""
     follower = ModelFollower(settings)
     prediction_log = PredictionLog(settings.prediction_store_url, settings.log_flush_seconds)
     batcher = MicroBatcher(follower, settings.max_batch_rows, settings.model_threads)
@@ -324,12 +326,16 @@ def create_app(
 
     explainers = Explainers()
 
+    answering = getattr(batcher, "answering", lambda rows: None)
+
     async def explain(body: Any) -> tuple[int, dict[str, Any], dict[str, str]]:
-        """Explain a validated /explain body with the served version (shared/explain.py)."""
+        """Explain a validated /explain body with the version that answers its customers
+        (shared/explain.py)."""
         served = follower.current
         if served is None:
             raise HTTPException(status_code=503, detail=f"no model loaded: {follower.problem}")
         rows = [r.model_dump() for r in (body if isinstance(body, list) else [body])]
+        served = answering(rows) or served
         explainer = await asyncio.to_thread(explainers.of, served)
         found = await asyncio.to_thread(explain_records, explainer, rows)
         return (
@@ -368,19 +374,23 @@ def create_app(
 
 
 class Explainers:
-    """The served version's explainer, built on first use and again when the version changes."""
+    """An explainer per served version, built on first use: the champion's, and at level 2
+    the candidate's too (the least recently used goes when a third is built)."""
+
+    KEEP = 2  # versions explained at once: a champion and a candidate
 
     def __init__(self):
         self._lock = threading.Lock()
-        self._version: str | None = None
-        self._explainer: Explainer | None = None
+        self._explainers: dict[str, Explainer] = {}  # by version, the newest last
 
     def of(self, served: Served) -> Explainer:
         with self._lock:
-            if self._version != served.ref.version or self._explainer is None:
-                self._explainer = Explainer(served.pipeline)
-                self._version = served.ref.version
-            return self._explainer
+            version = served.ref.version
+            found = self._explainers.pop(version, None) or Explainer(served.pipeline)
+            self._explainers[version] = found  # the most recently used last
+            while len(self._explainers) > self.KEEP:
+                del self._explainers[next(iter(self._explainers))]
+            return found
 
 
 def model_facts(served: Served | None) -> ModelFacts | None:

@@ -30,7 +30,9 @@ the candidate version appeared; CD reads them at `GET /rollout`.
                              predictions}{arm,...}
     POST /admin/fault        inject errors or delay into the candidate's arm (needs
                              X-API-Key): the workshop's "watch a rollout roll back" exercise
-    and level 1's /predict, /explain (the champion's attributions), /health, /model, /docs
+    and level 1's /predict, /explain (the attributions of the version that answers the
+    body's customers: the candidate for those of its arm in an A/B test or a canary split by
+    customer, the champion otherwise), /health, /model, /docs
 
     python -m level2_cicd.service      (settings: L2_SERVE_* and level 1's MLFLOW_TRACKING_URI,
                                         PREDICTION_STORE_URL, MODEL_NAME)
@@ -213,12 +215,29 @@ class RolloutRouter:
             self.shadow.submit(rows, probabilities)
         return served, probabilities
 
-    def _to_candidate(self, customer_id: str | None) -> bool:
+    def _customer_arm(self, customer_id: str | None) -> bool | None:
+        """Is this customer on the candidate's arm, where the split goes by customer (an A/B
+        test, or a canary split by customer)? None where chance decides each request."""
         if self.kind == "ab":  # a customer stays on one arm: their outcome judges it
             return bool(customer_id) and canary_arm(customer_id, self.ab_share)
         if self.split == "customer" and customer_id:
             return canary_arm(customer_id, self.share)
-        return random.random() < self.share
+        return None
+
+    def _to_candidate(self, customer_id: str | None) -> bool:
+        by_customer = self._customer_arm(customer_id)
+        return random.random() < self.share if by_customer is None else by_customer
+
+    def answering(self, rows: list[dict[str, Any]]) -> Served | None:
+        """The candidate, where it is the arm that answers these rows' customers (the first
+        record's id, as `score` routes): /explain explains what they were answered with.
+        None, the champion, for a shadow (it answers nobody) and where chance routes each
+        request (the champion answers most of them; the answer names its version)."""
+        candidate = self.follower.current
+        self._new_window(candidate)
+        if candidate is None or self.kind == "shadow":
+            return None
+        return candidate if self._customer_arm(rows[0].get(ID)) else None
 
     def rollout(self) -> dict[str, Any]:
         candidate = self.follower.current

@@ -2,7 +2,8 @@
 with a candidate rolled out as a shadow, then as an A/B test (its version's `rollout_kind`
 tag): a shadow scores a copy of every request in a process of its own and no customer gets
 its answers (nor does the prediction store log any); an A/B test answers the customers its
-hash gives it, and logs each answer with the version that gave it."""
+hash gives it, and logs each answer with the version that gave it. /explain explains, for
+each customer, the version that answers them."""
 
 from __future__ import annotations
 
@@ -35,6 +36,14 @@ def ask(url: str, customers: list[str]) -> list[str]:
         ]
 
 
+def explained(url: str, customers: list[str]) -> list[str]:
+    """One /explain per customer; the version whose attributions came back for each."""
+    with httpx.Client(base_url=url, timeout=60) as client:
+        found = [client.post("/explain", json={**example_record(), ID: c}) for c in customers]
+    assert all(r.status_code == 200 for r in found), [r.text for r in found][:2]
+    return [r.json()["model_version"] for r in found]
+
+
 def logged(tmp_path) -> list[tuple[str, str]]:
     with sqlite3.connect(tmp_path / "predictions.db") as db:
         return db.execute(f"select {ID}, model_version from predictions").fetchall()
@@ -55,6 +64,9 @@ def test_a_shadow_answers_nobody_and_an_ab_test_answers_its_customers(tmp_path, 
                      60, "production to load the shadow")  # fmt: skip
             customers = [f"s{i:04d}" for i in range(120)]
             assert set(ask(url, customers)) == {champion}
+            assert set(explained(url, customers[:3])) == {
+                champion
+            }  # nobody's answer is the shadow's
             figures = wait_for(
                 lambda: (f := httpx.get(f"{url}/rollout").json())["canary"]["requests"] == 120
                 and f, 60, "the shadow process to score every copy",
@@ -87,6 +99,9 @@ def test_a_shadow_answers_nobody_and_an_ab_test_answers_its_customers(tmp_path, 
             versions = ask(url, tested)
             assert versions == [shadow if canary_arm(c, 0.5) else champion for c in tested]
             assert ask(url, tested[:20]) == versions[:20]  # a customer stays on one arm
+            # /explain explains the version that answered each customer
+            assert explained(url, tested[:20]) == versions[:20]
+            assert {champion, shadow} <= set(versions[:20])
             figures = httpx.get(f"{url}/rollout").json()
             assert figures["exposed_customers"] == versions.count(shadow) > 0
             wait_for(lambda: len(logged(tmp_path)) >= 340, 30, "the A/B answers logged")
