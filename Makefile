@@ -116,10 +116,11 @@ demo: venv
 		esac; \
 	done
 
-# The slow tiers wait on servers, stacks and polls more than they compute: their modules run on
-# two pytest-xdist workers, each module whole on one (its servers are module fixtures, on free
-# ports). TIER_WORKERS= runs them in one process.
-TIER_WORKERS ?= -n 2 --dist loadfile
+# The integration and e2e tiers wait on servers and polls more than they compute: their modules
+# run on two pytest-xdist workers, each module whole on one (its servers are module fixtures, on
+# free ports), the longest first (tests/tiers.py: `scheduled`). TIER_WORKERS= runs them in one
+# process. The containers tier runs in one: its stacks compute, and two at once took as long.
+TIER_WORKERS ?= -n 2 --dist loadfile --no-loadscope-reorder
 
 ## Run every test tier in turn (tests/tiers.toml): unit, integration, e2e, containers; the first that fails stops the run
 test: venv
@@ -145,7 +146,7 @@ test-containers: venv
 		start=$$SECONDS; $(MAKE) --no-print-directory images || exit 1; \
 		echo "images: $$((SECONDS - start)) s"; \
 	fi
-	$(PY) -m pytest --tier containers $(TIER_WORKERS) tests/docker --durations=10
+	$(PY) -m pytest --tier containers tests/docker --durations=10
 
 ## Run one ML Test Score section of the tests, SECTION=data|model|infrastructure (level 2's CI steps)
 test-ml: venv

@@ -30,12 +30,34 @@ class Tier:
     path: str
     budget_seconds: float
     timeout_seconds: float
+    first: tuple[str, ...] = ()  # modules (file names) to start first, in this order
+
+
+def scheduled(items: list[pytest.Item], first: tuple[str, ...], folder: Path) -> list[pytest.Item]:
+    """The order a tier's modules start in on pytest-xdist's workers: `first`'s (paths under
+    the tier's folder), then the rest by their number of tests, most first (xdist's own
+    order, which `--no-loadscope-reorder` hands to this one); each module's tests in their
+    order. A tier lasts as long as its longest chain of modules: its longest go first."""
+
+    def module(item: pytest.Item) -> str:
+        return Path(item.path).relative_to(folder).as_posix()
+
+    sizes: dict[str, int] = {}
+    for item in items:
+        sizes[module(item)] = sizes.get(module(item), 0) + 1
+    rank = {name: i for i, name in enumerate(first)}
+    order = sorted(sizes, key=lambda name: (rank.get(name, len(rank)), -sizes[name]))
+    position = {name: i for i, name in enumerate(order)}
+    return sorted(items, key=lambda item: position[module(item)])  # stable within a module
 
 
 def tiers(file: Path = TIERS_FILE) -> dict[str, Tier]:
     """The tiers in the order `make test` runs them."""
     table = tomllib.loads(file.read_text())
-    return {name: Tier(name=name, **fields) for name, fields in table.items()}
+    return {
+        name: Tier(name=name, **{**fields, "first": tuple(fields.get("first", ()))})
+        for name, fields in table.items()
+    }
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -52,6 +74,10 @@ def pytest_configure(config: pytest.Config) -> None:
     defined = tiers(config.getoption("tiers_file"))
     if name not in defined:
         raise pytest.UsageError(f"--tier {name}: the tiers are {', '.join(defined)}")
+    tier, folder = defined[name], config.rootpath / defined[name].path
+    unknown = [module for module in tier.first if not (folder / module).is_file()]
+    if unknown:
+        raise pytest.UsageError(f"tier {name}'s first: no {unknown} in {folder}")
     # An xdist worker (it has `workerinput`) only collects and runs: the controller times the tier
     worker = hasattr(config, "workerinput")
     config.pluginmanager.register(TierRun(defined[name], config.rootpath, worker), "tier-run")
@@ -84,6 +110,8 @@ class TierRun:
         strays = [i.nodeid for i in items if not Path(i.path).is_relative_to(self.folder)]
         if strays:
             raise pytest.UsageError(f"not in tier {self.tier.name}'s {self.folder}: {strays[:5]}")
+        if self.worker:  # collected on xdist's workers (-n): the controller takes their order
+            items[:] = scheduled(items, self.tier.first, self.folder)
         # pytest-timeout's bound for each test, unless the command line or the test sets one
         if config.getoption("timeout", None) is None:
             for item in items:

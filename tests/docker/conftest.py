@@ -75,8 +75,8 @@ def engine() -> None:
 
 @pytest.fixture(scope="session")
 def images(engine) -> None:
-    """`make images`, once per pytest process: under pytest-xdist (`make test-containers` runs
-    two workers) the workers take turns, so the second finds every layer cached."""
+    """`make images`, once per pytest process: on pytest-xdist's workers (`-n 2`) they take
+    turns, so the second finds every layer cached."""
     lock = ROOT / "var" / "images.lock"
     lock.parent.mkdir(exist_ok=True)
     with lock.open("w") as held:
