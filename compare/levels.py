@@ -66,7 +66,6 @@ from level2_cicd.rollout import (
 from level2_cicd.settings import CicdSettings
 from shared import expectations
 from shared.evaluate import THRESHOLD, classification_metrics, evaluate
-from shared.fairness import flat_fairness, gaps_by_attribute
 from shared.gate import ChampionLineage, Verdict
 from shared.lineage import fingerprint
 from shared.schema import FEATURE_NAMES, ID, LABEL, example_record
@@ -86,7 +85,7 @@ MANUAL_REVERT_DROP = 0.10  # a person reverts a release after a live ROC AUC dro
 ALERT_OF = {
     assessment.DRIFT: "DriftHigh",
     assessment.LIVE_QUALITY: "LiveQualityDrop",
-    assessment.LIVE_FAIRNESS: "LiveFairnessWorse",
+    assessment.LIVE_FAIRNESS: "LiveFairnessGapHigh",
 }
 
 
@@ -184,9 +183,8 @@ def first_model(world: World, runs: Runs, code: Code) -> Model:
 
 
 def _model(version: int, code: Code, fitted: Fitted, trained: int) -> Model:
-    holdout = evaluate(fitted.pipeline, fitted.holdout)
-    gaps = gaps_by_attribute(flat_fairness(holdout.fairness))  # as MLflow's run metrics hold them
-    return Model(version, code, fitted, holdout.overall["roc_auc"], trained, gaps)
+    auc = evaluate(fitted.pipeline, fitted.holdout).overall["roc_auc"]
+    return Model(version, code, fitted, auc, trained)
 
 
 class Level:
@@ -459,7 +457,7 @@ class Level1(Level):
         now = self.world.evening(day)
         found = assessment.assess(
             PIPELINE, drift, self.labelled(self.newest(labelled, PIPELINE.monitor_rows)),
-            self.champion.holdout_auc, self.last_alert, now, None, self.champion.holdout_gaps,
+            self.champion.holdout_auc, self.last_alert, now,
         )  # fmt: skip
         if assessment.ALERT in found.metrics:
             self.last_alert = now

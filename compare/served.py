@@ -4,7 +4,7 @@ training run behind it. The levels (`compare.levels`) make them; the servers
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import pandas as pd
@@ -29,9 +29,6 @@ class Model:
     fitted: Fitted
     holdout_auc: float
     trained: int  # the day its training run ran
-    # Its equalised-odds difference per attribute on its hold-out: the bar monitoring holds
-    # its live answers' groups to
-    holdout_gaps: dict[str, float] = field(default_factory=dict)
 
     @property
     def pipeline(self) -> Any:

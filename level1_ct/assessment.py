@@ -10,7 +10,6 @@ No Prefect, MLflow or database here.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
@@ -25,8 +24,8 @@ from shared.schema import LABEL
 ALERT = "alert"  # the metric recorded when an alert that retrains was raised (1.0)
 DRIFT, LIVE_QUALITY, LIVE_FAIRNESS = "drift", "live quality", "live fairness"  # kinds of alert
 # The kinds a retrain answers: the world moved, and a model fitted on newer data follows it.
-# A group treated worse than the champion's hold-out promised is not one of them: a retrain on
-# the same data learns the same treatment, so a person looks into it (the alert pages).
+# Groups treated further apart than the gate allows is not one of them: a retrain on the same
+# data learns the same treatment, so a person looks into it (the alert pages).
 RETRAIN_KINDS = (DRIFT, LIVE_QUALITY)
 
 
@@ -47,11 +46,9 @@ def alerts(
     drifted: list[str],
     holdout_auc: float,
     fairness: dict[str, AttributeFairness] | None = None,
-    holdout_gaps: dict[str, float] | None = None,
 ) -> dict[str, str]:
     """What crossed a threshold, by kind (DRIFT, LIVE_QUALITY, LIVE_FAIRNESS), in words.
-    `fairness`: the groups of the labelled answers (`shared.evaluate.live_fairness`);
-    `holdout_gaps`: the champion's equalised-odds difference per attribute on its hold-out."""
+    `fairness`: the groups of the labelled answers (`shared.evaluate.live_fairness`)."""
     found = {}
     if metrics["drift_share"] >= settings.drift_share_threshold:
         found[DRIFT] = (
@@ -64,30 +61,33 @@ def alerts(
             f"live ROC AUC {auc:.3f} is below {bar:.3f} (hold-out {holdout_auc:.3f} "
             f"- {settings.max_live_auc_drop})"
         )
-    worse = fairness_worse(settings, fairness or {}, holdout_gaps or {})
-    if worse:
-        found[LIVE_FAIRNESS] = "; ".join(worse)
+    over = fairness_over_bound(settings, fairness or {})
+    if over:
+        found[LIVE_FAIRNESS] = "; ".join(over)
     return found
 
 
-def fairness_worse(
-    settings: PipelineSettings,
-    fairness: dict[str, AttributeFairness],
-    holdout_gaps: dict[str, float],
+def fairness_over_bound(
+    settings: PipelineSettings, fairness: dict[str, AttributeFairness]
 ) -> list[str]:
-    """The attributes whose groups the champion's answers treat further apart than its
-    hold-out promised, by more than `max_fairness_worsening` (the gate's own bound on a
-    candidate against its champion): the widest gap's rate and groups, in words."""
-    worse = []
+    """The attributes whose groups the answers treat further apart than the gate lets any
+    candidate (`max_equalized_odds_difference`): the widest gap's rate and groups, in words.
+
+    The bound, not the champion's own gap on its hold-out plus the gate's δ: on `make
+    compare`'s story a hold-out holds 60-120 churners of a city tier, and consecutive
+    champions' hold-out gaps of the same attribute ran from 0.10 to 0.52 while the live ones
+    stayed within 0.32-0.51; held to "hold-out + 0.1", seven evenings of 45 paged a person
+    for noise (2026-12-07)."""
+    over = []
     for attribute, groups in fairness.items():
-        live, promised = groups.gap(EQUALIZED_ODDS), holdout_gaps.get(attribute, math.nan)
-        if live > promised + settings.max_fairness_worsening:  # False where either is NaN
-            worse.append(
+        live = groups.gap(EQUALIZED_ODDS)
+        if live > settings.max_equalized_odds_difference:  # False where it is NaN
+            over.append(
                 f"{attribute}: equalised-odds difference {live:.2f} on labelled answers "
-                f"({groups.gaps[EQUALIZED_ODDS].describe(groups.groups)}) is over the "
-                f"champion's {promised:.2f} on its hold-out + {settings.max_fairness_worsening}"
+                f"({groups.gaps[EQUALIZED_ODDS].describe(groups.groups)}) is over the gate's "
+                f"bound {settings.max_equalized_odds_difference}"
             )
-    return worse
+    return over
 
 
 def cooling(settings: PipelineSettings, last_alert: datetime | None, now: datetime) -> bool:
@@ -128,7 +128,6 @@ def assess(
     last_alert: datetime | None,
     now: datetime,
     tags: list[str] | None = None,
-    holdout_gaps: dict[str, float] | None = None,
 ) -> Assessment:
     """Monitoring's decision on one check.
 
@@ -138,9 +137,7 @@ def assess(
     columns, `probability`, `churned`): their quality and their group fairness by the gate's
     definitions (`live_fairness/...`, `shared.fairness`); `holdout_auc`: the champion's ROC AUC on its hold-out,
     the bar live quality is held to; `last_alert`: when an alert that retrains was last
-    raised; `tags`: for the quality report's snapshot (the drift report's has its own);
-    `holdout_gaps`: the champion's equalised-odds difference per attribute on its hold-out
-    (`shared.fairness.gaps_by_attribute` of its run's metrics), the bar live fairness is held to.
+    raised; `tags`: for the quality report's snapshot (the drift report's has its own).
     """
     metrics = {**drift.metrics(), "rows": float(drift.rows), "labelled_rows": float(len(labelled))}
     snapshots = [drift.snapshot]
@@ -155,7 +152,7 @@ def assess(
         snapshots.append(quality.snapshot)
     else:
         groups = {}
-    found = alerts(settings, metrics, drift.drifted, holdout_auc, groups, holdout_gaps)
+    found = alerts(settings, metrics, drift.drifted, holdout_auc, groups)
     retraining = any(kind in RETRAIN_KINDS for kind in found)
     held = retraining and cooling(settings, last_alert, now)
     if retraining and not held:

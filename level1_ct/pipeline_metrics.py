@@ -33,7 +33,7 @@ scrape.
     churn_contract_refused_rows_total         the rows in them
     churn_alert_threshold{name}               the settings the alert rules compare with:
                                               drift_share, live_roc_auc_drop, model_age_seconds,
-                                              data_lag_days, fairness_worsening (one source:
+                                              data_lag_days, equalized_odds_difference (one source:
                                               level1_ct/settings.py)
     churn_pipeline_source_up{source}          1 if the store answered this scrape, else 0
 """
@@ -200,7 +200,7 @@ def thresholds(settings: PipelineSettings) -> GaugeMetricFamily:
         ("live_roc_auc_drop", settings.max_live_auc_drop),
         ("model_age_seconds", settings.max_model_age_days * 86400),
         ("data_lag_days", settings.max_data_lag_days),
-        ("fairness_worsening", settings.max_fairness_worsening),
+        ("equalized_odds_difference", settings.max_equalized_odds_difference),
     ):
         family.add_metric([name], value)
     return family

@@ -37,8 +37,6 @@ def figures(level: Level1, day: int, monitored: Model, evening: Model) -> dict[s
     for attribute in SLICES:  # every attribute's series, None where it has no gap
         labels = f'{{job="pipeline",attribute="{attribute}"}}'
         found[f"churn_live_equalized_odds_difference{labels}"] = live_gaps.get(attribute)
-        gap = monitored.holdout_gaps.get(attribute)
-        found[f"churn_champion_equalized_odds_difference{labels}"] = gap
     found |= {
         'churn_champion_holdout_roc_auc{job="pipeline"}': monitored.holdout_auc,
         'churn_model_age_seconds{job="serving",arm="champion"}': (day - evening.trained) * 86400,

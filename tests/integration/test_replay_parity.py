@@ -28,7 +28,6 @@ from level1_ct.flows.monitoring import monitoring_flow
 from level1_ct.flows.training import training_pipeline
 from level1_ct.prediction_log import connect, labels, monitoring, predictions
 from shared.data import batch_path, features_dir, labels_dir
-from shared.fairness import EQUALIZED_ODDS
 from shared.features import SKOPS_TRUSTED_TYPES
 from shared.gate import SAME_LINEAGE
 from shared.schema import DATE, FEATURE_NAMES, ID, LABEL
@@ -68,7 +67,7 @@ def replayed() -> Replayed:
 
 def register(tracking_uri: str, champion: Model) -> str:
     """A replayed champion as level 1's pipeline registers one: the model, its hold-out
-    ROC AUC and groups' gaps, and its training rows' sample; returns its registry version."""
+    ROC AUC and its training rows' sample; returns its registry version."""
     train_frame = champion.fitted.train_frame
     reference = train_frame.sample(min(len(train_frame), PIPELINE.reference_rows), random_state=0)
     mlflow.set_tracking_uri(tracking_uri)
@@ -78,8 +77,6 @@ def register(tracking_uri: str, champion: Model) -> str:
             champion.pipeline, name="model", skops_trusted_types=SKOPS_TRUSTED_TYPES
         )
         mlflow.log_metric("roc_auc", champion.holdout_auc)
-        mlflow.log_metrics({f"fairness/{attribute}/{EQUALIZED_ODDS}": gap
-                            for attribute, gap in champion.holdout_gaps.items()})  # fmt: skip
         mlflow.log_table(reference, registry.REFERENCE_FILE)
     client = MlflowClient(tracking_uri)
     version = registry.register(client, PIPELINE.model_name, info.model_uri, {})

@@ -292,7 +292,7 @@ def test_the_replays_alerts_are_rules_of_the_stacks_with_their_actions():
         assert labels[rule]["action"] == expected, rule
     assert set(ALERT_OF) > set(assessment.RETRAIN_KINDS)  # live fairness pages a person
     for rule in ("BatchQuarantined", "CanaryRolledBack", "ModelStale", "ChampionDataStale",
-                 "LiveFairnessWorse"):  # fmt: skip
+                 "LiveFairnessGapHigh"):  # fmt: skip
         assert labels[rule]["action"] == "page", rule
         assert routing.pages(rule, 1) and routing.pages(rule, 2), rule
     assert not routing.pages("DriftHigh", 1) and not routing.pages("DriftHigh", 2)

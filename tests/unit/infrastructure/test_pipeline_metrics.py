@@ -122,7 +122,7 @@ def test_training_runs_the_champion_monitoring_and_the_quarantine(world):
         ("churn_live_equalized_odds_difference", frozenset({("attribute", "age_band")}))
     ]
     assert value(samples, "churn_live_equalized_odds_difference", attribute="age_band") == 0.31
-    assert value(samples, "churn_alert_threshold", name="fairness_worsening") == 0.1
+    assert value(samples, "churn_alert_threshold", name="equalized_odds_difference") == 0.6
     assert value(samples, "churn_batches_quarantined_total") == 2
     assert value(samples, "churn_contract_refused_rows_total") == 500
     assert value(samples, "churn_alert_threshold", name="drift_share") == 0.4
