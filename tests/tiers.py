@@ -30,7 +30,7 @@ class Tier:
     path: str
     budget_seconds: float
     timeout_seconds: float
-    first: tuple[str, ...] = ()  # modules (file names) to start first, in this order
+    first: tuple[str, ...] = ()  # modules (paths under `path`) to start first, in this order
 
 
 def scheduled(items: list[pytest.Item], first: tuple[str, ...], folder: Path) -> list[pytest.Item]:
