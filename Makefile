@@ -188,7 +188,7 @@ lint: venv
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
 
-## Land simulated daily batches in LANDING (SCENARIO=stable|covariate-shift|concept-drift|data-quality)
+## Land simulated daily batches in LANDING (SCENARIO=stable|covariate-shift|concept-drift|data-quality|group-harm|compare)
 data: $(L0_NEEDS)
 	$(L0_PY) -m shared.simulator --landing $(LANDING) --scenario $(SCENARIO) --days $(DAYS) --seed $(SEED)
 

@@ -12,6 +12,7 @@ container stack answering the customers over HTTP (the same comparison, minutes 
     changes.py   the model code in production and the changes a developer pushes
     levels.py    the three processes, side by side: what each does after a day
     rollouts.py  level 2 once per rollout kind (canary, shadow, A/B), side by side
+    group_harm.py  a second story: a change that harms one group, through the three levels
     servers.py   the services that answer each day's customers: function calls by default
     stacks.py    ... or each level's real service in its container stack (STACK=docker)
     summary.py   per-level figures: quality, detection, recovery, lead time, manual steps

@@ -16,9 +16,14 @@ the churn probability it answers. Both changes are real code, run as they are:
   so CI's model tests and the gate pass it) but flags about 2.5 times as many as churners,
   and its decisions at the service's threshold are wrong more often (the retention budget
   goes to customers who stay). Only a live rollout can catch it.
+- the group-harming change (the group-harm story, `compare.group_harm`) searches wider and
+  drops avg_delivery_minutes from the model ("late_deliveries_30d carries it, and the export
+  loses it"): in the group-harm world delivery time drives the churn of rural customers
+  alone, so the model ranks them far worse while its overall ROC AUC moves little. A gate
+  that judges each group against the champion can catch it; an overall check cannot.
 
-`bad` is the replay's ground truth for the summary (did a bad change reach production?);
-no level's process reads it.
+`bad` and `harms` are the replay's ground truth for the summary (did a bad change reach
+production? which group does it harm?); no level's process reads them.
 """
 
 from __future__ import annotations
@@ -61,12 +66,14 @@ class Code:
     n_iter: int
     api_source: str | None = None
     class_weight: str | None = None  # the model's, in training (None: every row counts alike)
+    dropped: tuple[str, ...] = ()  # features the model does not use (TrainingConfig's)
 
     def training(self, settings: CompareSettings) -> TrainingConfig:
         weights = {"class_weight": [self.class_weight]} if self.class_weight else {}
         return TrainingConfig(
             n_iter=self.n_iter, cv_folds=settings.cv_folds, seed=settings.seed,
             n_jobs=settings.jobs, param_space={**PARAM_SPACE, **weights},
+            dropped_features=self.dropped,
         )  # fmt: skip
 
     def score(self, model, frame: pd.DataFrame) -> np.ndarray:
@@ -83,6 +90,7 @@ class Change:
     title: str
     apply: Callable[[Code], Code]
     bad: bool
+    harms: str | None = None  # the group it harms, as a slice: "city_tier=rural"
 
 
 def initial_code(settings: CompareSettings) -> Code:
@@ -107,6 +115,15 @@ def rebalance_classes(code: Code) -> Code:
     )
 
 
+DROPPED = "avg_delivery_minutes"  # what the group-harming change drops
+HARMED = ("city_tier", "rural")  # and whom it harms in the group-harm world
+
+
+def drop_delivery_minutes(code: Code) -> Code:
+    return replace(code, name=f"{code.name}+no-delivery-minutes", n_iter=2 * code.n_iter,
+                   dropped=(*code.dropped, DROPPED))  # fmt: skip
+
+
 def widens_search(day: int) -> Change:
     return Change(day, "wider-search", "widen the hyper-parameter search", widen_search, bad=False)
 
@@ -120,6 +137,11 @@ def refactors_scoring(day: int) -> Change:
 def rebalances_classes(day: int) -> Change:
     return Change(day, "rebalanced", "search wider, classes weighed evenly", rebalance_classes,
                   bad=True)  # fmt: skip
+
+
+def drops_delivery_minutes(day: int) -> Change:
+    return Change(day, "no-delivery-minutes", f"search wider, drop {DROPPED}",
+                  drop_delivery_minutes, bad=True, harms="=".join(HARMED))  # fmt: skip
 
 
 def pushed(*planned: tuple[int | None, Callable[[int], Change]]) -> list[Change]:

@@ -129,7 +129,7 @@ class Runs:
         self._drift: dict[tuple, reports.DriftResult] = {}
 
     def fit(self, code: Code, days: list[int]) -> Fitted:
-        key = (code.n_iter, code.class_weight, tuple(days))
+        key = (code.n_iter, code.class_weight, code.dropped, tuple(days))
         if key not in self._fitted:
             frame = pd.concat([self.world.labelled(d) for d in days], ignore_index=True)
             train_frame, holdout = split_holdout(frame, PIPELINE.holdout_fraction)
@@ -505,7 +505,9 @@ class Level1(Level):
         if verdict.passed:
             self.promote(day, fitted, code, f"retrained ({reason})")
         else:
-            self.record(day, "train", f"retrained ({reason}), gate rejected: {verdict.reasons[0]}")
+            self.record(
+                day, "train", f"retrained ({reason}), gate rejected: {'; '.join(verdict.reasons)}"
+            )
 
 
 @dataclass
@@ -546,6 +548,7 @@ class Level2(Level1):
         self.canary: Rollout | None = None
         self.queued: list[Change] = []  # pushes waiting for the running rollout to end
         self.rollouts: list[RolloutResult] = []
+        self.staged: dict[str, Verdict] = {}  # the staging gate's verdict per pushed change
 
     def push(self, change: Change, day: int) -> None:
         """CI, then CD's staging run through the gate; a green, gated candidate is rolled
@@ -564,11 +567,12 @@ class Level2(Level1):
         days = [d for d in self.world.labels_landed(day - 1) if self.world.batch_ok(d)]
         fitted = self.runs.fit(code, days[-PIPELINE.window_days :])
         self.trained.append(fitted)
-        verdict = self.runs.judge(fitted, code, self.champion)
+        verdict = self.staged[change.title] = self.runs.judge(fitted, code, self.champion)
         if not verdict.passed:
             self.record(
-                day, "gate", f"'{change.title}' stopped at the staging gate: {verdict.reasons[0]}"
-            )
+                day, "gate",
+                f"'{change.title}' stopped at the staging gate: {'; '.join(verdict.reasons)}",
+            )  # fmt: skip
             return
         self.record(
             day, "delivery",

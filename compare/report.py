@@ -5,8 +5,10 @@
 <out>/drift.png     the share of drifted features monitoring saw (levels 1 and 2)
 <out>/summary.md    the summary table, as printed
 <out>/summary.json  the same figures, for tests and notebooks (level 2's rollout kinds under
-                    "rollout kinds")
+                    "rollout kinds", the group-harm story's under "group harm")
 <out>/rollout_kinds.md   level 2's rollout kinds side by side (compare/rollouts.py)
+<out>/group_harm.png   the group-harm story: the harmed group's live figures per level, by week
+<out>/group_harm.md    the group-harm story's figures per level (compare/group_harm.py)
 <out>/days.csv      one row per level and day
 """
 
@@ -23,6 +25,8 @@ matplotlib.use("Agg")  # files only, no display
 import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
+from compare.changes import HARMED  # noqa: E402
+from compare.group_harm import WEEK  # noqa: E402
 from compare.levels import PIPELINE, Level  # noqa: E402
 from compare.servers import AB_SHARE, CANARY_SHARE  # noqa: E402
 from compare.settings import CompareSettings  # noqa: E402
@@ -134,6 +138,49 @@ def plot_drift(days: pd.DataFrame, settings: CompareSettings, path: Path) -> Non
     plt.close(fig)
 
 
+def plot_group_harm(tables: list[pd.DataFrame], settings: CompareSettings, path: Path) -> None:
+    """The harmed group's live ROC AUC and share of churners flagged, per level, each day on
+    the week of answers ending that day; the other customers' (level 0's) for the gap."""
+    group = "=".join(HARMED)
+    fig, axes = plt.subplots(1, 2, figsize=(11, 3.8), sharex=True)
+    for ax, figure, title in zip(axes, ("roc_auc", "true_positive_rate"),
+                                 ("live ROC AUC", "share of churners flagged"), strict=True):  # fmt: skip
+        for table in tables:
+            number = int(table.level.iloc[0])
+            ax.plot(table.day, table[f"group_{figure}"], color=COLORS[number],
+                    linestyle=STYLES[number], label=f"level {number}: {group}")  # fmt: skip
+        ax.plot(tables[0].day, tables[0][f"rest_{figure}"], color="#888888", linestyle=":",
+                label="level 0: the other customers")  # fmt: skip
+        ax.axvline(settings.group_harm_day, color="#555555", linestyle="--", linewidth=0.8)
+        ax.annotate("harmful push", (settings.group_harm_day, 0.02),
+                    xycoords=("data", "axes fraction"), fontsize=8, rotation=90, ha="right")  # fmt: skip
+        ax.set(xlabel="day", ylim=(0, 1), title=f"{title}, {WEEK}-day window")
+    axes[0].legend(loc="lower right", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def _harm_section(harm: pd.DataFrame, settings: CompareSettings, out: Path) -> str:
+    if harm.empty:
+        return ""
+    head = "".join(f"<th>level {html.escape(str(c))}</th>" for c in harm.columns)
+    return f"""<h2>A change that harms one group</h2>
+<p id="harm-story">A world of its own (scenario "group-harm"): rural customers, 15 % of them,
+leave a slow service even when it is on time. On day {settings.group_harm_day} a developer
+pushes "search wider, drop avg_delivery_minutes" (late deliveries seem to carry it). Over all
+customers the model's ROC AUC falls by about 0.02, within its spread from day to day; for rural
+customers delivery time was the driver. Level 0 hands it
+over (it beats the baseline); level 1's gate rejects every candidate its released code trains,
+and level 2's staging gate rejects the push before any release: the rural slice's ROC AUC falls
+further below the champion's than the gate allows. The gate's fairness bound (equalized odds
+difference) does not see it: rural churners were the best flagged group, and the change brings
+them down toward the others.</p>
+<figure id="group-harm">{_image(out / "group_harm.png")}</figure>
+<table id="harm"><tr><th>figure</th>{head}</tr>{_rows(harm)}</table>
+"""
+
+
 def _image(path: Path) -> str:
     data = base64.b64encode(path.read_bytes()).decode()
     return f'<img alt="{path.stem}" src="data:image/png;base64,{data}">'
@@ -166,8 +213,10 @@ of the customers and waits for their labels ({settings.label_delay_days} days la
 
 
 def write(out: Path, settings: CompareSettings, levels: list[Level], days: pd.DataFrame,
-          summary: pd.DataFrame, by_kind: pd.DataFrame | None = None) -> Path:  # fmt: skip
+          summary: pd.DataFrame, by_kind: pd.DataFrame | None = None,
+          harm: pd.DataFrame | None = None, harm_days: list[pd.DataFrame] | None = None) -> Path:  # fmt: skip
     by_kind = pd.DataFrame() if by_kind is None else by_kind
+    harm = pd.DataFrame() if harm is None else harm
     out.mkdir(parents=True, exist_ok=True)
     plot_quality(days, levels, settings, out / "quality.png")
     plot_drift(days, settings, out / "drift.png")
@@ -177,9 +226,13 @@ def write(out: Path, settings: CompareSettings, levels: list[Level], days: pd.Da
     figures["rollout kinds"] = {
         str(c): {k: by_kind.loc[k, c] for k in by_kind.index} for c in by_kind.columns
     }
-    (out / "summary.json").write_text(json.dumps(figures, indent=2, default=float) + "\n")
+    figures["group harm"] = {str(c): {k: harm.loc[k, c] for k in harm.index} for c in harm.columns}
     if not by_kind.empty:
         (out / "rollout_kinds.md").write_text(markdown(by_kind, "rollout") + "\n")
+    if not harm.empty:
+        (out / "group_harm.md").write_text(markdown(harm) + "\n")
+        plot_group_harm(harm_days or [], settings, out / "group_harm.png")
+    (out / "summary.json").write_text(json.dumps(figures, indent=2, default=float) + "\n")
     table = _rows(summary)
     events = "".join(
         f"<tr><td>{e.day}</td><td>{lv.number}</td><td>{e.kind}</td><td>{'yes' if e.manual else ''}</td>"
@@ -201,7 +254,7 @@ td,th{{border:1px solid #ccc;padding:3px 8px;text-align:left;font-size:14px}}img
 code decided; true when one of the story's incidents they can see was going on. Level 0 has no
 monitoring and raises none: its person looks {settings.notice_days} days after a release.</p>
 <table id="summary"><tr><th>figure</th>{head}</tr>{table}</table>
-{_kinds_section(by_kind, settings)}<h2>What each level did</h2>
+{_kinds_section(by_kind, settings)}{_harm_section(harm, settings, out)}<h2>What each level did</h2>
 <table id="events"><tr><th>day</th><th>level</th><th>kind</th><th>manual</th><th>what</th></tr>{events}</table>
 <script>
 // Mark each plot once the browser has decoded it (a plot that fails says so in its place).

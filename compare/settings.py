@@ -29,7 +29,8 @@ def level_defaults(settings_class: type[Settings]) -> Settings:
 
 
 class CompareSettings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="COMPARE_", frozen=True)
+    # A day that is None skips its event: COMPARE_INCIDENT_DAY=none, or --incident_day none
+    model_config = SettingsConfigDict(env_prefix="COMPARE_", frozen=True, env_parse_none_str="none")
 
     # The story: 60 days; the levels take over on `start_day` with one model trained by
     # hand on the labelled days before it; then the user base gets younger, an export
@@ -56,6 +57,11 @@ class CompareSettings(BaseSettings):
     rollout_kinds: list[Literal["canary", "shadow", "ab"]] = ["canary", "shadow", "ab"]
     rollout_bad_day: int | None = 16
     rollout_good_day: int | None = 26
+    # The group-harm story (compare/group_harm.py): a world of its own, replayed for
+    # `group_harm_days` days from `start_day`, where a change that harms rural customers
+    # is pushed on `group_harm_day` (None skips the story)
+    group_harm_day: int | None = 16
+    group_harm_days: int = Field(21, ge=7)
 
     # People: a change is released by hand `manual_release_days` after its push (levels 0
     # and 1); a person acts `response_days` after an alert (alerts come in the evening: the
@@ -93,6 +99,10 @@ class CompareSettings(BaseSettings):
             value = getattr(self, name)
             if value is not None and not 0 <= value < self.days:
                 raise ValueError(f"{name}={value} is outside the replay's days 0..{self.days - 1}")
+        harm_days = range(self.start_day, self.start_day + self.group_harm_days)
+        if self.group_harm_day is not None and self.group_harm_day not in harm_days:
+            raise ValueError(f"group_harm_day={self.group_harm_day} is outside the group-harm "
+                             f"story's days {harm_days.start}..{harm_days.stop - 1}")  # fmt: skip
         if self.start_day <= self.label_delay_days + 2:
             raise ValueError(
                 "start_day must leave at least 3 labelled days to train the first model"

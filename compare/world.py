@@ -72,11 +72,12 @@ def _answerable(features: pd.DataFrame) -> np.ndarray:
 
 
 class World:
-    """The simulated days, generated once and shared by the three levels."""
+    """The simulated days, generated once and shared by the three levels: the story of the
+    settings, or another `scenario` (the group-harm story's world) over the settings' days."""
 
-    def __init__(self, settings: CompareSettings):
+    def __init__(self, settings: CompareSettings, scenario: Scenario | None = None):
         self.settings = settings
-        self.scenario = scenario_of(settings)
+        self.scenario = scenario or scenario_of(settings)
         self.config = SimulationConfig(
             scenario=self.scenario.name,
             days=settings.days,

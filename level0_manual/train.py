@@ -36,7 +36,7 @@ from shared.lineage import Lineage
 from shared.model_card import CardFacts
 from shared.schema import LABEL_COLUMNS, MODEL_NAME
 from shared.servers import is_healthy
-from shared.train import TrainingConfig, split_holdout, train, train_baseline
+from shared.train import TrainingConfig, ablation, split_holdout, train, train_baseline
 from shared.validation import ValidationResult, validate_file
 
 
@@ -55,6 +55,8 @@ class TrainSettings(BaseSettings):
     n_iter: int = 10
     seed: int = 42
     min_auc_lift: float = 0.05  # the model must beat the dummy's ROC AUC by this much
+    # Features the model must not use, e.g. L0_DROPPED_FEATURES='["avg_delivery_minutes"]'
+    dropped_features: tuple[str, ...] = ()
 
 
 @cache
@@ -152,7 +154,9 @@ def run(settings: TrainSettings) -> dict:
         frame = load_labelled(files)
     except ValueError as mismatch:
         raise TrainingRefused(str(mismatch)) from None
-    config = TrainingConfig(n_iter=settings.n_iter, seed=settings.seed)
+    config = TrainingConfig(
+        n_iter=settings.n_iter, seed=settings.seed, dropped_features=settings.dropped_features
+    )
     train_frame, holdout = split_holdout(frame, config.holdout_fraction)
     print(
         f"[3/5] training on {len(train_frame)} rows, {config.n_iter} candidates x {config.cv_folds} folds ..."
@@ -166,7 +170,7 @@ def run(settings: TrainSettings) -> dict:
     refuse_below_baseline(evaluation, baseline, settings.min_auc_lift)
 
     # The data version covers what the model learned from: the features and their labels.
-    lineage = Lineage.of(files + labels, result.params, evaluation.overall)
+    lineage = Lineage.of(files + labels, {**result.params, **ablation(config)}, evaluation.overall)
     mlflow.set_tracking_uri(settings.mlflow_tracking_uri)
     mlflow.set_experiment(settings.experiment)
     with mlflow.start_run(run_name=f"manual-{lineage.trained_at}") as run:
@@ -174,7 +178,7 @@ def run(settings: TrainSettings) -> dict:
         mlflow.log_params(result.params)
         mlflow.log_params(
             {"train_rows": len(train_frame), "holdout_rows": len(holdout), "n_iter": config.n_iter,
-             "cv_folds": config.cv_folds, "seed": config.seed}
+             "cv_folds": config.cv_folds, "seed": config.seed, **ablation(config)}
         )  # fmt: skip
         mlflow.log_metrics(evaluation.flat())
         mlflow.log_metrics(baseline.flat("baseline/"))

@@ -40,6 +40,8 @@ class PipelineSettings(BaseSettings):
     seed: int = 42
     holdout_fraction: float = 0.2
     reference_rows: int = 5000  # training rows kept with the model for drift checks
+    # Features the model must not use, e.g. L1_DROPPED_FEATURES='["avg_delivery_minutes"]'
+    dropped_features: tuple[str, ...] = ()
 
     # The gate (see shared/gate.py): its defaults are GateConfig's, defined there once
     min_roc_auc: float = GateConfig.min_roc_auc

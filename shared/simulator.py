@@ -15,8 +15,10 @@ The data-generating process (each day, `rows_per_day` active customers):
       z = 0.2 + late_weight·late_rate + 0.5·complaints − 0.7·log(1 + orders)
           − 1.2·subscription − 0.04·min(tenure, 36) + discount_weight·discount_share
           + 0.8·[age < 25] + 0.4·[web] + 0.4·[rural]
+          + rural_wait_weight·[rural]·((avg_delivery_minutes − 50) / 7)
   where late_rate = late / max(orders, 1). `scenarios.py` moves young_share, young_center,
-  late_weight and discount_weight over the days, and injects data incidents.
+  late_weight and discount_weight over the days, and injects data incidents;
+  rural_wait_weight is 0 but in the "group-harm" world.
 
 Each day is drawn from its own generator seeded with (seed, day), so a day's batch is the
 same whatever other days are generated: deterministic for a seed, replayable day by day.
@@ -43,6 +45,9 @@ _CATEGORIES = {c.name: c.categories for c in FEATURES if c.kind == "category"}
 PLATFORMS = _CATEGORIES["platform"]  # ios, android, web: the probabilities below follow this order
 CITY_TIERS = _CATEGORIES["city_tier"]  # metro, urban, rural
 DELIVERY_MINUTES = {"metro": 28.0, "urban": 34.0, "rural": 44.0}
+# In the "group-harm" world, rural customers stay with a service that delivers within this,
+# and leave one that takes longer (their churn log-odds move by rural_wait_weight per 7 min)
+RURAL_PATIENCE_MINUTES = 50.0
 
 
 @dataclass(frozen=True)
@@ -115,6 +120,9 @@ def churn_probability(customers: pd.DataFrame, c: DayConditions) -> np.ndarray:
         + 0.4 * (customers["platform"] == "web")
         + 0.4 * (customers["city_tier"] == "rural")
     )
+    if c.rural_wait_weight:  # 0 in every world but "group-harm": the others stay as they were
+        wait = (customers["avg_delivery_minutes"] - RURAL_PATIENCE_MINUTES) / 7
+        z = z + c.rural_wait_weight * (customers["city_tier"] == "rural") * wait
     return _sigmoid(z.to_numpy(dtype=float))
 
 

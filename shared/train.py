@@ -39,6 +39,10 @@ class TrainingConfig:
     # result does not depend on it: every fit has its own fixed seed.
     n_jobs: int | None = None
     param_space: dict[str, list[Any]] = field(default_factory=lambda: dict(PARAM_SPACE))
+    # Contract features the model must not use (an ablation: "this feature adds nothing"):
+    # training holds each at one value, so no tree splits on it and the fitted model
+    # ignores it; requests still carry it, as the contract says.
+    dropped_features: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -63,9 +67,26 @@ def split_holdout(frame: pd.DataFrame, fraction: float) -> tuple[pd.DataFrame, p
     return frame[frame[DATE] < cutoff], frame[frame[DATE] >= cutoff]
 
 
+def ablation(config: TrainingConfig) -> dict[str, str]:
+    """The dropped features as a parameter of the run's recipe (lineage, model card), or
+    nothing when the model uses every feature: a model without a feature is another recipe."""
+    return (
+        {"dropped_features": ",".join(config.dropped_features)} if config.dropped_features else {}
+    )
+
+
+def without(X: pd.DataFrame, dropped: tuple[str, ...]) -> pd.DataFrame:
+    """X with each `dropped` feature held at its first row's value: a constant column gives
+    a tree nothing to split on."""
+    unknown = sorted(set(dropped) - set(X.columns))
+    if unknown:
+        raise ValueError(f"cannot drop {unknown}: not features of the contract")
+    return X.assign(**{name: X[name].iloc[0] for name in dropped}) if dropped else X
+
+
 def train(frame: pd.DataFrame, config: TrainingConfig) -> TrainingResult:
     """Search hyper-parameters by cross-validated `config.scoring`, refit the best on all of `frame`."""
-    X, y = feature_frame(frame), frame[LABEL].astype(int)
+    X, y = without(feature_frame(frame), config.dropped_features), frame[LABEL].astype(int)
     if y.nunique() < 2:
         raise ValueError("training data has a single class: cannot learn churn from it")
     search = RandomizedSearchCV(

@@ -60,6 +60,7 @@ from shared.train import (
     PARAM_SPACE,
     TrainingConfig,
     TrainingResult,
+    ablation,
     split_holdout,
     train,
 )
@@ -419,13 +420,15 @@ def _run(
     config = TrainingConfig(
         n_iter=n_iter or settings.n_iter, seed=settings.seed,
         holdout_fraction=settings.holdout_fraction, param_space={**PARAM_SPACE, **space},
+        dropped_features=settings.dropped_features,
     )  # fmt: skip
     result = train_candidate(train_frame, config)
     candidate, baseline, champion = evaluate_models(
         result, train_frame, holdout, current[1] if current else None
     )
     # The recipe: data, code, and what fixes the fit (the search's pick, seed, hold-out)
-    recipe = {**result.params, "seed": config.seed, "holdout_fraction": config.holdout_fraction}
+    recipe = {**result.params, "seed": config.seed, "holdout_fraction": config.holdout_fraction,
+              **ablation(config)}  # fmt: skip
     lineage = Lineage.of(batches.labelled + batches.labels, recipe, candidate.overall)
     champion_lineage = ChampionLineage(current[0].version, current[0].lineage) if current else None
     verdict = gate(candidate, baseline, champion, settings, lineage.fingerprint(), champion_lineage)
@@ -441,7 +444,7 @@ def _run(
         uri, run_id,
         params={**result.params, "window": batches.window, "window_days": window_days,
                 "train_rows": len(train_frame), "holdout_rows": len(holdout),
-                "n_iter": config.n_iter, "seed": config.seed},
+                "n_iter": config.n_iter, "seed": config.seed, **ablation(config)},
         metrics={**candidate.flat(), **baseline.flat("baseline/"),
                  **(champion.flat("champion/") if champion else {}),
                  "cv_roc_auc": result.cv_score, **{f"data/{k}": v for k, v in drift.metrics().items()}},

@@ -32,6 +32,7 @@ SHORT = {
     "COMPARE_ROWS_PER_DAY": "300",
     "COMPARE_N_ITER": "1",
     "COMPARE_ROLLOUT_KINDS": "[]",  # level 2's rollout kinds: the default run's
+    "COMPARE_GROUP_HARM_DAY": "none",  # the group-harm story: the default run's
 }
 
 
@@ -128,10 +129,10 @@ def test_the_report_table_and_plots_are_written(default_run):
     )
     assert table.strip() in result.stdout  # the same table printed at the end
     assert "day 59" in result.stdout  # progress, day by day
-    for png in ("quality.png", "drift.png"):
+    for png in ("quality.png", "drift.png", "group_harm.png"):
         assert (out / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     page = (out / "report.html").read_text()
-    assert page.count('src="data:image/png;base64,') == 2
+    assert page.count('src="data:image/png;base64,') == 3
     assert "CI red for &#x27;refactor the service&#x27;s scoring&#x27;" in page
     assert "reverted by hand" in page
     assert '<p id="alerts">' in page and "Level 0 has no" in page
@@ -166,8 +167,41 @@ def test_level_2s_rollout_kinds_expose_whom_each_should_and_take_the_time_each_n
 def test_the_report_renders_in_headless_chromium(default_run):
     _, out = default_run
     dom = render((out / "report.html").as_uri(), budget_ms=10000)
-    assert 'data-plots="2"' in dom, dom[:500]  # both plots decoded by the browser
-    assert dom.count('data-rendered="true"') == 2
-    assert "see quality.png" not in dom and "see drift.png" not in dom  # no plot replaced
+    assert 'data-plots="3"' in dom, dom[:500]  # every plot decoded by the browser
+    assert dom.count('data-rendered="true"') == 3
+    assert "plot missing" not in dom  # no plot replaced
     assert '<table id="summary">' in dom and '<table id="events">' in dom
     assert '<table id="kinds">' in dom and "A/B test answers 50%" in dom
+    assert '<table id="harm">' in dom and '<figure id="group-harm">' in dom
+
+
+def test_a_change_that_harms_one_group_is_shipped_by_level_0_and_stopped_by_the_gate(default_run):
+    """The group-harm story: a change that drops the feature rural customers' churn turns on.
+    Level 0 hands its model over and serves it to the end, to every rural customer it answers;
+    level 1's gate rejects every candidate its released code trains, naming the rural slice;
+    level 2's staging gate rejects the push itself, for the same reason. Where it served, the
+    rural customers' ranking and the share of their churners flagged fell well below the
+    other levels', while everyone's ROC AUC moved far less."""
+    result, out = default_run
+    harm = json.loads((out / "summary.json").read_text())["group harm"]
+    assert list(harm) == ["0", "1", "2"]
+    served = {n: harm[n]["days a group-harming model served"] for n in harm}
+    assert served["0"] >= 10 and served["1"] == served["2"] == 0, served
+    assert harm["0"]["city_tier=rural customers who got its answers"] > 500
+    assert harm["0"]["stopped by"].startswith("nothing")
+    assert harm["1"]["stopped by"].startswith("the gate, on ")
+    assert harm["2"]["stopped by"].startswith("the staging gate, before any release")
+    for n in ("1", "2"):
+        assert "slice city_tier=rural roc_auc" in harm[n]["stopped by"], harm[n]
+    rural, everyone = (
+        "live ROC AUC, last week: city_tier=rural",
+        "live ROC AUC, last week: everyone",
+    )
+    assert harm["0"][rural] < harm["1"][rural] - 0.05, harm
+    assert harm["0"][rural] < harm["2"][rural] - 0.05, harm
+    flagged = "churners flagged, last week: city_tier=rural"
+    assert harm["0"][flagged] < harm["1"][flagged] - 0.15, harm
+    rural_loss = harm["1"][rural] - harm["0"][rural]
+    assert harm["1"][everyone] - harm["0"][everyone] < rural_loss / 2, harm
+    assert "The group-harm story:" in result.stdout
+    assert (out / "group_harm.md").read_text().startswith("| figure | level 0 | level 1 |")

@@ -10,8 +10,9 @@ import pandas as pd
 import pytest
 from pydantic import ValidationError
 
-from compare import alerts, routing
+from compare import alerts, group_harm, routing
 from compare.changes import (
+    drops_delivery_minutes,
     initial_code,
     refactor_scoring,
     refactors_scoring,
@@ -37,6 +38,7 @@ from compare.world import World
 from level1_ct import assessment
 from level1_ct.settings import PipelineSettings
 from level2_cicd.settings import CicdSettings
+from shared.scenarios import get_scenario
 from tests.replay_alerts import assert_prometheus_fires_the_same, figures, fired
 
 SMALL = CompareSettings(days=24, start_day=8, rows_per_day=300, n_iter=1,
@@ -241,6 +243,27 @@ def test_a_story_day_outside_the_replay_is_refused_by_name():
         ValidationError, match="concept_drift_day=45 is outside the replay's days 0..39"
     ):
         CompareSettings(days=40)
+
+
+def test_the_group_harm_day_must_fall_within_its_story():
+    with pytest.raises(ValidationError, match="group_harm_day=40 is outside the group-harm"):
+        CompareSettings(group_harm_day=40)
+    assert CompareSettings(group_harm_day=None).group_harm_day is None
+
+
+def test_the_staging_gate_stops_the_group_harming_change_naming_the_rural_slice():
+    """In the group-harm world, level 2's CD judges the pushed code's candidate: CI passes it
+    (it beats the baseline), the staging gate rejects it, and names the rural slice."""
+    settings = SMALL.model_copy(update={"rows_per_day": 500})
+    world = World(settings, get_scenario(group_harm.SCENARIO))
+    runs = Runs(world, settings)
+    level = Level2(world, runs, first_model(world, runs, initial_code(settings)), InProcess(world))
+    change = drops_delivery_minutes(12)
+    level.push(change, 12)
+    assert level.canary is None and not [e for e in level.events if e.kind == "ci"]
+    verdict = level.staged[change.title]
+    assert any(r.startswith("slice city_tier=rural roc_auc") for r in verdict.reasons), verdict
+    assert group_harm.stopped_by(level, change).startswith("the staging gate, before any release")
 
 
 def test_the_replay_takes_the_levels_defaults_not_the_environment(monkeypatch):

@@ -134,6 +134,31 @@ def test_data_quality_days_keep_the_true_labels():
     assert labels["churned"].notna().all()
 
 
+def test_in_the_group_harm_world_delivery_time_drives_the_churn_of_rural_customers_only():
+    """A driver of one group's: rural customers with slow deliveries churn far more than
+    rural customers with fast ones, while for everyone else delivery time matters no more
+    than in the stable world (where it acts only through late deliveries)."""
+
+    def slow_effect(frame: pd.DataFrame, tier: str) -> float:
+        group = frame[frame["city_tier"] == tier]
+        slow = group["avg_delivery_minutes"] > group["avg_delivery_minutes"].median()
+        return group.loc[slow, "churned"].mean() - group.loc[~slow, "churned"].mean()
+
+    harm, stable = days("group-harm", range(0, 6), 2000), days("stable", range(0, 6), 2000)
+    assert slow_effect(harm, "rural") > slow_effect(stable, "rural") + 0.2
+    for tier in ("metro", "urban"):
+        assert abs(slow_effect(harm, tier) - slow_effect(stable, tier)) < 1e-9
+    # the other customers are the stable world's, to the label
+    others = harm["city_tier"] != "rural"
+    assert_frame_equal(harm[others], stable[others])
+
+
+def test_only_the_group_harm_world_has_a_rural_driver():
+    assert {name for name, s in SCENARIOS.items() if s.conditions(30).rural_wait_weight} == {
+        "group-harm"
+    }
+
+
 def test_every_scenario_starts_from_the_same_world():
     first = {name: s.conditions(0) for name, s in SCENARIOS.items()}
     assert len({(c.young_share, c.late_weight) for c in first.values()}) == 1

@@ -124,3 +124,21 @@ def test_the_same_input_gives_the_same_prediction_after_save_and_load(
 def test_loading_from_an_empty_folder_names_the_missing_file(tmp_path: Path):
     with pytest.raises(FileNotFoundError, match="model.skops"):
         model_file.load(tmp_path)
+
+
+def test_a_dropped_feature_is_not_used_by_the_trained_model(split):
+    """TrainingConfig.dropped_features: the fitted model answers the same whatever the
+    dropped feature's value, and still takes requests that carry it (the contract's)."""
+    config = TrainingConfig(n_iter=1, cv_folds=2, seed=11, dropped_features=("avg_order_value",))
+    model = train(split[0], config).pipeline
+    X = feature_frame(split[1])
+    varied = X.assign(avg_order_value=X["avg_order_value"][::-1].to_numpy() * 3 + 1)
+    np.testing.assert_array_equal(model.predict_proba(X), model.predict_proba(varied))
+    # ... whereas a model that keeps it does use it
+    kept = train(split[0], TrainingConfig(n_iter=1, cv_folds=2, seed=11)).pipeline
+    assert not np.array_equal(kept.predict_proba(X), kept.predict_proba(varied))
+
+
+def test_dropping_a_feature_the_contract_lacks_is_refused(labelled):
+    with pytest.raises(ValueError, match="not features of the contract"):
+        train(labelled, TrainingConfig(n_iter=1, dropped_features=("shoe_size",)))
