@@ -29,7 +29,7 @@ from compare.changes import changes
 from compare.levels import PIPELINE, Level
 from compare.routing import pages
 
-DRIFT_ALERTS = frozenset({"DriftHigh", "LiveQualityDrop"})
+DRIFT_ALERTS = frozenset({"DriftHigh", "AttributionShiftHigh", "LiveQualityDrop"})
 
 
 @dataclass(frozen=True)

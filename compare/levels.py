@@ -66,6 +66,7 @@ from level2_cicd.rollout import (
 from level2_cicd.settings import CicdSettings
 from shared import expectations
 from shared.evaluate import THRESHOLD, classification_metrics, evaluate
+from shared.explain import Explainer, global_attributions
 from shared.gate import ChampionLineage, Verdict
 from shared.lineage import fingerprint
 from shared.schema import FEATURE_NAMES, ID, LABEL, example_record
@@ -86,6 +87,7 @@ ALERT_OF = {
     assessment.DRIFT: "DriftHigh",
     assessment.LIVE_QUALITY: "LiveQualityDrop",
     assessment.LIVE_FAIRNESS: "LiveFairnessGapHigh",
+    assessment.ATTRIBUTION_SHIFT: "AttributionShiftHigh",
 }
 
 
@@ -127,6 +129,8 @@ class Runs:
         self.world, self.settings = world, settings
         self._fitted: dict[tuple, Fitted] = {}
         self._drift: dict[tuple, reports.DriftResult] = {}
+        self._explainers: dict[int, Explainer] = {}
+        self._attributions: dict[tuple, dict[str, float]] = {}
 
     def fit(self, code: Code, days: list[int]) -> Fitted:
         key = (code.n_iter, code.class_weight, code.dropped, tuple(days))
@@ -150,6 +154,24 @@ class Runs:
                 live, reference, PIPELINE.drift_share_threshold, summary=False
             )
         return self._drift[key]
+
+    def attributions(self, model: Model, answers: Picked) -> tuple[dict, dict]:
+        """What the model leaned on for its hold-out (the pipeline logs it with the version)
+        and for these answers: mean |SHAP attribution| per feature, each computed once."""
+        fitted = model.fitted
+        if id(fitted) not in self._explainers:
+            self._explainers[id(fitted)] = Explainer(fitted.pipeline)
+        explainer = self._explainers[id(fitted)]
+        reference_key = (id(fitted), "hold-out")
+        if reference_key not in self._attributions:
+            self._attributions[reference_key] = global_attributions(explainer, fitted.holdout)
+        key = (id(fitted), tuple((day, rows.tobytes()) for day, rows in answers))
+        if key not in self._attributions:
+            live = pd.concat(
+                [self.world.features(d)[self.world.answerable(d)].iloc[rows] for d, rows in answers]
+            )
+            self._attributions[key] = global_attributions(explainer, live)
+        return self._attributions[reference_key], self._attributions[key]
 
     def judge(self, candidate: Fitted, code: Code, champion: Model | None) -> Verdict:
         """Level 1's gate: candidate, baseline and champion on the candidate's hold-out, and
@@ -458,6 +480,7 @@ class Level1(Level):
         found = assessment.assess(
             PIPELINE, drift, self.labelled(self.newest(labelled, PIPELINE.monitor_rows)),
             self.champion.holdout_auc, self.last_alert, now,
+            attributions=self.runs.attributions(self.champion, live),
         )  # fmt: skip
         if assessment.ALERT in found.metrics:
             self.last_alert = now

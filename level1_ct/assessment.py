@@ -18,15 +18,20 @@ import pandas as pd
 from level1_ct import reports
 from level1_ct.settings import PipelineSettings
 from shared.evaluate import live_fairness
+from shared.explain import attribution_shift, largest_moves
 from shared.fairness import EQUALIZED_ODDS, AttributeFairness, flat_fairness
 from shared.schema import LABEL
 
 ALERT = "alert"  # the metric recorded when an alert that retrains was raised (1.0)
 DRIFT, LIVE_QUALITY, LIVE_FAIRNESS = "drift", "live quality", "live fairness"  # kinds of alert
-# The kinds a retrain answers: the world moved, and a model fitted on newer data follows it.
-# Groups treated further apart than the gate allows is not one of them: a retrain on the same
-# data learns the same treatment, so a person looks into it (the alert pages).
-RETRAIN_KINDS = (DRIFT, LIVE_QUALITY)
+ATTRIBUTION_SHIFT = "attribution shift"
+# The kinds a retrain answers: the world moved, and a model fitted on newer data follows it
+# (and is judged by the gate on it: a champion leaning on other features for today's
+# customers than for those it was judged on is re-judged). Groups treated further apart than
+# the gate allows is not one of them: a retrain on the same data learns the same treatment,
+# so a person looks into it (the alert pages).
+RETRAIN_KINDS = (DRIFT, LIVE_QUALITY, ATTRIBUTION_SHIFT)
+SHIFT = "attribution_shift"  # the metric: shared.explain.attribution_shift, 0..1
 
 
 def enough_to_judge(settings: PipelineSettings, rows: int) -> bool:
@@ -46,9 +51,12 @@ def alerts(
     drifted: list[str],
     holdout_auc: float,
     fairness: dict[str, AttributeFairness] | None = None,
+    moved: list[str] | None = None,
 ) -> dict[str, str]:
-    """What crossed a threshold, by kind (DRIFT, LIVE_QUALITY, LIVE_FAIRNESS), in words.
-    `fairness`: the groups of the labelled answers (`shared.evaluate.live_fairness`)."""
+    """What crossed a threshold, by kind (DRIFT, LIVE_QUALITY, LIVE_FAIRNESS,
+    ATTRIBUTION_SHIFT), in words. `fairness`: the groups of the labelled answers
+    (`shared.evaluate.live_fairness`); `moved`: the features whose share of the attributions
+    moved most (`shared.explain.largest_moves`)."""
     found = {}
     if metrics["drift_share"] >= settings.drift_share_threshold:
         found[DRIFT] = (
@@ -60,6 +68,12 @@ def alerts(
         found[LIVE_QUALITY] = (
             f"live ROC AUC {auc:.3f} is below {bar:.3f} (hold-out {holdout_auc:.3f} "
             f"- {settings.max_live_auc_drop})"
+        )
+    shift = metrics.get(SHIFT)
+    if shift is not None and shift >= settings.max_attribution_shift:  # False where NaN
+        found[ATTRIBUTION_SHIFT] = (
+            f"{shift:.0%} of the champion's attributions moved between features on its live "
+            f"answers (threshold {settings.max_attribution_shift:.0%}): " + ", ".join(moved or [])
         )
     over = fairness_over_bound(settings, fairness or {})
     if over:
@@ -128,6 +142,7 @@ def assess(
     last_alert: datetime | None,
     now: datetime,
     tags: list[str] | None = None,
+    attributions: tuple[dict[str, float], dict[str, float]] | None = None,
 ) -> Assessment:
     """Monitoring's decision on one check.
 
@@ -137,9 +152,17 @@ def assess(
     columns, `probability`, `churned`): their quality and their group fairness by the gate's
     definitions (`live_fairness/...`, `shared.fairness`); `holdout_auc`: the champion's ROC AUC on its hold-out,
     the bar live quality is held to; `last_alert`: when an alert that retrains was last
-    raised; `tags`: for the quality report's snapshot (the drift report's has its own).
+    raised; `tags`: for the quality report's snapshot (the drift report's has its own);
+    `attributions`: the champion's mean |attribution| per feature on its hold-out (logged with
+    it) and on the same live answers as `drift` (`shared.explain.global_attributions`).
     """
     metrics = {**drift.metrics(), "rows": float(drift.rows), "labelled_rows": float(len(labelled))}
+    moved = []
+    if attributions is not None and all(attributions):
+        reference, live = attributions
+        metrics[SHIFT] = attribution_shift(reference, live)
+        metrics |= {f"live_attribution/{k}": v for k, v in live.items()}
+        moved = largest_moves(reference, live)
     snapshots = [drift.snapshot]
     if enough_labels(settings, labelled):
         frame = labelled.assign(**{reports.TARGET: labelled[LABEL].astype(int)})
@@ -152,7 +175,7 @@ def assess(
         snapshots.append(quality.snapshot)
     else:
         groups = {}
-    found = alerts(settings, metrics, drift.drifted, holdout_auc, groups)
+    found = alerts(settings, metrics, drift.drifted, holdout_auc, groups, moved)
     retraining = any(kind in RETRAIN_KINDS for kind in found)
     held = retraining and cooling(settings, last_alert, now)
     if retraining and not held:

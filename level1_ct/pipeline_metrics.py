@@ -22,7 +22,7 @@ scrape.
     churn_champion_equalized_odds_difference{attribute}
                                               its groups' widest gap on the hold-out
                                               (shared/fairness.py), per slice attribute
-    churn_drift_share, churn_drifted_columns, churn_live_roc_auc,
+    churn_drift_share, churn_drifted_columns, churn_live_roc_auc, churn_attribution_shift,
     churn_live_equalized_odds_difference{attribute}
                                               monitoring's last check of the champion (none
                                               before its first check; fairness only where
@@ -33,7 +33,8 @@ scrape.
     churn_contract_refused_rows_total         the rows in them
     churn_alert_threshold{name}               the settings the alert rules compare with:
                                               drift_share, live_roc_auc_drop, model_age_seconds,
-                                              data_lag_days, equalized_odds_difference (one source:
+                                              data_lag_days, equalized_odds_difference,
+                                              attribution_shift (one source:
                                               level1_ct/settings.py)
     churn_pipeline_source_up{source}          1 if the store answered this scrape, else 0
 """
@@ -65,7 +66,8 @@ from shared.utc import as_utc
 
 log = logging.getLogger(__name__)
 MONITORED = {"drift_share": "churn_drift_share", "drifted_columns": "churn_drifted_columns",
-             "live_roc_auc": "churn_live_roc_auc"}  # fmt: skip
+             "live_roc_auc": "churn_live_roc_auc",
+             "attribution_shift": "churn_attribution_shift"}  # fmt: skip
 
 
 def per_attribute(name: str, documentation: str, gaps: dict[str, float]) -> GaugeMetricFamily:
@@ -201,6 +203,7 @@ def thresholds(settings: PipelineSettings) -> GaugeMetricFamily:
         ("model_age_seconds", settings.max_model_age_days * 86400),
         ("data_lag_days", settings.max_data_lag_days),
         ("equalized_odds_difference", settings.max_equalized_odds_difference),
+        ("attribution_shift", settings.max_attribution_shift),
     ):
         family.add_metric([name], value)
     return family

@@ -14,7 +14,9 @@ to within `TOLERANCE` (tests/unit/model/test_explain.py checks it on every recor
 
 Per registered version, the pipeline logs the global view (`global_attributions`: mean
 |attribution| per feature, and a summary plot); the level-1 and level-2 services answer
-`POST /explain` with one customer's attributions (`explain_records`).
+`POST /explain` with one customer's attributions (`explain_records`); level 1's monitoring
+holds the champion's attributions on its live answers to those of its hold-out
+(`attribution_shift`).
 
 `shap` imports numba (about 5 s, 100 MB): imported on first use, so a service that never
 explains pays nothing for it.
@@ -103,6 +105,29 @@ def global_attributions(explainer: Explainer, frame: pd.DataFrame) -> dict[str, 
     means = np.abs(found.attributions).mean(axis=0)
     order = np.argsort(-means, kind="stable")
     return {EXPLAINED[i]: float(means[i]) for i in order}
+
+
+def attribution_shift(reference: dict[str, float], live: dict[str, float]) -> float:
+    """How far what the model leans on moved, from `reference` to `live` (each a
+    `global_attributions`): each feature's share of the total mean |attribution|, and half the
+    sum of the shares' absolute changes. 0: the same reliance; 1: none of the same features.
+    The share of the model's reasoning that moved from some features to others; a feature
+    missing from one side counts as 0 there."""
+    features = sorted(set(reference) | set(live))
+    ref = np.array([reference.get(f, 0.0) for f in features])
+    now = np.array([live.get(f, 0.0) for f in features])
+    if ref.sum() <= 0 or now.sum() <= 0:
+        return float("nan")
+    return float(0.5 * np.abs(now / now.sum() - ref / ref.sum()).sum())
+
+
+def largest_moves(reference: dict[str, float], live: dict[str, float], n: int = 3) -> list[str]:
+    """The `n` features whose share of the mean |attribution| moved most, in words."""
+    ref_total, live_total = sum(reference.values()), sum(live.values())
+    shares = {f: (reference.get(f, 0.0) / ref_total, live.get(f, 0.0) / live_total)
+              for f in set(reference) | set(live)}  # fmt: skip
+    moved = sorted(shares, key=lambda f: -abs(shares[f][1] - shares[f][0]))[:n]
+    return [f"{f} {shares[f][0]:.0%} -> {shares[f][1]:.0%}" for f in moved]
 
 
 def summary_plot(means: dict[str, float], rows: int, path: Any) -> None:

@@ -11,7 +11,9 @@ trigger turns that into a retraining run. No human in the loop. In the stacks
 (L1_ALERT_ROUTE=alertmanager) Prometheus reads the same figures (level1_ct/pipeline_metrics.py)
 and its alert, through Alertmanager, starts the retrain instead: the flow emits nothing.
 Groups treated further apart than the gate allows (live fairness) are recorded and logged,
-and start no retrain: their alert (LiveFairnessGapHigh) pages a person.
+and start no retrain: their alert (LiveFairnessGapHigh) pages a person. What the champion
+leans on for its live answers (mean |SHAP attribution| per feature) is held to what it leaned
+on for its hold-out: a shift past L1_MAX_ATTRIBUTION_SHIFT retrains, as drift does.
 """
 
 from __future__ import annotations
@@ -33,17 +35,35 @@ from level1_ct.prediction_log import (
     record_monitoring,
 )
 from level1_ct.settings import PipelineSettings, get_settings
+from shared.explain import Explainer, global_attributions
 from shared.utc import as_utc
+
+ATTRIBUTION = "attribution/"  # the prefix of a version's mean |attribution| metrics
 
 
 @io_task
-def find_champion(settings: PipelineSettings) -> tuple[registry.ModelRef, float] | None:
-    """The champion and the ROC AUC it had on its hold-out: the bar live quality is held to."""
+def find_champion(
+    settings: PipelineSettings,
+) -> tuple[registry.ModelRef, float, dict[str, float]] | None:
+    """The champion, the ROC AUC it had on its hold-out (the bar live quality is held to)
+    and what it leaned on there: its mean |attribution| per feature (the run's
+    `attribution/<feature>` metrics; none for a version registered before they were logged)."""
     client = MlflowClient(settings.mlflow_tracking_uri)
     ref = registry.lookup(client, settings.model_name)
     if ref is None:
         return None
-    return ref, client.get_run(ref.run_id).data.metrics.get("roc_auc", float("nan"))
+    metrics = client.get_run(ref.run_id).data.metrics
+    leaned = {
+        k.removeprefix(ATTRIBUTION): v for k, v in metrics.items() if k.startswith(ATTRIBUTION)
+    }
+    return ref, metrics.get("roc_auc", float("nan")), leaned
+
+
+@io_task
+def live_attributions(settings: PipelineSettings, champion: registry.ModelRef, live):
+    """What the champion leans on for its live answers: mean |attribution| per feature."""
+    explainer = Explainer(registry.load_model(champion, settings.mlflow_tracking_uri))
+    return global_attributions(explainer, live)
 
 
 @io_task
@@ -60,6 +80,7 @@ def check(
     reference,
     holdout_auc: float,
     last_alert,
+    attributions=None,
 ) -> assessment.Assessment:
     """Drift of the champion's live features against its reference, the service's quality
     on the newest predictions whose labels have arrived, and the alerts they raise
@@ -68,7 +89,8 @@ def check(
     # Tagged so that the Evidently UI's Reports page filters by version and by day
     tags = [f"version={version}", f"date={now.date().isoformat()}", "kind=monitoring"]
     drift = reports.data_drift(live, reference, settings.drift_share_threshold, tags=tags)
-    result = assessment.assess(settings, drift, labelled, holdout_auc, last_alert, now, tags)
+    result = assessment.assess(settings, drift, labelled, holdout_auc, last_alert, now, tags,
+                               attributions)  # fmt: skip
     try:
         reports.publish(settings.evidently_workspace, settings.evidently_project, result.snapshots)
     except Exception as error:  # the UI being down must not silence the alert
@@ -94,7 +116,7 @@ def monitoring_flow():
     found_champion = find_champion(settings)
     if found_champion is None:
         return Completed(message="no champion yet: nothing to monitor")
-    champion, holdout_auc = found_champion
+    champion, holdout_auc, leaned = found_champion
     engine = connect(settings.prediction_store_url)
     loaded = load_labels(engine, settings.landing)
     for name, reason in loaded.skipped.items():
@@ -113,9 +135,10 @@ def monitoring_flow():
             message=f"{len(live)} predictions of version {champion.version}: "
             f"fewer than {settings.monitor_min_rows}, too few to judge"
         )
+    attributions = (leaned, live_attributions(settings, champion, live)) if leaned else None
     result = check(
         settings, champion.version, live, labelled, reference_of(settings, champion), holdout_auc,
-        _last_alert(engine),
+        _last_alert(engine), attributions,
     )  # fmt: skip
     metrics, found = result.metrics, list(result.alerts.values())
     record_monitoring(engine, champion.version, metrics)

@@ -12,7 +12,14 @@ import pytest
 from sklearn.metrics import roc_auc_score
 
 from level1_ct import reports
-from level1_ct.assessment import ALERT, DRIFT, LIVE_FAIRNESS, LIVE_QUALITY, assess
+from level1_ct.assessment import (
+    ALERT,
+    ATTRIBUTION_SHIFT,
+    DRIFT,
+    LIVE_FAIRNESS,
+    LIVE_QUALITY,
+    assess,
+)
 from level1_ct.settings import PipelineSettings
 from shared.schema import FEATURE_NAMES as _FEATURES
 from shared.schema import ID, LABEL
@@ -142,3 +149,24 @@ def test_drift_past_the_threshold_is_a_drift_alert(day):
     found = assess(SETTINGS, drift, day.head(0), holdout_auc=0.8, last_alert=None, now=NOW)
     assert DRIFT in found.alerts and "age" in found.alerts[DRIFT] and found.retrain
     assert found.metrics["drift_share"] == drift.share >= SETTINGS.drift_share_threshold
+
+
+def test_attributions_moving_past_the_threshold_retrain_and_are_recorded(day, no_drift):
+    """What the champion leans on for its live answers against its hold-out's: a shift at the
+    threshold raises an alert that retrains, naming the features that moved most; under it,
+    the figures are recorded and nothing is raised."""
+    labelled = answered(day, right=True)
+    reference = {"late_rate": 0.5, "age": 0.1, "orders_30d": 0.4}
+    moved = {"late_rate": 0.2, "age": 0.4, "orders_30d": 0.4}  # 30 % of the reliance moved
+    settings = SETTINGS.model_copy(update={"max_attribution_shift": 0.25})
+    found = assess(settings, no_drift, labelled, 0.8, None, NOW, attributions=(reference, moved))
+    assert found.metrics["attribution_shift"] == pytest.approx(0.3)
+    assert found.metrics["live_attribution/age"] == 0.4
+    assert list(found.alerts) == [ATTRIBUTION_SHIFT] and found.retrain and ALERT in found.metrics
+    assert "age 10% -> 40%" in found.alerts[ATTRIBUTION_SHIFT]
+    assert "late_rate 50% -> 20%" in found.alerts[ATTRIBUTION_SHIFT]
+    calm = assess(settings, no_drift, labelled, 0.8, None, NOW, attributions=(reference, reference))
+    assert calm.metrics["attribution_shift"] == 0 and calm.alerts == {}
+    # a champion logged before attributions were: nothing to hold its live ones to
+    bare = assess(settings, no_drift, labelled, 0.8, None, NOW, attributions=({}, moved))
+    assert "attribution_shift" not in bare.metrics and bare.alerts == {}

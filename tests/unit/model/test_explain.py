@@ -11,8 +11,10 @@ from shared.explain import (
     EXPLAINED,
     TOLERANCE,
     Explainer,
+    attribution_shift,
     explain_records,
     global_attributions,
+    largest_moves,
     summary_plot,
 )
 from shared.features import feature_frame
@@ -55,3 +57,28 @@ def test_the_global_view_ranks_what_drives_churn_above_what_does_not(explainer, 
     assert list(means.values()) == sorted(means.values(), reverse=True)
     assert set(means) == set(EXPLAINED)
     assert means["avg_order_value"] < min(means["complaints_90d"], means["orders_30d"])
+
+
+def test_the_attribution_shift_is_the_share_of_reliance_that_moved_between_features():
+    same = {"age": 0.4, "orders_30d": 0.2}
+    assert attribution_shift(same, same) == 0
+    assert attribution_shift(same, {k: 3 * v for k, v in same.items()}) == pytest.approx(0)
+    # shares 50/50 -> 75/25: a quarter of the reliance moved from orders to age
+    assert attribution_shift({"age": 1, "orders_30d": 1}, {"age": 3, "orders_30d": 1}) == 0.25
+    assert attribution_shift({"age": 1}, {"orders_30d": 2}) == 1  # nothing in common
+    assert np.isnan(attribution_shift({"age": 0.0}, same))  # nothing to compare with
+    moved = largest_moves(
+        {"age": 1, "orders_30d": 1, "platform": 0}, {"age": 3, "orders_30d": 1}, 2
+    )
+    assert moved == ["age 50% -> 75%", "orders_30d 50% -> 25%"]
+
+
+def test_a_shifted_user_base_moves_the_attributions_a_stable_one_does_not(explainer, split):
+    """The same model on other customers of the same world leans on the same features; on
+    customers who are all young and all use discounts heavily, on others."""
+    holdout = split[1]
+    reference = global_attributions(explainer, holdout.iloc[: len(holdout) // 2])
+    stable = global_attributions(explainer, holdout.iloc[len(holdout) // 2 :])
+    shifted = holdout.assign(age=16, discount_share=0.9, has_subscription=False)
+    moved = attribution_shift(reference, global_attributions(explainer, shifted))
+    assert attribution_shift(reference, stable) < 0.05 < 0.1 < moved, moved
