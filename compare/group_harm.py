@@ -39,10 +39,7 @@ from compare.levels import LEVELS, Level, Level1, Level2, Runs, first_model
 from compare.servers import InProcess
 from compare.settings import CompareSettings
 from compare.world import World
-from shared.evaluate import THRESHOLD, classification_metrics
-from shared.fairness import group_rates
 from shared.scenarios import get_scenario
-from shared.schema import ID, LABEL
 
 SCENARIO = "group-harm"
 WEEK = 7  # the group's figures pool a week of answers: a day has about 75 rural customers
@@ -118,21 +115,13 @@ def stopped_by(level: Level, change: Change) -> str:
 
 
 def _pooled(level: Level, days: list[int], group: bool) -> dict[str, float]:
-    """ROC AUC and true-positive rate of the answers on `days` to the group (or the rest)."""
-    y, p = [], []
-    for day in (d for d in days if d in level.served):
-        served = level.served[day]
-        mine = _in_group(level, day) == group
-        labels = level.world.labels(day).set_index(ID)[LABEL]
-        y.append(labels.loc[served.ids[mine]].to_numpy().astype(int))
-        p.append(served.probability[mine])
-    if not y or len(set(np.concatenate(y).tolist())) < 2:
-        return {"roc_auc": np.nan, "true_positive_rate": np.nan}
-    y_all, p_all = np.concatenate(y), np.concatenate(p)
-    return {
-        "roc_auc": classification_metrics(y_all, p_all)["roc_auc"],
-        "true_positive_rate": group_rates(y_all, p_all, THRESHOLD)["true_positive_rate"],
-    }
+    """ROC AUC and true-positive rate (recall) of the answers on `days` to the group (or
+    to the rest): NaN where they hold one outcome only."""
+    found = level.quality(
+        [(d, np.flatnonzero(_in_group(level, d) == group)) for d in days if d in level.served]
+    )
+    return {"roc_auc": found.get("roc_auc", np.nan),
+            "true_positive_rate": found.get("recall", np.nan)}  # fmt: skip
 
 
 def group_table(level: Level) -> pd.DataFrame:

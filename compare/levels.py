@@ -225,6 +225,7 @@ class Level:
         self.served: dict[int, Served] = {}
         self.events: list[Event] = []
         self.drift: dict[int, float] = {}  # monitoring's drift share by day
+        self.shift: dict[int, float] = {}  # and its attribution shift
         # The newest release not reverted, which a person suspects when quality drops:
         # (day released, change, code before it)
         self.suspect: tuple[int, Change, Code] | None = None
@@ -482,6 +483,7 @@ class Level1(Level):
             self.champion.holdout_auc, self.last_alert, now,
             attributions=self.runs.attributions(self.champion, live),
         )  # fmt: skip
+        self.shift[day] = found.metrics.get(assessment.SHIFT, math.nan)
         if assessment.ALERT in found.metrics:
             self.last_alert = now
         for kind, alert in found.alerts.items():

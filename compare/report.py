@@ -2,7 +2,8 @@
 
 <out>/report.html   the plots, the summary table, every level's events by day
 <out>/quality.png   live ROC AUC per day, the three levels on one axis, events marked
-<out>/drift.png     the share of drifted features monitoring saw (levels 1 and 2)
+<out>/drift.png     the share of drifted features monitoring saw (levels 1 and 2), and the
+                    share of the champion's attributions that moved
 <out>/summary.md    the summary table, as printed
 <out>/summary.json  the same figures, for tests and notebooks (level 2's rollout kinds under
                     "rollout kinds", the group-harm story's under "group harm")
@@ -108,31 +109,23 @@ def plot_quality(
 
 
 def plot_drift(days: pd.DataFrame, settings: CompareSettings, path: Path) -> None:
-    fig, ax = plt.subplots(figsize=(11, 3))
+    """Monitoring's two drift figures per level: the share of features that drifted, and the
+    share of the champion's attributions that moved (what it leans on), with their bars."""
+    fig, ax = plt.subplots(figsize=(11, 3.3))
     _story(ax, settings)
     for number in (1, 2):
         table = days[days.level == number]
-        ax.plot(
-            table.day,
-            table.drift_share,
-            color=COLORS[number],
-            linestyle=STYLES[number],
-            label=f"level {number} monitoring",
-        )
-    ax.axhline(
-        PIPELINE.drift_share_threshold,
-        color="black",
-        linewidth=0.8,
-        linestyle="--",
-        label="alert threshold",
-    )
-    ax.set(
-        xlabel="day",
-        ylabel="share of features drifted",
-        ylim=(0, 1),
-        title="Drift monitoring (level 0 has none)",
-    )
-    ax.legend(loc="upper left", fontsize=8)
+        ax.plot(table.day, table.drift_share, color=COLORS[number], linestyle=STYLES[number],
+                label=f"level {number}: share of features drifted")  # fmt: skip
+        ax.plot(table.day, table.attribution_shift, color=COLORS[number], linestyle=":",
+                label=f"level {number}: share of attributions moved")  # fmt: skip
+    for value, style, name in ((PIPELINE.drift_share_threshold, "--", "drift"),
+                               (PIPELINE.max_attribution_shift, ":", "attribution shift")):  # fmt: skip
+        ax.axhline(value, color="black", linewidth=0.8, linestyle=style,
+                   label=f"{name} alert threshold")  # fmt: skip
+    ax.set(xlabel="day", ylabel="share", ylim=(0, 1),
+           title="Drift monitoring: the inputs, and what the model leans on (level 0 has none)")  # fmt: skip
+    ax.legend(loc="upper left", fontsize=7, ncol=2)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)

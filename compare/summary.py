@@ -37,6 +37,7 @@ def days_table(level: Level) -> pd.DataFrame:
                 "roc_auc": metrics["roc_auc"],
                 "f1": metrics["f1"],
                 "drift_share": level.drift.get(day, math.nan),
+                "attribution_shift": level.shift.get(day, math.nan),
                 "bad_changes": ",".join(served.bad_changes),
             }
         )

@@ -25,7 +25,7 @@ from compare.world import World
 from level1_ct import registry
 from level1_ct.assessment import ALERT
 from level1_ct.flows.monitoring import monitoring_flow
-from level1_ct.flows.training import training_pipeline
+from level1_ct.flows.training import explain_globally, training_pipeline
 from level1_ct.prediction_log import connect, labels, monitoring, predictions
 from shared.data import batch_path, features_dir, labels_dir
 from shared.features import SKOPS_TRUSTED_TYPES
@@ -67,17 +67,20 @@ def replayed() -> Replayed:
 
 def register(tracking_uri: str, champion: Model) -> str:
     """A replayed champion as level 1's pipeline registers one: the model, its hold-out
-    ROC AUC and its training rows' sample; returns its registry version."""
+    ROC AUC, its training rows' sample and what it leans on on its hold-out (the pipeline's
+    own step); returns its registry version."""
     train_frame = champion.fitted.train_frame
     reference = train_frame.sample(min(len(train_frame), PIPELINE.reference_rows), random_state=0)
     mlflow.set_tracking_uri(tracking_uri)
     mlflow.set_experiment(PIPELINE.experiment)  # the active one: the flow logs its runs there too
-    with mlflow.start_run():
+    with mlflow.start_run() as run:
         info = mlflow.sklearn.log_model(
             champion.pipeline, name="model", skops_trusted_types=SKOPS_TRUSTED_TYPES
         )
         mlflow.log_metric("roc_auc", champion.holdout_auc)
         mlflow.log_table(reference, registry.REFERENCE_FILE)
+    settings = PIPELINE.model_copy(update={"mlflow_tracking_uri": tracking_uri})
+    explain_globally.fn(settings, run.info.run_id, champion.pipeline, champion.fitted.holdout)
     client = MlflowClient(tracking_uri)
     version = registry.register(client, PIPELINE.model_name, info.model_uri, {})
     registry.promote(client, PIPELINE.model_name, version)
