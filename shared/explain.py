@@ -122,11 +122,12 @@ def attribution_shift(reference: dict[str, float], live: dict[str, float]) -> fl
 
 
 def largest_moves(reference: dict[str, float], live: dict[str, float], n: int = 3) -> list[str]:
-    """The `n` features whose share of the mean |attribution| moved most, in words."""
+    """The `n` features whose share of the mean |attribution| moved most, in words (ties in
+    the features' order)."""
     ref_total, live_total = sum(reference.values()), sum(live.values())
     shares = {f: (reference.get(f, 0.0) / ref_total, live.get(f, 0.0) / live_total)
               for f in set(reference) | set(live)}  # fmt: skip
-    moved = sorted(shares, key=lambda f: -abs(shares[f][1] - shares[f][0]))[:n]
+    moved = sorted(shares, key=lambda f: (-abs(shares[f][1] - shares[f][0]), f))[:n]
     return [f"{f} {shares[f][0]:.0%} -> {shares[f][1]:.0%}" for f in moved]
 
 
