@@ -95,6 +95,7 @@ def load_model(ref: ModelRef, tracking_uri: str) -> Any:
 
 REFERENCE_FILE = "reference.parquet"  # a sample of the training data, logged with the model
 ATTRIBUTIONS = "attributions.json"  # mean |SHAP attribution| per feature (shared/explain.py)
+ATTRIBUTION_METRIC = "attribution/"  # ... and as the run's metrics, attribution/<feature>
 MODEL_CARD = model_card.FILE  # each version's card (shared/model_card.py), an artifact of its run
 
 

@@ -38,8 +38,6 @@ from level1_ct.settings import PipelineSettings, get_settings
 from shared.explain import Explainer, global_attributions
 from shared.utc import as_utc
 
-ATTRIBUTION = "attribution/"  # the prefix of a version's mean |attribution| metrics
-
 
 @io_task
 def find_champion(
@@ -53,9 +51,8 @@ def find_champion(
     if ref is None:
         return None
     metrics = client.get_run(ref.run_id).data.metrics
-    leaned = {
-        k.removeprefix(ATTRIBUTION): v for k, v in metrics.items() if k.startswith(ATTRIBUTION)
-    }
+    prefix = registry.ATTRIBUTION_METRIC
+    leaned = {k.removeprefix(prefix): v for k, v in metrics.items() if k.startswith(prefix)}
     return ref, metrics.get("roc_auc", float("nan")), leaned
 
 

@@ -314,7 +314,8 @@ def explain_globally(
     client = MlflowClient(settings.mlflow_tracking_uri)
     now = int(time.time() * 1000)
     client.log_batch(
-        run_id, metrics=[Metric(f"attribution/{k}", v, now, 0) for k, v in means.items()]
+        run_id,
+        metrics=[Metric(registry.ATTRIBUTION_METRIC + k, v, now, 0) for k, v in means.items()],
     )
     client.log_dict(run_id, {"on": f"{len(frame)} hold-out rows", "unit": "log-odds",
                              "mean_abs_attribution": means}, registry.ATTRIBUTIONS)  # fmt: skip
