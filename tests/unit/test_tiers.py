@@ -147,9 +147,10 @@ def test_an_unknown_tier_is_refused_with_the_known_ones(pytester, suite):
 # What the tiers' budgets may add up to. 55 minutes kept .ci/run inside its hour on the
 # machine they were set on; CI's machine since 2026-12-06 is slower, and the suite's budgets
 # add up to 65 minutes there (tests/tiers.toml): over the hour, under CI's hard limit of 90.
-# Raised from 55 for that machine, not for new tests: bring it back down as the container
-# journeys get shorter.
-BUDGETS_MINUTES = 65
+# Raised from 55 for that machine, and to 67 on 2026-12-07 when monitoring began explaining
+# the champion's live answers in every run (the container tier took 2240 s, from 1881-2030 s):
+# bring it back down as the container journeys get shorter and those explanations cheaper.
+BUDGETS_MINUTES = 67
 
 
 def test_the_projects_tiers_cover_every_test_folder_and_fit_the_stated_minutes():
