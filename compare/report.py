@@ -125,7 +125,7 @@ def plot_drift(days: pd.DataFrame, settings: CompareSettings, path: Path) -> Non
                    label=f"{name} alert threshold")  # fmt: skip
     ax.set(xlabel="day", ylabel="share", ylim=(0, 1),
            title="Drift monitoring: the inputs, and what the model leans on (level 0 has none)")  # fmt: skip
-    ax.legend(loc="upper left", fontsize=7, ncol=2)
+    ax.legend(loc="upper right", fontsize=7, ncol=2)  # the pushes are annotated at the left
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
