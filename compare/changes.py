@@ -22,8 +22,8 @@ the churn probability it answers. Both changes are real code, run as they are:
   alone, so the model ranks them far worse while its overall ROC AUC moves little. A gate
   that judges each group against the champion can catch it; an overall check cannot.
 
-`bad` and `harms` are the replay's ground truth for the summary (did a bad change reach
-production? which group does it harm?); no level's process reads them.
+`bad` and `HARMED` are the replay's ground truth for the summary (did a bad change reach
+production? which group does the group-harming one harm?); no level's process reads them.
 """
 
 from __future__ import annotations
@@ -90,7 +90,6 @@ class Change:
     title: str
     apply: Callable[[Code], Code]
     bad: bool
-    harms: str | None = None  # the group it harms, as a slice: "city_tier=rural"
 
 
 def initial_code(settings: CompareSettings) -> Code:
@@ -141,7 +140,7 @@ def rebalances_classes(day: int) -> Change:
 
 def drops_delivery_minutes(day: int) -> Change:
     return Change(day, "no-delivery-minutes", f"search wider, drop {DROPPED}",
-                  drop_delivery_minutes, bad=True, harms="=".join(HARMED))  # fmt: skip
+                  drop_delivery_minutes, bad=True)  # fmt: skip
 
 
 def pushed(*planned: tuple[int | None, Callable[[int], Change]]) -> list[Change]:

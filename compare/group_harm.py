@@ -85,8 +85,7 @@ def harm_change(settings: CompareSettings) -> Change:
 def _in_group(level: Level, day: int) -> np.ndarray:
     """Which of the day's answers went to the harmed group's customers."""
     attribute, group = HARMED
-    answered = level.world.features(day)[level.world.answerable(day)]
-    return answered[attribute].to_numpy() == group
+    return level.world.answered(day)[attribute].to_numpy() == group
 
 
 def harmful_days(level: Level, change: Change) -> list[int]:
@@ -144,13 +143,11 @@ def figures(level: Level, table: pd.DataFrame) -> dict[str, object]:
     days = harmful_days(level, change)
     name = "=".join(HARMED)
     last = table.iloc[-1]
-    week = sorted(level.served)[-WEEK:]
-    everyone = level.quality([(d, np.arange(len(level.served[d].ids))) for d in week])
     return {
         "days a group-harming model served": len(days),
         f"{name} customers who got its answers": int(sum(_in_group(level, d).sum() for d in days)),
         "stopped by": stopped_by(level, change),
-        "live ROC AUC, last week: everyone": everyone.get("roc_auc", np.nan),
+        "live ROC AUC, last week: everyone": level.live_auc(sorted(level.served)[-WEEK:]),
         f"live ROC AUC, last week: {name}": float(last.group_roc_auc),
         "live ROC AUC, last week: the others": float(last.rest_roc_auc),
         f"churners flagged, last week: {name}": float(last.group_true_positive_rate),

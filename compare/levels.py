@@ -141,14 +141,16 @@ class Runs:
             self._fitted[key] = Fitted(result.pipeline, tuple(days), train_frame, holdout)
         return self._fitted[key]
 
+    def answers_frame(self, answers: Picked) -> pd.DataFrame:
+        """The requests behind these answers, as the prediction store holds their features."""
+        return pd.concat([self.world.answered(d).iloc[rows] for d, rows in answers])
+
     def drift(self, model: Model, answers: Picked) -> reports.DriftResult:
         """Level 1's drift report of answered requests against the model's reference rows
         (the sample of its training rows the pipeline logs with it)."""
         key = (id(model.fitted), tuple((day, rows.tobytes()) for day, rows in answers))
         if key not in self._drift:
-            live = pd.concat(
-                [self.world.features(d)[self.world.answerable(d)].iloc[rows] for d, rows in answers]
-            )
+            live = self.answers_frame(answers)
             reference = training_rules.reference(model.fitted.train_frame, PIPELINE)
             self._drift[key] = reports.data_drift(
                 live, reference, PIPELINE.drift_share_threshold, summary=False
@@ -167,10 +169,7 @@ class Runs:
             self._attributions[reference_key] = global_attributions(explainer, fitted.holdout)
         key = (id(fitted), tuple((day, rows.tobytes()) for day, rows in answers))
         if key not in self._attributions:
-            live = pd.concat(
-                [self.world.features(d)[self.world.answerable(d)].iloc[rows] for d, rows in answers]
-            )
-            self._attributions[key] = global_attributions(explainer, live)
+            self._attributions[key] = global_attributions(explainer, self.answers_frame(answers))
         return self._attributions[reference_key], self._attributions[key]
 
     def judge(self, candidate: Fitted, code: Code, champion: Model | None) -> Verdict:
@@ -502,7 +501,7 @@ class Level1(Level):
         frames = []
         for day, rows in answers:
             served = self.served[day]
-            features = self.world.features(day)[self.world.answerable(day)].iloc[rows]
+            features = self.world.answered(day).iloc[rows]
             labels = self.world.labels(day).set_index(ID)[LABEL]
             frames.append(
                 features[list(FEATURE_NAMES)].assign(

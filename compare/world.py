@@ -129,6 +129,10 @@ class World:
             self._answerable[day] = _answerable(self.features(day))
         return self._answerable[day]
 
+    def answered(self, day: int) -> pd.DataFrame:
+        """Day `day`'s requests the API answered, in the order of the answers."""
+        return self.features(day)[self.answerable(day)]
+
     def evening(self, day: int) -> datetime:
         """When the levels' evening steps (monitoring) run on day `day`: 18:00 UTC."""
         return datetime.combine(self.config.day_date(day), time(18), tzinfo=UTC)
