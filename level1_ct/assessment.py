@@ -32,6 +32,7 @@ ATTRIBUTION_SHIFT = "attribution shift"
 # so a person looks into it (the alert pages).
 RETRAIN_KINDS = (DRIFT, LIVE_QUALITY, ATTRIBUTION_SHIFT)
 SHIFT = "attribution_shift"  # the metric: shared.explain.attribution_shift, 0..1
+LIVE_ATTRIBUTION = "live_attribution/"  # + feature: its mean |attribution| on live answers
 
 
 def enough_to_judge(settings: PipelineSettings, rows: int) -> bool:
@@ -161,7 +162,7 @@ def assess(
     if attributions is not None and all(attributions):
         reference, live = attributions
         metrics[SHIFT] = attribution_shift(reference, live)
-        metrics |= {f"live_attribution/{k}": v for k, v in live.items()}
+        metrics |= {f"{LIVE_ATTRIBUTION}{k}": v for k, v in live.items()}
         moved = largest_moves(reference, live)
     snapshots = [drift.snapshot]
     if enough_labels(settings, labelled):

@@ -59,10 +59,10 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 
 from level1_ct import names, registry
+from level1_ct.prediction_log import newest_check
 from level1_ct.settings import PipelineSettings, get_settings
 from shared.data import day_of, labelled_feature_files
 from shared.fairness import gaps_by_attribute
-from shared.utc import as_utc
 
 log = logging.getLogger(__name__)
 MONITORED = {"drift_share": "churn_drift_share", "drifted_columns": "churn_drifted_columns",
@@ -148,25 +148,6 @@ def champion(client: MlflowClient, model_name: str) -> Champion | None:
     metrics = client.get_run(ref.run_id).data.metrics if ref.run_id else {}
     return Champion(ref.version, ref.window, ref.registered_at, metrics.get("roc_auc"),
                     gaps_by_attribute(metrics))  # fmt: skip
-
-
-def last_check(engine: sa.Engine, version: str) -> tuple[dict[str, float], float | None]:
-    """Monitoring's newest check of `version`: its figures, and when (Unix seconds)."""
-    from level1_ct.prediction_log import monitoring
-
-    newest = sa.select(sa.func.max(monitoring.c.checked_at)).where(
-        monitoring.c.model_version == version
-    )
-    with engine.connect() as conn:
-        when = conn.execute(newest).scalar()
-        if when is None:
-            return {}, None
-        rows = conn.execute(
-            sa.select(monitoring.c.metric, monitoring.c.value).where(
-                monitoring.c.model_version == version, monitoring.c.checked_at == when
-            )
-        ).all()
-    return {metric: value for metric, value in rows}, as_utc(when).timestamp()
 
 
 @dataclass(frozen=True)
@@ -298,12 +279,12 @@ class PipelineCollector(Collector):
             )  # fmt: skip
 
     def from_monitoring(self, found: Champion) -> Iterable[Metric]:
-        figures, when = last_check(self.engine(), found.version)
+        figures, when = newest_check(self.engine(), found.version)
         if when is None:
             return
         yield GaugeMetricFamily(
             "churn_monitoring_last_check_timestamp_seconds",
-            "When monitoring last checked the champion", value=when,
+            "When monitoring last checked the champion", value=when.timestamp(),
         )  # fmt: skip
         for key, name in MONITORED.items():
             if key in figures:

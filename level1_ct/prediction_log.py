@@ -36,6 +36,7 @@ from sqlalchemy.engine import Engine
 
 from shared.data import day_of, label_files, read_batch
 from shared.schema import DATE, FEATURES, ID, LABEL, LABEL_COLUMNS
+from shared.utc import as_utc
 from shared.validation import validate_file
 
 log = logging.getLogger(__name__)
@@ -341,6 +342,27 @@ def decision_outcomes(
     with engine.connect() as conn:
         labelled, correct = conn.execute(query).one()
     return int(labelled), int(correct)
+
+
+def newest_check(
+    engine: Engine, model_version: str, having: str = ""
+) -> tuple[dict[str, float], datetime | None]:
+    """Monitoring's newest check of one version: its figures and when it was made (None: no
+    check yet). `having`: the newest check that recorded a figure whose name starts with it,
+    and only those figures."""
+    of_version = monitoring.c.model_version == model_version
+    if having:
+        of_version = sa.and_(of_version, monitoring.c.metric.startswith(having, autoescape=True))
+    newest = sa.select(sa.func.max(monitoring.c.checked_at)).where(of_version)
+    with engine.connect() as conn:
+        when = conn.execute(newest).scalar()
+        if when is None:
+            return {}, None
+        query = sa.select(monitoring.c.metric, monitoring.c.value).where(
+            of_version, monitoring.c.checked_at == when
+        )
+        figures = {metric: value for metric, value in conn.execute(query).all()}
+    return figures, as_utc(when)
 
 
 def record_monitoring(engine: Engine, model_version: str, metrics: dict[str, float]) -> None:

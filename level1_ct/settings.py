@@ -68,6 +68,10 @@ class PipelineSettings(BaseSettings):
     # same grounds: age's share 8 % -> 11 %); a champion scored on customers all young, heavy
     # discount users without a subscription moves 0.11.
     max_attribution_shift: float = 0.1
+    # Explaining the live answers costs a check seconds (shap's import, the champion's load,
+    # monitor_rows answers) and what a model leans on moves with its traffic over hours, not
+    # minutes: within this long of the check that measured a version's, checks judge those.
+    attribution_interval_seconds: int = 600
     retrain_cooldown_seconds: int = 300  # at most one drift-triggered retrain per cooldown
     # Who turns monitoring's alert into a retrain: one path, never two racing. The Prefect
     # event trigger where no Alertmanager runs (the embedded mode without Debian's packages);

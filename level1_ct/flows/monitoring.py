@@ -13,12 +13,15 @@ and its alert, through Alertmanager, starts the retrain instead: the flow emits 
 Groups treated further apart than the gate allows (live fairness) are recorded and logged,
 and start no retrain: their alert (LiveFairnessGapHigh) pages a person. What the champion
 leans on for its live answers (mean |SHAP attribution| per feature) is held to what it leaned
-on for its hold-out: a shift past L1_MAX_ATTRIBUTION_SHIFT retrains, as drift does.
+on for its hold-out: a shift past L1_MAX_ATTRIBUTION_SHIFT retrains, as drift does. Those
+figures are measured at most every L1_ATTRIBUTION_INTERVAL_SECONDS per champion; the checks in
+between judge the last ones measured (and record only the shift they give).
 """
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 
 import sqlalchemy as sa
 from mlflow import MlflowClient
@@ -31,6 +34,7 @@ from level1_ct.prediction_log import (
     connect,
     load_labels,
     monitoring,
+    newest_check,
     recent_predictions,
     record_monitoring,
 )
@@ -56,11 +60,28 @@ def find_champion(
     return ref, metrics.get("roc_auc", float("nan")), leaned
 
 
+@dataclass(frozen=True)
+class LiveAttributions:
+    figures: dict[str, float]  # mean |attribution| per feature on the champion's live answers
+    measured: bool  # by this check (False: by an earlier one, which recorded them)
+
+
 @io_task
-def live_attributions(settings: PipelineSettings, champion: registry.ModelRef, live):
-    """What the champion leans on for its live answers: mean |attribution| per feature."""
+def live_attributions(
+    settings: PipelineSettings, engine: sa.Engine, champion: registry.ModelRef, live
+) -> LiveAttributions:
+    """What the champion leans on for its live answers: mean |attribution| per feature.
+    Measuring costs seconds (shap's import, the champion's load, explaining every answer), so
+    within `attribution_interval_seconds` of the check that last measured this version's,
+    that check's figures are used again."""
+    prefix = assessment.LIVE_ATTRIBUTION
+    last, when = newest_check(engine, champion.version, having=prefix)
+    if when is not None and datetime.now(UTC) - when < timedelta(
+        seconds=settings.attribution_interval_seconds
+    ):
+        return LiveAttributions({k.removeprefix(prefix): v for k, v in last.items()}, False)
     explainer = Explainer(registry.load_model(champion, settings.mlflow_tracking_uri))
-    return global_attributions(explainer, live)
+    return LiveAttributions(global_attributions(explainer, live), True)
 
 
 @io_task
@@ -132,12 +153,16 @@ def monitoring_flow():
             message=f"{len(live)} predictions of version {champion.version}: "
             f"fewer than {settings.monitor_min_rows}, too few to judge"
         )
-    attributions = (leaned, live_attributions(settings, champion, live)) if leaned else None
+    explained = live_attributions(settings, engine, champion, live) if leaned else None
     result = check(
         settings, champion.version, live, labelled, reference_of(settings, champion), holdout_auc,
-        _last_alert(engine), attributions,
+        _last_alert(engine), (leaned, explained.figures) if explained else None,
     )  # fmt: skip
     metrics, found = result.metrics, list(result.alerts.values())
+    if explained and not explained.measured:  # recorded by the check that measured them
+        metrics = {
+            k: v for k, v in metrics.items() if not k.startswith(assessment.LIVE_ATTRIBUTION)
+        }
     record_monitoring(engine, champion.version, metrics)
     summary = ", ".join(f"{k}={v:.3f}" for k, v in metrics.items())
     if not found:

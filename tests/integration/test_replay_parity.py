@@ -23,7 +23,7 @@ from compare.servers import InProcess
 from compare.settings import CompareSettings
 from compare.world import World
 from level1_ct import registry
-from level1_ct.assessment import ALERT
+from level1_ct.assessment import ALERT, LIVE_ATTRIBUTION, SHIFT
 from level1_ct.flows.monitoring import monitoring_flow
 from level1_ct.flows.training import explain_globally, training_pipeline
 from level1_ct.prediction_log import connect, labels, monitoring, predictions
@@ -135,6 +135,7 @@ class FlowRuns:
     contract: Any  # the training run once DAY's batch has landed
     monitoring: Any  # the monitoring run on DAY's evening
     stored: dict[str, float]  # and the figures it stored
+    again: Any  # monitoring run again at once: the figures it stored
 
 
 @pytest.fixture(scope="module")
@@ -168,11 +169,16 @@ def flows(replayed: Replayed, tmp_path_factory) -> FlowRuns:
         store(url, level, version)
         with pipeline_env(orchestrator, env | {"L1_LANDING": str(quiet)}):
             monitoring_state = monitoring_flow(return_state=True)
+            again = monitoring_flow(return_state=True)
+    assert again.is_completed(), again.message
     engine = connect(url)
     with engine.connect() as conn:
-        stored = dict(conn.execute(sa.select(monitoring.c.metric, monitoring.c.value)).all())
+        rows = conn.execute(sa.select(monitoring.c.checked_at, monitoring.c.metric,
+                                      monitoring.c.value)).all()  # fmt: skip
     engine.dispose()
-    return FlowRuns(gate, gate_checks["checks"], contract, monitoring_state, stored)
+    first, second = sorted({when for when, _, _ in rows})
+    stored, again = ({m: v for when, m, v in rows if when == check} for check in (first, second))
+    return FlowRuns(gate, gate_checks["checks"], contract, monitoring_state, stored, again)
 
 
 def test_the_story_gives_each_decision_something_to_decide(replayed):
@@ -223,3 +229,14 @@ def test_the_replayed_monitoring_check_finds_what_the_monitoring_flow_finds(repl
     assert all(alert in state.message for alert in found.alerts.values())
     assert ("retraining triggered" in state.message) == found.retrain
     assert (ALERT in stored) == found.retrain
+
+
+def test_monitoring_again_within_the_interval_judges_the_attributions_it_measured(flows):
+    """Explaining the live answers costs a check seconds: a check within
+    L1_ATTRIBUTION_INTERVAL_SECONDS of the one that measured them judges those figures again,
+    so the shift (and its alert) holds, and does not record them a second time."""
+    first, again = flows.stored, flows.again
+    assert any(m.startswith(LIVE_ATTRIBUTION) for m in first)
+    assert not any(m.startswith(LIVE_ATTRIBUTION) for m in again)
+    assert again[SHIFT] == pytest.approx(first[SHIFT], abs=1e-12)
+    assert again["drift_share"] == pytest.approx(first["drift_share"])

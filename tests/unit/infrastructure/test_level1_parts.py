@@ -174,6 +174,43 @@ def test_drift_is_found_in_a_shifted_user_base_and_not_in_a_stable_one():
     assert set(shifted.drifted) <= set(FEATURE_NAMES)
 
 
+def test_monitoring_measures_live_attributions_at_most_once_per_interval_and_version(
+    tmp_path, monkeypatch, trained, split
+):
+    """Within attribution_interval_seconds of the check that measured a version's live
+    attributions, monitoring judges those figures again without loading the champion; a new
+    champion, or the interval passed, is measured."""
+    from level1_ct import registry
+    from level1_ct.assessment import LIVE_ATTRIBUTION
+    from level1_ct.flows.monitoring import live_attributions
+    from level1_ct.prediction_log import record_monitoring
+
+    loaded = []
+    monkeypatch.setattr(registry, "load_model",
+                        lambda ref, uri: loaded.append(ref.version) or trained.pipeline)  # fmt: skip
+    engine = connect(f"sqlite:///{tmp_path / 'store.db'}")
+
+    def check(version: str, interval: int = 600):
+        """One check, recorded as the flow records it."""
+        settings = PipelineSettings(attribution_interval_seconds=interval)
+        ref = registry.ModelRef("churn", version, "run", "data")
+        found = live_attributions.fn(settings, engine, ref, split[1].head(300))
+        measured = {LIVE_ATTRIBUTION + k: v for k, v in found.figures.items()}
+        record_monitoring(
+            engine, version, {"drift_share": 0.1, **(measured if found.measured else {})}
+        )
+        return found
+
+    first = check("1")
+    assert first.measured and loaded == ["1"] and first.figures["tenure_months"] > 0
+    for _ in range(2):  # the second time, the newest check of "1" is one that did not measure
+        again = check("1")
+        assert not again.measured and loaded == ["1"]
+        assert again.figures == pytest.approx(first.figures, abs=1e-12)
+    assert check("2").measured and loaded == ["1", "2"]
+    assert check("1", interval=0).measured and loaded == ["1", "2", "1"]
+
+
 @pytest.mark.parametrize(
     ("error", "transient"),
     [
