@@ -62,8 +62,7 @@ class BuildJobSettings(BaseSettings):
 
 def image_refs(sha: str, registry: str, settings: CicdSettings) -> dict[str, str]:
     """The commit's images by Dockerfile target, at `registry`."""
-    return {target: f"{registry}/{settings.image_prefix}/{name}:{sha[:12]}"
-            for target, name in IMAGES.items()}  # fmt: skip
+    return {target: settings.commit_image(target, sha, registry) for target in IMAGES}
 
 
 def _job(kind: str, sha: str, pod: dict[str, Any], deadline: int, ttl: int) -> dict[str, Any]:

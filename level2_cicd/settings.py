@@ -14,7 +14,7 @@ from typing import Literal
 from pydantic import SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from level2_cicd.names import WORK_POOL
+from level2_cicd.names import IMAGES, WORK_POOL
 from level2_cicd.rollout import AbRule, Bounds, ShadowBounds
 
 
@@ -118,6 +118,12 @@ class CicdSettings(BaseSettings):
         if self.image_builder == "kubernetes" and not self.image_registry:
             raise ValueError("L2_IMAGE_BUILDER=kubernetes needs L2_IMAGE_REGISTRY (host[:port])")
         return self
+
+    def commit_image(self, target: str, sha: str, registry: str = "") -> str:
+        """A commit's image of a Dockerfile target (names.IMAGES), at `registry` (host[:port])
+        where a cluster's builder pushed it, else in the local engine."""
+        image = f"{self.image_prefix}/{IMAGES[target]}:{sha[:12]}"
+        return f"{registry}/{image}" if registry else image
 
     def bounds(self) -> Bounds:
         return Bounds(

@@ -82,7 +82,6 @@ from level2_cicd.names import (
     CANDIDATE,
     CD_FLOW,
     ENTRYPOINT,
-    IMAGES,
     PRODUCTION,
     ROLLOUT_KIND,
     ROLLOUT_KINDS,
@@ -244,7 +243,7 @@ def staging_container(sha: str, settings: CicdSettings) -> Iterator[str]:
     name = f"level2-staging-{sha[:12]}"
     for stale in client.containers.list(all=True, filters={"name": f"^{name}$"}):
         stale.remove(force=True)  # a retried delivery of the same commit
-    image = f"{settings.image_prefix}/{IMAGES['serving']}:{sha[:12]}"
+    image = settings.commit_image("serving", sha)
     try:
         client.images.get(image)  # not found: `run` would try to pull it, from Docker Hub
     except docker.errors.ImageNotFound as error:

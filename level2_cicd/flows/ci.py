@@ -147,8 +147,8 @@ def build_images(checkout: Path, sha: str, settings: CicdSettings) -> list[str]:
 
     client = docker.from_env(timeout=600)
     tags = []
-    for target, name in IMAGES.items():
-        tag = f"{settings.image_prefix}/{name}:{sha[:12]}"
+    for target in IMAGES:
+        tag = settings.commit_image(target, sha)
         started = time.monotonic()
         try:
             client.images.build(
