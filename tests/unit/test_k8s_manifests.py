@@ -32,6 +32,7 @@ from kubernetes_validate import utils as kv_utils
 from level2_cicd.names import WORK_POOL
 from shared.servers import read_dotenv
 from tests.unit.compose_files import load_with
+from tests.unit.pod_security import breaks_baseline
 
 ROOT = Path(__file__).resolve().parents[2]
 K8S = ROOT / "deploy/k8s"
@@ -497,28 +498,6 @@ RUNNER_NEEDS = {
     ("", "pods/log"): {"get"},
 }
 SHA = "0123456789abcdef0123456789abcdef01234567"
-
-
-# Kubernetes' baseline Pod Security Standard: the capabilities a container may add
-BASELINE_CAPABILITIES = {"AUDIT_WRITE", "CHOWN", "DAC_OVERRIDE", "FOWNER", "FSETID", "KILL",
-                         "MKNOD", "NET_BIND_SERVICE", "SETFCAP", "SETGID", "SETPCAP", "SETUID",
-                         "SYS_CHROOT"}  # fmt: skip
-
-
-def breaks_baseline(pod: dict) -> list[str]:
-    """What in a pod's spec the baseline Pod Security Standard refuses (its checks that the
-    manifests could break: privilege, the node's namespaces and paths, capabilities)."""
-    found = [f"host{n}" for n in ("Network", "PID", "IPC") if pod.get(f"host{n}")]
-    found += [v["name"] for v in pod.get("volumes", []) if "hostPath" in v]
-    for container in pod.get("initContainers", []) + pod["containers"]:
-        security = container.get("securityContext", {})
-        if security.get("privileged"):
-            found.append(f"{container['name']}: privileged")
-        added = set(security.get("capabilities", {}).get("add", [])) - BASELINE_CAPABILITIES
-        found += [f"{container['name']}: {cap}" for cap in sorted(added)]
-        found += [f"{container['name']}: hostPort" for port in container.get("ports", [])
-                  if port.get("hostPort")]  # fmt: skip
-    return found
 
 
 def test_every_namespace_enforces_the_baseline_pod_security_standard_and_meets_it(level):
