@@ -148,9 +148,11 @@ def test_an_unknown_tier_is_refused_with_the_known_ones(pytester, suite):
 # machine they were set on; CI's machine since 2026-12-06 is slower, and the suite's budgets
 # add up to 65 minutes there (tests/tiers.toml): over the hour, under CI's hard limit of 90.
 # Raised from 55 for that machine, and to 67 on 2026-12-07 when monitoring began explaining
-# the champion's live answers in every run (the container tier took 2240 s, from 1881-2030 s):
-# bring it back down as the container journeys get shorter and those explanations cheaper.
-BUDGETS_MINUTES = 67
+# the champion's live answers in every run (the container tier took 2240 s, from 1881-2030 s);
+# 69 on 2026-12-07 when a clean clone's container tier took 2343 s, 4 % under its budget, with
+# those explanations at most every 10 minutes (CI's own run of the suite: 56.5 minutes).
+# Bring it down as the container journeys get shorter.
+BUDGETS_MINUTES = 69
 
 
 def test_the_projects_tiers_cover_every_test_folder_and_fit_the_stated_minutes():
