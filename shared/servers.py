@@ -44,11 +44,21 @@ class ServerError(RuntimeError):
     """A server did not come up; the message says why and where its log is."""
 
 
+_HANDED_OUT: set[int] = set()  # every port free_port has returned in this process
+
+
 def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on right now."""
-    with socket.socket() as s:
-        s.bind((LOOPBACK, 0))
-        return s.getsockname()[1]
+    """A TCP port on 127.0.0.1 that nothing listens on right now, and that this process has
+    not handed out before: the ports of one stack must differ, and Docker's port allocator can
+    hold a removed stack's port for a while ("Bind for 127.0.0.1:N failed: port is already
+    allocated", though nothing listens on it)."""
+    while True:
+        with socket.socket() as s:
+            s.bind((LOOPBACK, 0))
+            port = s.getsockname()[1]
+        if port not in _HANDED_OUT:
+            _HANDED_OUT.add(port)
+            return port
 
 
 def read_dotenv(path: Path) -> dict[str, str]:
