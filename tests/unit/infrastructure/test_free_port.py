@@ -22,11 +22,3 @@ def test_a_port_once_handed_out_is_not_handed_out_again(monkeypatch):
     monkeypatch.setattr(servers, "_HANDED_OUT", set())
     monkeypatch.setattr(servers.socket, "socket", Probe)
     assert [servers.free_port() for _ in range(3)] == [41001, 41002, 41003]
-
-
-def test_free_ports_are_distinct_and_nothing_listens_on_them():
-    ports = [servers.free_port() for _ in range(50)]
-    assert len(set(ports)) == len(ports)
-    for port in ports[:5]:
-        with socket.socket() as s:
-            s.bind((servers.LOOPBACK, port))  # free: binding it succeeds
